@@ -1,0 +1,1 @@
+"""Benchmarks: speed of the operator, sampler and training step, and paired accuracy studies."""

@@ -1,0 +1,154 @@
+"""Speed benchmarks of the library pieces: the operator against a straightforward implementation
+of the guide's formulas, and PKSampler against pytorch-metric-learning's MPerClassSampler.
+
+Every figure is a ratio of two timings taken in the same run, calls interleaved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from carrot.bench.timing import interleaved_median
+from carrot.functional.operator import carrot_operator
+
+
+def straightforward_operator(
+    z: Tensor, y: Tensor, *, detach_stats: bool, eps: float = 1e-12
+) -> Tensor:
+    """The guide's formulas written the obvious way (unique + index_add_ + cdist); statistics are
+    built with autograd on, as in the guide, and detached afterwards when ``detach_stats``. The
+    guide's in-place ``fill_diagonal_`` is replaced by an out-of-place mask so that
+    ``detach_stats=False`` can be differentiated at all."""
+    classes, inv = torch.unique(y, sorted=True, return_inverse=True)
+    c = classes.numel()
+    counts = torch.bincount(inv, minlength=c).clamp_min(1)
+    mu = (
+        torch.zeros(c, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, inv, z)
+        / counts[:, None]
+    )
+    diff = z - mu[inv]
+    r2 = torch.zeros(c, dtype=z.dtype, device=z.device).index_add(0, inv, (diff * diff).sum(1))
+    r = torch.sqrt(r2 / counts + eps)
+    dist = torch.cdist(mu, mu) + torch.diag(torch.full((c,), float("inf"), device=z.device))
+    m = dist.min(dim=1).values
+    gamma = torch.clamp(m / (2 * r + eps), min=1.0)
+    if detach_stats:
+        mu, gamma = mu.detach(), gamma.detach()
+    return mu[inv] + gamma[inv, None] * (z - mu[inv])
+
+
+@dataclass
+class OperatorTiming:
+    batch: int
+    dim: int
+    detach_stats: bool
+    guide_s: float
+    carrot_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.carrot_s / self.guide_s
+
+
+def operator_timings(
+    *,
+    batches: tuple[int, ...] = (64, 256, 1024),
+    dims: tuple[int, ...] = (128, 512, 2048),
+    k: int = 4,
+    repeats: int = 20,
+    device: str = "cpu",
+) -> Iterator[OperatorTiming]:
+    """Forward+backward time of both implementations for every (detach, B, D)."""
+    sync: Callable[[], None] = (
+        torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    )
+    gen = torch.Generator().manual_seed(0)
+    for detach in (True, False):
+        for b in batches:
+            for d in dims:
+                y = torch.arange(b // k).repeat_interleave(k).to(device)
+                z0 = F.normalize(torch.randn(b, d, generator=gen), dim=1).to(device)
+                w = torch.randn(b, d, generator=gen).to(device)
+
+                def run(
+                    fn: Callable[..., object],
+                    z0: Tensor = z0,
+                    y: Tensor = y,
+                    w: Tensor = w,
+                    detach: bool = detach,
+                ) -> None:
+                    z = z0.detach().requires_grad_(True)
+                    out = fn(z, y, detach_stats=detach)
+                    out = out[0] if isinstance(out, tuple) else out
+                    out.backward(w)  # type: ignore[union-attr]
+                    sync()
+
+                variants: dict[str, Callable[[], object]] = {
+                    "guide": partial(run, straightforward_operator),
+                    "carrot": partial(run, carrot_operator),
+                }
+                times = interleaved_median(variants, repeats=repeats)
+                yield OperatorTiming(b, d, detach, times["guide"], times["carrot"])
+
+
+def long_tailed_labels(n_images: int, n_classes: int, *, seed: int = 0) -> np.ndarray:
+    """Labels with log-normal class sizes (at least 2 images a class), shuffled."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.lognormal(0.0, 0.7, n_classes)
+    sizes = np.maximum(2, np.round(sizes / sizes.sum() * n_images)).astype(np.int64)
+    return rng.permutation(np.repeat(np.arange(n_classes), sizes))
+
+
+@dataclass
+class SamplerTiming:
+    name: str
+    sampler: str
+    init_s: float
+    epoch_s: float
+    coverage: float
+
+
+def sampler_timings(
+    cases: tuple[tuple[str, int, int], ...] = (
+        ("NABirds-size", 48_562, 555),
+        ("iNat-size", 2_700_000, 10_000),
+    ),
+    *,
+    batch_size: int = 64,
+    k: int = 4,
+) -> Iterator[SamplerTiming]:
+    """Epoch build time and coverage of PKSampler and (if installed) MPerClassSampler."""
+    from carrot.samplers import PKSampler
+
+    for name, n, c in cases:
+        labels = long_tailed_labels(n, c)
+        start = time.perf_counter()
+        pk = PKSampler(labels, batch_size=batch_size, k=k, seed=0)
+        built = time.perf_counter()
+        epoch = pk.epoch_batches()
+        done = time.perf_counter()
+        yield SamplerTiming(
+            name, "PKSampler", built - start, done - built, np.unique(epoch).size / n
+        )
+        try:
+            from pytorch_metric_learning.samplers import MPerClassSampler
+        except ImportError:
+            continue
+        start = time.perf_counter()
+        mp = MPerClassSampler(
+            labels, m=k, batch_size=batch_size, length_before_new_iter=labels.size
+        )
+        built = time.perf_counter()
+        flat = np.fromiter(iter(mp), dtype=np.int64)
+        done = time.perf_counter()
+        yield SamplerTiming(
+            name, "MPerClassSampler", built - start, done - built, np.unique(flat).size / n
+        )

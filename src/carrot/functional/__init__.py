@@ -1,0 +1,34 @@
+"""Pure tensor functions: the CARROT class geometry, the operator and its losses."""
+
+from carrot.functional.geometry import (
+    ClassGeometry,
+    StatsReducer,
+    class_geometry,
+    compute_dtype,
+    expand,
+    expansion_factors,
+)
+from carrot.functional.losses import (
+    KLDirection,
+    carrot_ce_kl_loss,
+    carrot_supcon_loss,
+    kl_consistency,
+    supcon_loss,
+)
+from carrot.functional.operator import carrot_operator, summarize_stats
+
+__all__ = [
+    "ClassGeometry",
+    "KLDirection",
+    "StatsReducer",
+    "carrot_ce_kl_loss",
+    "carrot_operator",
+    "carrot_supcon_loss",
+    "class_geometry",
+    "compute_dtype",
+    "expand",
+    "expansion_factors",
+    "kl_consistency",
+    "summarize_stats",
+    "supcon_loss",
+]

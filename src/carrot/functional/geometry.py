@@ -1,0 +1,384 @@
+"""The CARROT formulas: the class geometry of a batch of embeddings and its expansion.
+
+For every class ``c`` present in a batch of embeddings ``z_i`` with labels ``y_i``
+(``n_c`` samples of class ``c``)::
+
+    μ_c    = (1 / n_c) Σ_{y_i = c} z_i                     centroid
+    r_c    = sqrt((1 / n_c) Σ_{y_i = c} ||z_i - μ_c||²)    RMS radius
+    m_c    = min_{c' ≠ c} ||μ_c - μ_c'||                   distance to the nearest other centroid
+    γ_c    = max(1, m_c / (2 r_c + ε))                     parameter-free expansion
+    T_c(z) = μ_c + γ_c (z - μ_c)                           the CARROT operator
+
+Everything here is vectorized over classes (no Python loop, no host sync except the one
+``torch.unique`` needs to size its output; ``sync_free=True`` avoids even that) and computed in
+float32 or wider whatever the input dtype.
+
+The same function serves one process and many: a :class:`StatsReducer` (see
+:mod:`carrot.distributed`) decides which labels the class list sees and sums the per-class
+partial sums over ranks. Without one, the statistics are those of the local batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ClassGeometry",
+    "StatsReducer",
+    "class_geometry",
+    "compute_dtype",
+    "expand",
+    "expand_rows",
+    "expansion_factors",
+]
+
+# How many nearest-centroid candidates, found on a Gram matrix, get their distance recomputed
+# directly. The Gram matrix only ranks; the reported m_c never comes from it.
+_NEAREST_CANDIDATES = 4
+# A class whose RMS radius is below this many units of roundoff of its centroid's norm has no
+# spread (one image, or copies of one image): its γ is 1.
+_DEGENERATE_ULPS = 64
+
+
+class StatsReducer(Protocol):
+    """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
+
+    def gather_labels(self, y: Tensor) -> tuple[Tensor, int]:
+        """Returns the labels of the whole (global) batch and the offset of the local ones in it."""
+        ...
+
+    def sum(self, x: Tensor) -> Tensor:
+        """Sums a per-class partial sum over all participants (autograd-aware)."""
+        ...
+
+
+class ClassGeometry(NamedTuple):
+    """Per-class statistics of a batch. ``C`` counts class slots.
+
+    With the default (compact) class list every slot holds a class present in the batch. With
+    ``sync_free=True`` there are ``C = B`` slots and ``valid`` marks those that hold a class.
+    """
+
+    classes: Tensor
+    """Class label of each slot, ascending. Shape: (C,)."""
+    inverse: Tensor
+    """Slot of each local sample. Shape: (B,)."""
+    counts: Tensor
+    """Samples per class over everything the statistics saw. Shape: (C,)."""
+    valid: Tensor
+    """Whether the slot holds a class (always true for the compact list). Shape: (C,)."""
+    mu: Tensor
+    """Centroids μ_c. Shape: (C, D)."""
+    r: Tensor
+    """RMS radii r_c. Shape: (C,)."""
+    m: Tensor
+    """Distance m_c to the nearest other centroid; ``inf`` when there is none. Shape: (C,)."""
+    nearest: Tensor
+    """Slot of the nearest other centroid (meaningless where ``m`` is ``inf``). Shape: (C,)."""
+    degenerate: Tensor
+    """Classes without spread (r_c is roundoff): one image, or copies of one. Shape: (C,)."""
+    deviation: Tensor
+    """z_i - μ_{y_i} of each local sample, in the compute dtype. Shape: (B, D)."""
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.classes.shape[0])
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are computed in: float64 for float64 input, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_batch(z: Tensor, y: Tensor) -> None:
+    """Raises ``ValueError`` unless ``z`` is a (B, D) float tensor and ``y`` (B,) integer labels."""
+    if not isinstance(z, Tensor) or z.ndim != 2 or not z.is_floating_point():
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        dtype = z.dtype if isinstance(z, Tensor) else None
+        raise ValueError(
+            f"z must be a floating-point tensor of shape (B, D), got shape {shape} and dtype "
+            f"{dtype}; flatten or pool your features to one vector per image first."
+        )
+    if (
+        not isinstance(y, Tensor)
+        or y.ndim != 1
+        or y.is_floating_point()
+        or y.is_complex()
+        or y.dtype == torch.bool
+    ):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        dtype = y.dtype if isinstance(y, Tensor) else None
+        raise ValueError(
+            f"y must be an integer tensor of class indices with shape (B,), got shape {shape} "
+            f"and dtype {dtype}; pass hard labels (soft or one-hot targets have no class geometry)."
+        )
+    if y.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"z and y must hold the same number of samples, got z of shape {tuple(z.shape)} "
+            f"and y of shape {tuple(y.shape)}."
+        )
+    if y.device != z.device:
+        raise ValueError(f"z and y must be on the same device, got {z.device} and {y.device}.")
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """sqrt with a zero (not NaN) gradient at 0."""
+    if not x.requires_grad:
+        return x.clamp_min(0.0).sqrt_()
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Disables autocast where it is on (entering the context costs more than checking)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Class slots of a label vector: ``(classes, inverse, counts, valid)``.
+
+    The compact list uses ``torch.unique`` (one host sync to size its output); every slot is
+    used and ``valid`` is ``None``. The sync-free list has one slot per sample: labels are sorted
+    and every new label opens the next slot, so shapes never depend on the data.
+    """
+    if not sync_free:
+        classes, inverse, counts = torch.unique(
+            y, sorted=True, return_inverse=True, return_counts=True
+        )
+        return classes, inverse, counts, None
+    n = y.shape[0]
+    sorted_y, order = torch.sort(y, stable=True)
+    opens = torch.ones(n, dtype=torch.long, device=y.device)
+    opens[1:] = (sorted_y[1:] != sorted_y[:-1]).long()
+    slot_sorted = torch.cumsum(opens, 0) - 1  # (B,)
+    inverse = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)
+    # Unused slots repeat the largest label so that ``classes`` stays sorted.
+    classes = sorted_y[-1:].expand(n).clone().scatter_(0, slot_sorted, sorted_y)
+    counts = torch.zeros_like(slot_sorted).scatter_add_(
+        0, slot_sorted, torch.ones_like(slot_sorted)
+    )
+    return classes, inverse, counts, counts > 0
+
+
+def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """m_c and the slot of the nearest other centroid (``valid=None``: every slot is a class).
+
+    Candidates are ranked on the Gram matrix of the centered centroids (fast, but |a|²+|b|²-2a·b
+    cancels when centroids are close), then the distance to each of the best few is recomputed
+    as a direct difference, which is accurate and carries the gradient when statistics are not
+    detached. m_c is ``inf`` for a class without another class (and for unused slots).
+    """
+    c, d = mu.shape
+    if c < 2:
+        return torch.full((c,), float("inf"), dtype=mu.dtype, device=mu.device), torch.zeros(
+            c, dtype=torch.long, device=mu.device
+        )
+    k = min(c - 1, _NEAREST_CANDIDATES)
+    with torch.no_grad():
+        if valid is None:
+            centered = mu - mu.mean(0)
+        else:
+            w = valid.to(mu.dtype)
+            centered = mu - (w @ mu) / w.sum().clamp_min(1.0)
+        sq = torch.linalg.vector_norm(centered, dim=1).square_()
+        d2 = torch.addmm(sq[:, None] + sq, centered, centered.T, alpha=-2.0)  # (C, C)
+        d2.fill_diagonal_(float("inf"))
+        if valid is not None:
+            d2.masked_fill_(~(valid[:, None] & valid[None, :]), float("inf"))
+        ranked, candidates = d2.topk(k, dim=1, largest=False)  # (C, k)
+        others = mu.index_select(0, candidates.view(-1)).view(c, k, d).sub_(mu[:, None])
+        exact = torch.linalg.vector_norm(others, dim=2)  # (C, k)
+        if valid is not None:
+            exact.masked_fill_(torch.isinf(ranked), float("inf"))
+        best, pick = exact.min(dim=1)
+        nearest = candidates.gather(1, pick[:, None]).squeeze(1)  # (C,)
+    if not mu.requires_grad:
+        return best, nearest
+    m = torch.linalg.vector_norm(mu - mu.index_select(0, nearest), dim=1)
+    return (m if valid is None else torch.where(torch.isfinite(best), m, best)), nearest
+
+
+def class_geometry(
+    z: Tensor,
+    y: Tensor,
+    *,
+    unbiased_radius: bool = False,
+    sync_free: bool = False,
+    reducer: StatsReducer | None = None,
+) -> ClassGeometry:
+    """Centroid μ_c, RMS radius r_c and nearest-centroid distance m_c of every class in a batch.
+
+    Formulas (``n_c`` samples of class ``c``)::
+
+        μ_c = (1 / n_c) Σ_{y_i = c} z_i
+        r_c = sqrt((1 / n_c) Σ_{y_i = c} ||z_i - μ_c||²)       (× sqrt(n_c / (n_c - 1)) if unbiased)
+        m_c = min_{c' ≠ c} ||μ_c - μ_c'||
+
+    The radius is a two-pass sum of squared deviations (no E[z²] - E[z]² cancellation) and m_c is
+    a direct difference of the two centroids, so both are accurate to float32 roundoff even for
+    nearly coincident classes. Gradients flow through all statistics unless the caller runs this
+    under ``torch.no_grad()``.
+
+    Args:
+        z: Embeddings; any floating dtype, statistics are computed in float32 (float64 for
+            float64 input) with autocast disabled. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        unbiased_radius: Multiply r_c by sqrt(n_c / (n_c - 1)), removing the small-sample bias of
+            the RMS radius (about 13% low at K = 4). Off by default, as in the guide.
+        sync_free: Use ``C = B`` class slots instead of ``torch.unique``, so that no step needs the
+            host (``valid`` marks the slots in use). Costs more memory for the C × C matrix.
+        reducer: Sums statistics over ranks (see :mod:`carrot.distributed`); ``None`` keeps them
+            local.
+
+    Returns:
+        The :class:`ClassGeometry` of the batch.
+    """
+    check_batch(z, y)
+    dtype = compute_dtype(z.dtype)
+    n, d = z.shape
+    with no_autocast(z.device.type):
+        z_c = z.to(dtype)
+        labels, offset = reducer.gather_labels(y) if reducer is not None else (y, 0)
+        classes, inverse_all, counts_int, valid = _segment(labels, sync_free=sync_free)
+        inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
+        c = classes.shape[0]
+        counts = counts_int.to(dtype)
+        denom = counts.clamp_min(1.0) if valid is not None else counts
+
+        sums = torch.zeros(c, d, dtype=dtype, device=z.device).index_add_(0, inverse, z_c)
+        if reducer is not None:
+            sums = reducer.sum(sums)
+        mu = sums / denom[:, None]  # (C, D)
+
+        # z - μ_y, built in the gathered buffer: B×D temporaries dominate the cost on CPU.
+        gathered = mu.index_select(0, inverse)
+        deviation = (
+            torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
+        )
+        sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(
+            0, inverse, torch.linalg.vector_norm(deviation, dim=1).square()
+        )
+        if reducer is not None:
+            sq = reducer.sum(sq)
+        r2 = sq / denom
+        if unbiased_radius:
+            r2 = r2 * denom / (counts - 1.0).clamp_min(1.0)
+        r = _safe_sqrt(r2)
+
+        with torch.no_grad():
+            roundoff = _DEGENERATE_ULPS * torch.finfo(dtype).eps
+            degenerate = r <= roundoff * torch.linalg.vector_norm(mu, dim=1)
+            if valid is not None:
+                degenerate &= valid
+        m, nearest = _nearest_centroid(mu, valid)
+    if valid is None:
+        valid = torch.ones(c, dtype=torch.bool, device=z.device)
+    return ClassGeometry(classes, inverse, counts, valid, mu, r, m, nearest, degenerate, deviation)
+
+
+def expansion_factors(
+    geometry: ClassGeometry, *, eps: float = 1e-12, max_gamma: float | None = None
+) -> Tensor:
+    """The parameter-free expansion γ_c = max(1, m_c / (2 r_c + ε)), optionally capped.
+
+    γ_c is 1 for classes without spread (r_c is roundoff: expanding them would only scale
+    roundoff by ~1e5), without another class in the batch (m_c = inf) and for unused slots.
+
+    Args:
+        geometry: Statistics from :func:`class_geometry`.
+        eps: ε of the formula.
+        max_gamma: Upper bound on γ_c (``None``: no bound, the guide's formula).
+
+    Returns:
+        γ_c. Shape: (C,).
+    """
+    m, r = geometry.m, geometry.r
+    # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
+    # inf or 0/0 in the unused branch into a NaN gradient.
+    inactive = geometry.degenerate | (m == float("inf"))
+    if m.requires_grad or r.requires_grad:
+        m = torch.where(inactive, 0.0, m)
+        r = torch.where(inactive, 1.0, r)
+        gamma = torch.where(inactive, 1.0, (m / (2.0 * r + eps)).clamp_min(1.0))
+    else:
+        gamma = m.div(r.mul(2.0).add_(eps)).clamp_min_(1.0).masked_fill_(inactive, 1.0)
+    if max_gamma is not None:
+        gamma = gamma.clamp_max(max_gamma)
+    return gamma
+
+
+class _FrozenExpansion(torch.autograd.Function):
+    """z + (γ - 1)(z - μ) with μ and γ constants: the backward pass is a row scaling by γ.
+
+    Writes the result into ``deviation`` (an internal buffer), so the step costs no new B×D
+    tensor in the forward pass.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
+        ctx.save_for_backward(gamma_rows)
+        scale = (gamma_rows - 1.0)[:, None]
+        out = torch.addcmul(z.to(deviation.dtype), deviation, scale, out=deviation)
+        return _to_input_dtype(out, z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (gamma_rows,) = ctx.saved_tensors
+        return (grad.to(gamma_rows.dtype) * gamma_rows[:, None]).to(grad.dtype), None, None
+
+
+def _to_input_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast back to the input dtype, saturating at its largest finite value instead of inf."""
+    if x.dtype == dtype:
+        return x
+    big = torch.finfo(dtype).max
+    return x.clamp_(-big, big).to(dtype)
+
+
+def expand_rows(z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
+    """z⁺ = z + (γ - 1)(z - μ) from precomputed deviations ``z - μ`` (see :func:`expand`).
+
+    When neither ``deviation`` nor ``gamma_rows`` needs a gradient (detached statistics), the
+    result is written into ``deviation``, which must not be used afterwards.
+
+    Args:
+        z: Embeddings. Shape: (B, D).
+        deviation: z - μ_{y} in the compute dtype. Shape: (B, D).
+        gamma_rows: γ of each sample's class. Shape: (B,).
+
+    Returns:
+        z⁺ in ``z``'s dtype. Shape: (B, D).
+    """
+    with no_autocast(z.device.type):
+        if not (deviation.requires_grad or gamma_rows.requires_grad):
+            out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows)
+            return out
+        z_plus = torch.addcmul(z.to(deviation.dtype), (gamma_rows - 1.0)[:, None], deviation)
+        return _to_input_dtype(z_plus, z.dtype)
+
+
+def expand(z: Tensor, inverse: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:
+    """T_c(z) = μ_c + γ_c (z - μ_c), written as z + (γ_c - 1)(z - μ_c) so that γ_c = 1 returns z
+    bit for bit.
+
+    Computed in ``mu``'s dtype; the result has ``z``'s dtype, saturated at its largest finite
+    value when that dtype is narrower (a finite input never comes back as inf).
+
+    Args:
+        z: Embeddings. Shape: (B, D).
+        inverse: Class slot of each sample. Shape: (B,).
+        mu: Centroids. Shape: (C, D).
+        gamma: Expansion factors. Shape: (C,).
+
+    Returns:
+        The expanded embeddings z⁺. Shape: (B, D).
+    """
+    with no_autocast(z.device.type):
+        deviation = z.to(mu.dtype) - mu.index_select(0, inverse)  # (B, D)
+        return expand_rows(z, deviation, gamma.index_select(0, inverse))

@@ -1,0 +1,270 @@
+"""Losses built on the CARROT operator: CE + KL logit consistency, and supervised contrastive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from carrot.distributed import all_gather_with_grad
+from carrot.functional.geometry import check_batch, compute_dtype, no_autocast
+from carrot.functional.operator import carrot_operator
+
+__all__ = [
+    "KLDirection",
+    "carrot_ce_kl_loss",
+    "carrot_supcon_loss",
+    "kl_consistency",
+    "supcon_loss",
+]
+
+KLDirection = Literal["plus_z", "z_plus", "symmetric"]
+_KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
+
+
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 if it is float64: losses are never computed in half."""
+    return x.to(compute_dtype(x.dtype))
+
+
+def _normalize(z: Tensor) -> Tensor:
+    """L2-normalize rows in float32 or wider (eps 1e-12 underflows in fp16); ``z``'s dtype."""
+    with no_autocast(z.device.type):
+        return F.normalize(_wide(z), dim=1).to(z.dtype)
+
+
+def kl_consistency(
+    logits: Tensor,
+    logits_plus: Tensor,
+    *,
+    T: float = 1.0,
+    direction: KLDirection = "plus_z",
+    stop_grad_plus: bool = False,
+) -> Tensor:
+    """Temperature-scaled KL divergence between the class distributions of z and z⁺, times T².
+
+    With p = softmax(logits / T) and p⁺ = softmax(logits_plus / T), averaged over the batch:
+
+    - ``"plus_z"``: KL(p⁺ ‖ p) = Σ p⁺ (log p⁺ - log p). This is what the guide's code computes,
+      ``F.kl_div(log p, p⁺)`` (its comment says KL(p ‖ p⁺)). Default.
+    - ``"z_plus"``: KL(p ‖ p⁺), the direction the guide's comment names.
+    - ``"symmetric"``: ½ (KL(p⁺ ‖ p) + KL(p ‖ p⁺)).
+
+    Args:
+        logits: Logits of z. Shape: (B, N).
+        logits_plus: Logits of z⁺. Shape: (B, N).
+        T: Temperature (> 0).
+        direction: One of the three above.
+        stop_grad_plus: Detach p⁺, making it a fixed target (the guide lets gradients flow
+            through both).
+
+    Returns:
+        The loss, a 0-d tensor in float32 (float64 for float64 input).
+    """
+    if direction not in _KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must be one of {_KL_DIRECTIONS}, got {direction!r}.")
+    if not T > 0:
+        raise ValueError(f"T must be > 0, got {T!r}.")
+    log_p = F.log_softmax(_wide(logits) / T, dim=1)
+    log_q = F.log_softmax(_wide(logits_plus) / T, dim=1)
+    if stop_grad_plus:
+        log_q = log_q.detach()
+    kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+    if direction == "plus_z":
+        kl = kl_qp
+    else:
+        kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+        kl = kl_pq if direction == "z_plus" else 0.5 * (kl_qp + kl_pq)
+    return kl * (T * T)
+
+
+def carrot_ce_kl_loss(
+    z: Tensor,
+    y: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    *,
+    T: float = 1.0,
+    lam: float = 1.0,
+    kl_direction: KLDirection = "plus_z",
+    aux_ce_weight: float = 0.0,
+    max_gamma: float | None = None,
+    stop_grad_plus: bool = False,
+    label_smoothing: float = 0.0,
+    eps: float = 1e-12,
+    detach_stats: bool = True,
+    unbiased_radius: bool = False,
+    global_stats: bool = True,
+) -> tuple[Tensor, dict[str, Any]]:
+    """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
+    optional auxiliary CE on ẑ⁺.
+
+    ẑ = normalize(z), z⁺ = carrot_operator(ẑ, y), ẑ⁺ = normalize(z⁺); the two logit vectors are
+    ``classifier(ẑ)`` and ``classifier(ẑ⁺)``. With default options this is the guide's
+    ``carrot_ce_kl_loss`` with an identity encoder, value and gradients.
+
+    Args:
+        z: Raw (un-normalized) embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        classifier: Any head mapping (B, D) embeddings to (B, N) logits; called twice.
+        T: Temperature of the KL term (> 0).
+        lam: Weight λ of the KL term (>= 0).
+        kl_direction: ``"plus_z"`` (default, the guide's code: KL(p⁺ ‖ p)), ``"z_plus"``
+            (KL(p ‖ p⁺), the guide's comment) or ``"symmetric"``; see :func:`kl_consistency`.
+        aux_ce_weight: Weight of CE(classifier(ẑ⁺), y) (>= 0; default 0, off).
+        max_gamma: Cap on γ_c (``None``: parameter-free).
+        stop_grad_plus: Detach the z⁺ branch of the KL term (a fixed target).
+        label_smoothing: Label smoothing of the CE terms (default 0).
+        eps: ε of the expansion formula.
+        detach_stats: Constant statistics in the backward pass (default, as the guide).
+        unbiased_radius: Small-sample correction of r_c (see :func:`class_geometry`).
+        global_stats: Under ``torch.distributed``, statistics over all ranks.
+
+    Returns:
+        ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
+        stats plus detached ``ce``, ``kl``, ``aux_ce`` and ``logits`` (of ẑ, for accuracy).
+    """
+    check_batch(z, y)
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}.")
+    if not aux_ce_weight >= 0:
+        raise ValueError(f"aux_ce_weight must be >= 0, got {aux_ce_weight!r}.")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+    z_hat = _normalize(z)
+    z_plus, stats = carrot_operator(
+        z_hat,
+        y,
+        eps=eps,
+        detach_stats=detach_stats,
+        max_gamma=max_gamma,
+        unbiased_radius=unbiased_radius,
+        global_stats=global_stats,
+    )
+    z_plus = _normalize(z_plus)
+    logits = classifier(z_hat)
+    logits_plus = classifier(z_plus)
+    ce = F.cross_entropy(_wide(logits), y, label_smoothing=label_smoothing)
+    kl = kl_consistency(
+        logits, logits_plus, T=T, direction=kl_direction, stop_grad_plus=stop_grad_plus
+    )
+    loss = ce + lam * kl
+    aux = torch.zeros((), device=z.device)
+    if aux_ce_weight > 0:
+        aux = F.cross_entropy(_wide(logits_plus), y, label_smoothing=label_smoothing)
+        loss = loss + aux_ce_weight * aux
+    stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
+    return loss, stats
+
+
+def supcon_loss(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float = 0.1,
+    gather_global: bool = False,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020, L_out) over V views of B samples.
+
+    Every one of the B·V views is an anchor; its positives are all other views with the same
+    label, its contrast set all other views::
+
+        ℓ_a = -(1 / |P(a)|) Σ_{p ∈ P(a)} log( exp(s_ap / τ) / Σ_{j ≠ a} exp(s_aj / τ) )
+
+    with s the cosine similarity (features are L2-normalized here). The loss is the mean of ℓ_a
+    over anchors that have at least one positive; anchors without a positive (a label seen once
+    with V = 1) carry no signal and are left out of the mean, as pytorch-metric-learning's
+    ``SupConLoss`` does (SupContrast counts them as 0 in the mean instead). With no positive
+    anywhere the loss is 0. When every anchor has a positive the value equals SupContrast's
+    loss with ``base_temperature = temperature`` and pytorch-metric-learning's ``SupConLoss`` on
+    the concatenated views.
+
+    Args:
+        features: Embeddings, V views per sample. Shape: (B, V, D).
+        labels: Integer class labels. Shape: (B,).
+        temperature: τ (> 0).
+        gather_global: Under ``torch.distributed``, contrast the local anchors against the views
+            of all ranks (an autograd-aware all-gather). Under DDP's gradient averaging, each
+            rank's loss must then be a mean over the *global* anchors times the world size,
+            which the plain local mean is when every rank has the same batch size.
+
+    Returns:
+        The loss, a 0-d tensor in float32 (float64 for float64 input).
+    """
+    if features.ndim != 3 or not features.is_floating_point():
+        raise ValueError(
+            f"features must be a floating-point tensor of shape (B, V, D), got shape "
+            f"{tuple(features.shape)} and dtype {features.dtype}; stack views with "
+            "torch.stack([z1, z2], dim=1)."
+        )
+    check_batch(features[:, 0], labels)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+    b, v, d = features.shape
+    with no_autocast(features.device.type):
+        feats = F.normalize(_wide(features), dim=2)
+        anchors = feats.transpose(0, 1).reshape(v * b, d)  # (V·B, D), view-major
+        anchor_labels = labels.repeat(v)  # (V·B,)
+        contrast, offset = anchors, 0
+        contrast_labels = anchor_labels
+        if gather_global:
+            contrast, offset = all_gather_with_grad(anchors)
+            contrast_labels, _ = all_gather_with_grad(anchor_labels)
+        logits = anchors @ contrast.T / temperature  # (V·B, ΣV·B)
+        idx = torch.arange(v * b, device=features.device)
+        is_self = torch.zeros_like(logits, dtype=torch.bool)
+        is_self[idx, idx + offset] = True
+        logits = logits - logits.masked_fill(is_self, float("-inf")).amax(1, keepdim=True).detach()
+        log_prob = logits - torch.logsumexp(logits.masked_fill(is_self, float("-inf")), 1, True)
+        positive = (anchor_labels[:, None] == contrast_labels[None, :]) & ~is_self
+        n_pos = positive.sum(1)
+        mean_log_prob_pos = torch.where(positive, log_prob, 0.0).sum(1) / n_pos.clamp_min(1)
+        has_pos = n_pos > 0
+        return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def carrot_supcon_loss(
+    z: Tensor,
+    y: Tensor,
+    *,
+    temperature: float = 0.1,
+    gather_global: bool = False,
+    max_gamma: float | None = None,
+    eps: float = 1e-12,
+    detach_stats: bool = True,
+    unbiased_radius: bool = False,
+    global_stats: bool = True,
+) -> tuple[Tensor, dict[str, Any]]:
+    """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
+    two views of :func:`supcon_loss`.
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        temperature: τ of the contrastive loss (> 0).
+        gather_global: Contrast against all ranks' views (see :func:`supcon_loss`).
+        max_gamma: Cap on γ_c (``None``: parameter-free).
+        eps: ε of the expansion formula.
+        detach_stats: Constant statistics in the backward pass (default).
+        unbiased_radius: Small-sample correction of r_c.
+        global_stats: Under ``torch.distributed``, statistics over all ranks.
+
+    Returns:
+        ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
+    """
+    z_hat = _normalize(z)
+    z_plus, stats = carrot_operator(
+        z_hat,
+        y,
+        eps=eps,
+        detach_stats=detach_stats,
+        max_gamma=max_gamma,
+        unbiased_radius=unbiased_radius,
+        global_stats=global_stats,
+    )
+    features = torch.stack([z_hat, _normalize(z_plus)], dim=1)  # (B, 2, D)
+    loss = supcon_loss(features, y, temperature=temperature, gather_global=gather_global)
+    stats["supcon"] = loss.detach()
+    return loss, stats

@@ -1,0 +1,5 @@
+"""Batch samplers."""
+
+from carrot.samplers.pk import PKSampler
+
+__all__ = ["PKSampler"]
