@@ -16,4 +16,3 @@ echo "== lint"; .venv/bin/ruff check src tests benchmarks
 echo "== types"; .venv/bin/mypy
 echo "== unit tests"; .venv/bin/python -m pytest -p no:cacheprovider -q -m "not distributed and not slow"
 echo "== multi-process tests"; .venv/bin/python -m pytest -p no:cacheprovider -q -m distributed
-echo "== slow tests"; .venv/bin/python -m pytest -p no:cacheprovider -q -m slow

@@ -19,6 +19,7 @@ __all__ = [
     "DistributedReducer",
     "all_gather_with_grad",
     "all_reduce_sum",
+    "ddp_loss_scale",
     "default_reducer",
     "global_batch_size",
     "is_distributed",
@@ -119,6 +120,20 @@ def global_batch_size(n: int, device: torch.device | str = "cpu", group: Any = N
     if not is_distributed(group):
         return n
     return sum(_gather_sizes(n, torch.device(device), group))
+
+
+def ddp_loss_scale(n: int, device: torch.device | str = "cpu", group: Any = None) -> float:
+    """Factor that turns a rank's mean loss into the share that makes DDP match one process.
+
+    DDP averages gradients over the W ranks. If rank r's loss is its local mean over ``n`` samples
+    times ``W · n / N`` (N the global batch), the averaged gradient equals the gradient of the
+    mean loss over the concatenated batch, also when ranks have different batch sizes and when
+    gradients cross ranks through CARROT's statistics or a global SupCon. With equal batch sizes
+    the factor is 1. Returns 1.0 when not distributed.
+    """
+    if not is_distributed(group):
+        return 1.0
+    return dist.get_world_size(group) * n / global_batch_size(n, device, group)
 
 
 class DistributedReducer:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from carrot import carrot_ce_kl_loss, carrot_supcon_loss, kl_consistency, supcon_loss
+
 from oracle import oracle_operator, oracle_supcon
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from carrot import carrot_operator, class_geometry, expand, expansion_factors
+
 from oracle import oracle_operator
 
 
