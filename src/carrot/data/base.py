@@ -1,0 +1,110 @@
+"""What every dataset in carrot provides, and the registry the trainer builds them from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "LabeledImages",
+    "build_dataset",
+    "load_rgb",
+    "register",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, malformed or inconsistent. The message names the file (and
+    line, where there is one) and says what was expected."""
+
+
+class LabeledImages(Dataset[tuple[Any, int]]):
+    """A split of a classification dataset: ``dataset[i] -> (image, label)``.
+
+    Subclasses set ``labels`` (int64, contiguous 0..num_classes-1, one per item, known without
+    reading any image: the P×K sampler needs them) and ``classes`` (class name per label), and
+    implement ``load(i)``. Transforms are applied by the trainer, not here.
+    """
+
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, index: int) -> Image.Image | Tensor:
+        """The item's image: an RGB PIL image (files on disk) or a uint8 (C, H, W) tensor (built-ins)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Image.Image | Tensor, int]:
+        return self.load(index), int(self.labels[index])
+
+
+def load_rgb(path: Path, *, crop_bottom: int = 0) -> Image.Image:
+    """Open an image as RGB; an unreadable file is a :class:`DatasetError` naming it.
+
+    Args:
+        path: Image file.
+        crop_bottom: Pixels to cut off the bottom (FGVC-Aircraft's copyright banner).
+    """
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except FileNotFoundError as e:
+        raise DatasetError(f"image file {path} does not exist; check data.root.") from e
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise DatasetError(f"cannot read image {path}: {e}; re-download or remove it.") from e
+    if crop_bottom:
+        w, h = img.size
+        if h <= crop_bottom:
+            raise DatasetError(
+                f"image {path} is {w}x{h} pixels, too small to crop a {crop_bottom}-pixel banner."
+            )
+        img = img.crop((0, 0, w, h - crop_bottom))
+    return img
+
+
+DatasetFactory = Callable[..., LabeledImages]
+DATASETS: dict[str, DatasetFactory] = {}
+
+
+def register(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Class decorator: make a dataset available as ``data.name = name``."""
+
+    def wrap(factory: DatasetFactory) -> DatasetFactory:
+        DATASETS[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_dataset(
+    name: str, *, root: str | Path | None, split: str, **options: Any
+) -> LabeledImages:
+    """Build one split (``"train"`` or ``"test"``) of a registered dataset.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the registered names).
+        DatasetError: the files are missing or malformed.
+    """
+    import carrot.data  # noqa: F401  (registers the built-in datasets)
+
+    if name not in DATASETS:
+        raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {name!r}.")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    return DATASETS[name](
+        root=None if root is None else Path(root).expanduser(), split=split, **options
+    )

@@ -1,0 +1,106 @@
+"""Any dataset laid out as ``train/<class>/<image>`` and ``test/<class>/<image>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from carrot.data._parse import check_split, reject_unknown
+from carrot.data.base import DatasetError, LabeledImages, load_rgb, register
+
+__all__ = ["ImageFolder"]
+
+
+@register("imagefolder")
+class ImageFolder(LabeledImages):
+    """Images sorted into one folder per class, with a train and a test folder.
+
+    Layout: ``root/train/<class>/<image>`` and ``root/test/<class>/<image>`` (``root/val`` is
+    used when there is no ``root/test``). Scanning is torchvision's: class folders sorted by name,
+    files with an image extension (``.jpg``, ``.png``, ...) sorted within each, subfolders included.
+    The classes are the train folders, in both splits; a test class folder that has no train
+    folder is an error, a train class missing from test is not.
+
+    Args:
+        root: The folder that holds ``train/`` and ``test/`` (or ``val/``).
+        split: ``"train"`` or ``"test"``.
+        **options: None are accepted.
+
+    Attributes:
+        classes: Train class folder names, sorted; label ``i`` is ``classes[i]``.
+        paths: Image file of each item.
+    """
+
+    def __init__(self, root: Path | None, split: str = "train", **options: Any) -> None:
+        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+        reject_unknown("imagefolder", options, ())
+        self.split = check_split(split)
+        if root is None:
+            raise DatasetError(
+                "imagefolder needs data.root: set it to the folder that holds train/<class>/ and "
+                "test/<class>/; see docs/datasets.md."
+            )
+        self.root = Path(root).expanduser()
+        train_dir = self.root / "train"
+        if not train_dir.is_dir():
+            raise DatasetError(
+                f"folder {train_dir} does not exist; expected {self.root}/train/<class>/<image> "
+                "(and test/ or val/ beside it). Set data.root to the folder that holds train/."
+            )
+        classes, class_to_idx = _find_classes(train_dir)
+        split_dir = train_dir
+        if self.split == "test":
+            split_dir = self.root / "test"
+            if not split_dir.is_dir() and (self.root / "val").is_dir():
+                split_dir = self.root / "val"
+            if not split_dir.is_dir():
+                raise DatasetError(
+                    f"neither {self.root / 'test'} nor {self.root / 'val'} exists; expected the "
+                    "test images as test/<class>/<image> beside train/."
+                )
+            extra = sorted(set(_find_classes(split_dir)[0]) - set(classes))
+            if extra:
+                raise DatasetError(
+                    f"{split_dir / extra[0]} is a class folder with no counterpart in {train_dir}; "
+                    "every test class must also be a train class (rename or remove it)."
+                )
+        try:
+            samples = make_dataset(
+                split_dir,
+                class_to_idx,
+                extensions=IMG_EXTENSIONS,
+                allow_empty=self.split == "test",
+            )
+        except FileNotFoundError as e:  # torchvision: "Found no valid file for the classes ..."
+            raise DatasetError(
+                f"{split_dir}: {str(e).rstrip('.')}. Every train class folder needs at least one "
+                "image: add images or remove the folder."
+            ) from e
+        if not samples:
+            raise DatasetError(
+                f"{split_dir} holds no images with extensions {list(IMG_EXTENSIONS)}; expected "
+                f"{split_dir}/<class>/<image>."
+            )
+        self.classes = classes
+        self.paths = [Path(p) for p, _ in samples]
+        self.labels = np.asarray([label for _, label in samples], dtype=np.int64)
+
+    def load(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index])
+
+
+def _find_classes(directory: Path) -> tuple[list[str], dict[str, int]]:
+    """Sorted class folders of ``directory`` and their labels (torchvision's ``find_classes``)."""
+    from torchvision.datasets.folder import find_classes
+
+    try:
+        classes, class_to_idx = find_classes(directory)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{directory} has no class folders; expected {directory}/<class>/<image>."
+        ) from None
+    return list(classes), dict(class_to_idx)
