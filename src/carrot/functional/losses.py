@@ -86,6 +86,7 @@ def carrot_ce_kl_loss(
     y: Tensor,
     classifier: Callable[[Tensor], Tensor],
     *,
+    logits: Tensor | None = None,
     T: float = 1.0,
     lam: float = 1.0,
     kl_direction: KLDirection = "plus_z",
@@ -108,7 +109,10 @@ def carrot_ce_kl_loss(
     Args:
         z: Raw (un-normalized) embeddings. Shape: (B, D).
         y: Integer class labels. Shape: (B,).
-        classifier: Any head mapping (B, D) embeddings to (B, N) logits; called twice.
+        classifier: Any head mapping (B, D) embeddings to (B, N) logits; called on ẑ⁺, and on
+            ẑ unless ``logits`` are given.
+        logits: ``classifier(normalize(z))`` if the caller already has them (saves a call).
+            Shape: (B, N).
         T: Temperature of the KL term (> 0).
         lam: Weight λ of the KL term (>= 0).
         kl_direction: ``"plus_z"`` (default, the guide's code: KL(p⁺ ‖ p)), ``"z_plus"``
@@ -144,7 +148,8 @@ def carrot_ce_kl_loss(
         global_stats=global_stats,
     )
     z_plus = _normalize(z_plus)
-    logits = classifier(z_hat)
+    if logits is None:
+        logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
     ce = F.cross_entropy(_wide(logits), y, label_smoothing=label_smoothing)
     kl = kl_consistency(

@@ -1,0 +1,173 @@
+"""The config schema: YAML, overrides, errors that name the key, the saved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from carrot.train.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_the_built_in_run() -> None:
+    cfg = load_config()
+    assert (cfg.data.name, cfg.method, cfg.model.backbone) == ("digits", "carrot", "carrot_cnn")
+    assert cfg.run_dir() == Path("runs/digits-carrot-s0")
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("method: supcon\ntrain:\n  lr: 0.1\n  epochs: 7\ndata:\n  name: cub\n")
+    cfg = load_config(
+        path, ["train.lr=1e-3", "carrot.max_gamma=4", "data.options.annotation_level=family"]
+    )
+    assert cfg.method == "supcon" and cfg.train.epochs == 7 and cfg.data.name == "cub"
+    assert cfg.train.lr == 1e-3  # command line wins; "1e-3" is a float, not YAML's string
+    assert cfg.carrot.max_gamma == 4.0 and isinstance(cfg.carrot.max_gamma, float)
+    assert cfg.data.options == {"annotation_level": "family"}
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [
+        ("train.amp=bf16", "bf16"),
+        ("train.grad_clip=null", None),
+        ("train.channels_last=true", True),
+        ("model.embedding_dim=128", 128),
+        ("data.root=/data/x", "/data/x"),
+    ],
+)
+def test_override_types(override: str, value: object) -> None:
+    cfg = apply_overrides(Config(), [override])
+    section, key = override.split("=")[0].split(".")
+    assert getattr(getattr(cfg, section), key) == value
+
+
+def test_unknown_key_lists_valid_keys_and_suggests() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config key 'lrr' in train\. Did you mean 'lr'\? Valid keys in train: .*accum_steps.*epochs",
+    ):
+        apply_overrides(Config(), ["train.lrr=0.1"])
+
+
+def test_unknown_section() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown config key 'trian' at the top level. Did you mean 'train'"
+    ):
+        apply_overrides(Config(), ["trian.lr=0.1"])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbon: resnet50\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'backbon' in model"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_and_type() -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs must be int, got 'ten' \(str\)"):
+        apply_overrides(Config(), ["train.epochs=ten"])
+
+
+def test_wrong_choice() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"method must be one of 'ce', 'label_smoothing', 'carrot', 'supcon', 'supcon_carrot', got 'arcface'",
+    ):
+        apply_overrides(Config(), ["method=arcface"])
+
+
+def test_section_needs_keys() -> None:
+    with pytest.raises(ConfigError, match=r"train is a section; set its keys"):
+        apply_overrides(Config(), ["train=3"])
+
+
+def test_scalar_has_no_keys() -> None:
+    with pytest.raises(ConfigError, match=r"train.lr is not a section"):
+        apply_overrides(Config(), ["train.lr.x=3"])
+
+
+def test_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="overrides must look like section.key=value"):
+        apply_overrides(Config(), ["train.lr"])
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size=30", "train.batch_size must be a positive multiple of train.k=4"),
+        (
+            "train.mixup=0.2",
+            "mixup and train.cutmix are not supported: mixed images have soft labels",
+        ),
+        ("carrot.max_gamma=0.5", "carrot.max_gamma must be >= 1 or null"),
+        ("train.accum_steps=0", "train.accum_steps must be >= 1"),
+        ("carrot.T=0", "carrot.T must be > 0"),
+    ],
+)
+def test_cross_field_rules(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Config(), [override])
+
+
+def test_output_dir_placeholders() -> None:
+    cfg = apply_overrides(
+        Config(),
+        ["data.name=cub", "method=ce", "seed=3", "output_dir=out/{data.name}/{method}-{seed}"],
+    )
+    assert cfg.run_dir() == Path("out/cub/ce-3")
+    cfg.output_dir = "out/{nope}"
+    with pytest.raises(ConfigError, match="placeholder that is not a config key"):
+        cfg.run_dir()
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(
+        None, ["method=supcon_carrot", "train.amp=bf16", "data.options.difficulty=0.8"]
+    )
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert config_to_dict(again) == config_to_dict(cfg)
+
+
+def test_every_shipped_config_loads() -> None:
+    files = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(files) >= 11, (
+        "the built-in default plus ResNet-50 and ViT-B/16 recipes for five datasets"
+    )
+    for path in files:
+        cfg = load_config(path)
+        text = path.read_text()
+        if path.stem != "default":
+            assert "source:" in text.lower() or "# from" in text.lower(), (
+                f"{path.name} must cite its recipe"
+            )
+            assert cfg.data.root is not None or cfg.data.name in (
+                "digits",
+                "fashion_mnist",
+                "synthetic",
+            )
+        assert yaml.safe_load(text) is not None
