@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, DatasetError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"carrot {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("CARROT_DEBUG"):
+            raise
+        kind = "" if isinstance(e, (ConfigError, DatasetError)) else f"{type(e).__name__}: "
+        print(
+            f"carrot {args.command}: error: {kind}{e} (CARROT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
     except NonFiniteLossError as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)

@@ -171,3 +171,26 @@ def test_every_shipped_config_loads() -> None:
                 "synthetic",
             )
         assert yaml.safe_load(text) is not None
+
+
+def test_yaml_1_2_scalars_on_the_command_line_and_in_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "train:\n  amp: off\n  weight_decay: 1e-4\ndata:\n  options:\n    x: 1e-3\n    y: yes\n"
+    )
+    cfg = load_config(path, ["data.options.z=123", "train.channels_last=on"])
+    assert cfg.train.amp == "off" and cfg.train.weight_decay == 1e-4
+    assert cfg.data.options == {"x": 1e-3, "y": "yes", "z": 123}
+    assert cfg.train.channels_last is True
+    assert apply_overrides(Config(), ["train.amp=off"]).train.amp == "off"
+
+
+def test_options_nested_under_a_value() -> None:
+    with pytest.raises(ConfigError, match=r"data.options.a is a value, not a mapping"):
+        apply_overrides(Config(), ["data.options.a=1", "data.options.a.b=2"])
+
+
+def test_methods_that_need_two_images_per_class() -> None:
+    with pytest.raises(ConfigError, match=r"train.k must be >= 2 for method=carrot, got 1"):
+        apply_overrides(Config(), ["train.k=1", "train.batch_size=8"])
+    assert apply_overrides(Config(), ["method=ce", "train.k=1", "train.batch_size=8"]).train.k == 1

@@ -84,7 +84,7 @@ def test_outputs_of_a_run(tiny, tmp_path) -> None:
 def test_resume_mid_epoch_equals_one_go(tiny, tmp_path) -> None:
     extra = [
         "train.epochs=4",
-        "model.drop_rate=0.3",
+        "model.drop_rate=0.1",
         "train.ema_decay=0.9",
         "train.retrieval=false",
     ]
@@ -94,11 +94,16 @@ def test_resume_mid_epoch_equals_one_go(tiny, tmp_path) -> None:
         None, [*tiny, *extra, f"output_dir={tmp_path / 'two'}", "train.stop_after_steps=7"]
     )
     first = Trainer(two).fit()
-    assert first["stopped_early"] and first["epochs"] == 2
-    Trainer.resume(tmp_path / "two", ["train.stop_after_steps=null"]).fit()
+    assert first["stopped_early"] and first["epochs"] == 1  # stopped in epoch 2, step 2
+    assert not Trainer.resume(tmp_path / "two").fit()[
+        "stopped_early"
+    ]  # the stop does not carry over
     assert _max_diff(_weights(tmp_path / "one"), _weights(tmp_path / "two")) <= 1e-6
     a = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["gamma_frac_gt1"] for r in a) > 0 and max(r["train_kl"] for r in a) > 0, (
+        "CARROT must act"
+    )
     assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], abs=1e-6)
 
 
@@ -122,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     def poisoned(*args, **kwargs):
         result = real(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2, step 2
+        if calls["n"] == 7:  # epoch 2, step 2
             result.loss = result.loss * float("nan")
         return result
 
@@ -131,12 +136,36 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     with pytest.raises(
         NonFiniteLossError,
-        match=r"non-finite loss at epoch 2, step 2 of the epoch \(global step 5\): loss=nan \(ce=.*, kl=.*\)",
+        match=r"non-finite loss at epoch 2, step 2 of the epoch \(global step 7\): loss=nan \(ce=.*, kl=.*\)",
     ):
         trainer.fit()
     saved = torch.load(last, weights_only=False)
-    assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 3
+    assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 5
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_gradient_with_finite_loss_stops(tiny, tmp_path) -> None:
+    trainer = Trainer(load_config(None, [*tiny, "train.retrieval=false"]))
+    calls = {"n": 0}
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == 3 else grad
+
+    trainer.model.head.weight.register_hook(poison)
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite gradient norm at epoch 1, step 3 of the epoch"
+    ):
+        trainer.fit()
+
+
+def test_resume_with_another_world_size_is_refused(tiny, tmp_path, monkeypatch) -> None:
+    Trainer(load_config(None, [*tiny, "train.epochs=1", "train.retrieval=false"])).fit()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(
+        ConfigError, match="was trained with 1 processes; resume it with the same number"
+    ):
+        Trainer.resume(tmp_path / "run")
 
 
 def test_interrupt_saves_and_resumes(tiny, tmp_path, monkeypatch) -> None:
@@ -191,17 +220,19 @@ def test_bf16_autocast_and_accumulation(tiny, tmp_path) -> None:
             *tiny,
             "train.amp=bf16",
             "train.accum_steps=2",
-            "train.max_steps_per_epoch=2",
-            "train.grad_clip=1.0",
+            "train.max_steps_per_epoch=4",
+            "train.epochs=3",
+            "train.grad_clip=10",
             "train.channels_last=true",
             "train.retrieval=false",
         ],
     )
     trainer = Trainer(cfg)
     summary = trainer.fit()
-    assert trainer.state.step == 4 and summary["epochs"] == 2
-    record = trainer.state.history[-1]
-    assert all(v == v for v in record.values() if isinstance(v, float))  # no NaN
+    assert trainer.state.step == 12 and summary["epochs"] == 3
+    history = trainer.state.history
+    assert max(r["gamma_frac_gt1"] for r in history) > 0 and max(r["train_kl"] for r in history) > 0
+    assert all(v == v for r in history for v in r.values() if isinstance(v, float))  # no NaN
 
 
 def test_cli_train_eval_and_errors(tiny, tmp_path, capsys) -> None:
@@ -243,6 +274,8 @@ def test_torchrun_two_processes(tiny, tmp_path) -> None:
         "train",
         *tiny,
         "train.batch_size=8",
+        "train.epochs=3",
+        "train.lr=0.02",
         "train.retrieval=false",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
@@ -250,5 +283,6 @@ def test_torchrun_two_processes(tiny, tmp_path) -> None:
     run = tmp_path / "run"
     assert json.loads((run / "environment.json").read_text())["world_size"] == 2
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    assert proc.stdout.count("final (epoch 2)") == 1  # the table comes from rank 0 only
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert max(r["gamma_frac_gt1"] for r in records) > 0 and max(r["train_kl"] for r in records) > 0
+    assert proc.stdout.count("final (epoch 3)") == 1  # the table comes from rank 0 only

@@ -152,3 +152,108 @@ def sampler_timings(
         yield SamplerTiming(
             name, "MPerClassSampler", built - start, done - built, np.unique(flat).size / n
         )
+
+
+@dataclass
+class StepCost:
+    backbone: str
+    image_size: int
+    batch: int
+    device: str
+    ce_s: float
+    carrot_s: float
+    ce_peak_mb: float
+    carrot_peak_mb: float
+
+    @property
+    def time_ratio(self) -> float:
+        return self.carrot_s / self.ce_s
+
+    @property
+    def memory_ratio(self) -> float:
+        return self.carrot_peak_mb / self.ce_peak_mb
+
+
+def _training_step(
+    method: str, backbone: str, image_size: int, batch: int, k: int, device: str
+) -> Callable[[], None]:
+    from carrot.functional import carrot_ce_kl_loss
+    from carrot.train.config import ModelConfig
+    from carrot.train.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=backbone), num_classes=200).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = torch.arange(batch // k, device=device).repeat_interleave(k)
+
+    def step() -> None:
+        out = model(x)
+        if method == "ce":
+            loss = F.cross_entropy(out.logits, y)
+        else:
+            loss, _ = carrot_ce_kl_loss(out.embedding, y, model.head, logits=out.logits)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return step
+
+
+def _peak_rss_mb(
+    method: str, backbone: str, image_size: int, batch: int, k: int, steps: int
+) -> float:
+    """Peak resident memory of a fresh process that runs ``steps`` training steps (CPU)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "torch.set_num_threads(torch.get_num_threads())\n"
+        "from carrot.bench.speed import _training_step\n"
+        f"step = _training_step({method!r}, {backbone!r}, {image_size}, {batch}, {k}, 'cpu')\n"
+        f"for _ in range({steps}): step()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def step_cost(
+    *,
+    backbone: str = "resnet18",
+    image_size: int = 112,
+    batch: int = 64,
+    k: int = 4,
+    repeats: int = 10,
+    memory_repeats: int = 2,
+    device: str = "cpu",
+) -> StepCost:
+    """Time (median of interleaved steps) and peak memory of a training step with CE and with
+    CARROT CE + KL on the same model and batch."""
+    steps = {m: _training_step(m, backbone, image_size, batch, k, device) for m in ("ce", "carrot")}
+    times = interleaved_median(dict(steps), repeats=repeats, warmup=2)
+    peaks: dict[str, float] = {}
+    if device.startswith("cuda"):
+        for m, step in steps.items():
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            peaks[m] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        samples: dict[str, list[float]] = {"ce": [], "carrot": []}
+        for _ in range(memory_repeats):  # interleaved fresh processes
+            for m in samples:
+                samples[m].append(_peak_rss_mb(m, backbone, image_size, batch, k, steps=3))
+        peaks = {m: float(np.median(v)) for m, v in samples.items()}
+    return StepCost(
+        backbone,
+        image_size,
+        batch,
+        device,
+        times["ce"],
+        times["carrot"],
+        peaks["ce"],
+        peaks["carrot"],
+    )

@@ -21,7 +21,8 @@ class PKSampler(Sampler[list[int]]):
 
     An epoch is one pass over the data: each class's images are shuffled and consumed ``k`` at a
     time, so nearly every image is seen once per epoch (pytorch-metric-learning's
-    ``MPerClassSampler`` draws with replacement and sees about 63%). What is not seen:
+    ``MPerClassSampler`` draws with replacement: an "epoch" of N samples sees 55–63% of the images).
+    What is not seen:
 
     - A class with fewer than ``k`` images, or whose image count is not a multiple of ``k``,
       has its last group filled with repeats of its own images (never another class's).

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -134,6 +136,8 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     eval_every: int = 1
+    eval_batch_size: int | None = None
+    """Test-set batch size (None: twice train.batch_size, at least 64)."""
     log_every: int = 20
     checkpoint_every: int = 0
     """Also checkpoint every this many optimizer steps (0: at epoch ends only)."""
@@ -144,6 +148,10 @@ class TrainConfig:
     progress: bool = True
     retrieval: bool = True
     """Precision@1 and MAP@R of the test embeddings (needs pytorch-metric-learning)."""
+    plots: bool = True
+    """Write plots/curves.png and plots/geometry.png at the end."""
+    tensorboard: bool = True
+    """Write TensorBoard events (when tensorboard is installed)."""
 
 
 @dataclass
@@ -274,17 +282,49 @@ def _assign(obj: Any, path: list[str], value: Any, prefix: str = "") -> None:
             current = dict(current)
             node = current
             for part in path[1:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = _parse_scalar(value) if isinstance(value, str) else value
+                node = node.setdefault(part, {}) if isinstance(node, dict) else node
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}.{'.'.join(path[1:-1])} is a value, not a mapping.")
+            node[path[-1]] = value
             setattr(obj, name, current)
             return
         raise ConfigError(f"{key} is not a section; set it with {key}=<value>.")
     setattr(obj, name, _coerce(key, value, tp))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 scalars: only true/false are booleans (``amp: off`` stays the string
+    'off') and ``1e-3`` is a float."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def _parse_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return _yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -326,7 +366,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist.")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
         try:
@@ -354,7 +394,18 @@ def validate(cfg: Config) -> None:
         t.batch_size >= t.k and t.batch_size % t.k == 0,
         f"train.batch_size must be a positive multiple of train.k={t.k}, got {t.batch_size}.",
     )
-    _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}.")
+    _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a finite number > 0, got {t.lr}.")
+    _check(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}.")
+    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}.")
+    _check(
+        t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {t.checkpoint_every}."
+    )
+    if cfg.method in ("carrot", "supcon", "supcon_carrot"):
+        _check(
+            t.k >= 2,
+            f"train.k must be >= 2 for method={cfg.method}, got {t.k}: with one image per class every class "
+            "is a single point (γ = 1, no SupCon positives) and the method does nothing.",
+        )
     _check(t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}.")
     _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}.")
     _check(
@@ -362,6 +413,10 @@ def validate(cfg: Config) -> None:
         f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.",
     )
     _check(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}.")
+    _check(
+        t.eval_batch_size is None or t.eval_batch_size >= 1,
+        f"train.eval_batch_size must be >= 1 or null, got {t.eval_batch_size}.",
+    )
     _check(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}.")
     _check(
         t.grad_clip is None or t.grad_clip > 0,

@@ -84,11 +84,22 @@ def evaluate(
         labels.append(y)
         embeddings.append(F.normalize(out.embedding.float(), dim=1).cpu())
     model.train(was_training)
+    if not preds:  # a rank whose shard is empty (fewer test images than ranks)
+        dim = int(model.head.weight.shape[1])  # type: ignore[union-attr, index]
+        preds, labels = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
+        embeddings = [torch.zeros(0, dim)]
     # Collectives run on the device (NCCL cannot move CPU tensors); metrics are computed on CPU.
     pred = _gather(torch.cat(preds).to(device)).cpu()
     label = _gather(torch.cat(labels).to(device)).cpu()
     emb = _gather(torch.cat(embeddings).to(device)).cpu()
     metrics = classification_metrics(pred, label, num_classes)
     if retrieval:
-        metrics.update(retrieval_metrics(emb, label))
+        # k-NN over the whole test set once, on rank 0, then shared.
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        shared: list[Any] = [None]
+        if not distributed or dist.get_rank() == 0:
+            shared[0] = retrieval_metrics(emb, label)
+        if distributed:
+            dist.broadcast_object_list(shared, src=0)
+        metrics.update(shared[0])
     return metrics

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -44,10 +45,13 @@ CHECKPOINT_FORMAT = 1
 RESUMABLE_KEYS = (
     "train.epochs",
     "train.eval_every",
+    "train.eval_batch_size",
     "train.log_every",
     "train.checkpoint_every",
     "train.stop_after_steps",
     "train.progress",
+    "train.plots",
+    "train.tensorboard",
     "train.device",
     "data.root",
     "data.num_workers",
@@ -217,16 +221,24 @@ class Trainer:
         cfg = config_from_dict(checkpoint["config"])
         from carrot.train.config import apply_overrides
 
+        cfg.train.stop_after_steps = (
+            None  # a stop is for one invocation; set it again to stop again
+        )
         apply_overrides(cfg, overrides or [])
         changed = _diff(config_to_dict(saved), config_to_dict(cfg))
-        frozen = [
-            k for k in changed if k not in RESUMABLE_KEYS and not k.startswith("data.options.__")
-        ]
+        frozen = [k for k in changed if k not in RESUMABLE_KEYS]
         if frozen:
             raise ConfigError(
                 f"cannot change {', '.join(frozen)} when resuming: the continued run would differ from "
                 f"the one that was started. On resume you may change {', '.join(RESUMABLE_KEYS)}; "
                 "start a new run (another output_dir) for other changes."
+            )
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if checkpoint.get("world_size", 1) != world:
+            raise ConfigError(
+                f"{run_dir} was trained with {checkpoint.get('world_size', 1)} processes; resume it with the "
+                f"same number (this launch has {world}): the P×K batches, steps per epoch and random "
+                "streams depend on it."
             )
         done = checkpoint["state"]["epoch"]
         if cfg.train.epochs < done:
@@ -279,12 +291,13 @@ class Trainer:
                 dump_json(environment_info(rt.world_size, rt.device)),
             )
             self._rewrite_metrics()
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            if cfg.train.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except ImportError:
-                self.writer = None
+                    self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+                except ImportError:
+                    self.writer = None
 
     def _fresh_run_dir(self, wanted: Path) -> Path:
         """``wanted``, or ``wanted-2``, ``wanted-3``... if it already holds a run: never overwrite."""
@@ -320,6 +333,7 @@ class Trainer:
             dist.all_gather_object(rngs, rng_state())
         return {
             "format": CHECKPOINT_FORMAT,
+            "world_size": self.rt.world_size,
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -366,7 +380,13 @@ class Trainer:
             yield x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
     def _check_finite(
-        self, loss: Tensor, parts: dict[str, Tensor], stats: dict[str, Any], epoch: int
+        self,
+        loss: Tensor,
+        parts: dict[str, Tensor],
+        stats: dict[str, Any],
+        epoch: int,
+        *,
+        what: str = "loss",
     ) -> None:
         ok = torch.isfinite(loss.detach()).float()
         if self.rt.distributed:
@@ -377,8 +397,8 @@ class Trainer:
         described = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
         last = self.run_dir / "checkpoints" / "last.pt"
         raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch + 1}, step {self.state.batch + 1} of the epoch "
-            f"(global step {self.state.step + 1}): loss={float(loss.detach()):.4g} ({described}); "
+            f"non-finite {what} at epoch {epoch + 1}, step {self.state.batch + 1} of the epoch "
+            f"(global step {self.state.step + 1}): {what}={float(loss.detach()):.4g} ({described}); "
             f"mean γ={summary.get('gamma_mean', float('nan')):.4g}, max γ={summary.get('gamma_max', float('nan')):.4g}. "
             f"The run stopped before the optimizer step; the last good checkpoint is {last}"
             f"{' (none yet)' if not last.exists() else ''}. Lower train.lr, set carrot.max_gamma, "
@@ -430,9 +450,17 @@ class Trainer:
                     )
                     maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
                     self.meter.add(values, maxima)
-                if cfg.train.grad_clip is not None:
+                if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
+                    # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
+                    # with non-finite gradients must stop the run before the weights are spoilt.
                     self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+                    norm = nn.utils.clip_grad_norm_(
+                        self.model.parameters(), cfg.train.grad_clip or math.inf
+                    )
+                    if not self.scaler.is_enabled():
+                        self._check_finite(
+                            norm, {"grad_norm": norm}, result.stats, epoch, what="gradient norm"
+                        )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -506,7 +534,18 @@ class Trainer:
 
     # --- epochs ---------------------------------------------------------------------------------
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (DDP only broadcasts them at the start
+        of a training forward), so that evaluation uses the model that is saved."""
+        if not self.rt.distributed:
+            return
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        for module in modules:
+            for buf in module.buffers():
+                dist.broadcast(buf, src=0)
+
     def _evaluate(self) -> dict[str, float]:
+        self._sync_buffers()
         kwargs = dict(
             device=self.rt.device,
             num_classes=self.data.num_classes,
@@ -578,8 +617,9 @@ class Trainer:
             summary["stopped_early"] = self.state.epoch < cfg.train.epochs
             if rt.is_main:
                 atomic_write_text(self.run_dir / "summary.json", dump_json(summary))
-                title = f"{cfg.data.name} · {cfg.method} · seed {cfg.seed}"
-                plot_history(self.state.history, self.run_dir / "plots", title=title)
+                if cfg.train.plots:
+                    title = f"{cfg.data.name} · {cfg.method} · seed {cfg.seed}"
+                    plot_history(self.state.history, self.run_dir / "plots", title=title)
             return summary
         finally:
             for sig, handler in previous.items():
