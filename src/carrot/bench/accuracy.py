@@ -37,14 +37,68 @@ class DatasetSpec:
     overrides: tuple[str, ...]
 
 
+# Every run pins the whole carrot section to the guide's recipe, then changes what its method
+# changes: results stay comparable whatever the trainer's defaults become.
+GUIDE_PINS = (
+    "carrot.guide=false",
+    "carrot.lam=1",
+    "carrot.T=1",
+    "carrot.kl_direction=plus_z",
+    "carrot.aux_ce_weight=0",
+    "carrot.max_gamma=null",
+    "carrot.stop_grad_plus=false",
+    "carrot.lam_warmup=0",
+    "carrot.space=euclidean",
+    "carrot.memory=false",
+    "carrot.detach_stats=true",
+    "carrot.unbiased_radius=false",
+)
+
+
+def _m(label: str, baseline: str | None, *overrides: str) -> MethodSpec:
+    return MethodSpec(label, (*GUIDE_PINS, *overrides), baseline)
+
+
+_C = "method=carrot"
 METHODS: dict[str, MethodSpec] = {
-    "ce": MethodSpec("CE", ("method=ce",), None),
-    "label_smoothing": MethodSpec("CE + label smoothing 0.1", ("method=label_smoothing",), "ce"),
-    "carrot_l1": MethodSpec("CARROT CE+KL, λ=1 (guide)", ("method=carrot", "carrot.lam=1"), "ce"),
-    "carrot_l5": MethodSpec("CARROT CE+KL, λ=5", ("method=carrot", "carrot.lam=5"), "ce"),
-    "supcon": MethodSpec("SupCon", ("method=supcon",), "ce"),
-    "supcon_carrot": MethodSpec(
-        "SupCon + CARROT view (guide)", ("method=supcon_carrot",), "supcon"
+    "ce": _m("CE", None, "method=ce"),
+    "label_smoothing": _m("CE + label smoothing 0.1", "ce", "method=label_smoothing"),
+    "carrot_l1": _m("CARROT CE+KL, λ=1 (guide)", "ce", _C),
+    "carrot_l5": _m("CARROT CE+KL, λ=5", "ce", _C, "carrot.lam=5"),
+    "supcon": _m("SupCon", "ce", "method=supcon"),
+    "supcon_carrot": _m("SupCon + CARROT view (guide)", "supcon", "method=supcon_carrot"),
+    # Guards and variants (docs/stability.md), each one change from the guide's recipe.
+    "carrot_cap2": _m("CARROT, max γ 2", "ce", _C, "carrot.max_gamma=2"),
+    "carrot_sg": _m("CARROT, stop-grad z⁺", "ce", _C, "carrot.stop_grad_plus=true"),
+    "carrot_warm": _m("CARROT, λ warm-up 50%", "ce", _C, "carrot.lam_warmup=0.5"),
+    "carrot_sym": _m("CARROT, symmetric KL", "ce", _C, "carrot.kl_direction=symmetric"),
+    "carrot_rev": _m("CARROT, KL(p‖p⁺)", "ce", _C, "carrot.kl_direction=z_plus"),
+    "carrot_unbiased": _m("CARROT, unbiased r", "ce", _C, "carrot.unbiased_radius=true"),
+    "carrot_angular": _m("CARROT, angular", "ce", _C, "carrot.space=angular"),
+    "carrot_memory": _m("CARROT, class memory", "ce", _C, "carrot.memory=true"),
+    "carrot_aux": _m("CARROT, + CE on z⁺", "ce", _C, "carrot.aux_ce_weight=1"),
+    "carrot_sg_l5": _m(
+        "CARROT, stop-grad z⁺, λ=5", "ce", _C, "carrot.stop_grad_plus=true", "carrot.lam=5"
+    ),
+    "carrot_cap15": _m("CARROT, max γ 1.5", "ce", _C, "carrot.max_gamma=1.5"),
+    "carrot_cap2_l05": _m(
+        "CARROT, max γ 2, λ=0.5", "ce", _C, "carrot.max_gamma=2", "carrot.lam=0.5"
+    ),
+    "carrot_cap2_sg": _m(
+        "CARROT, max γ 2, stop-grad z⁺",
+        "ce",
+        _C,
+        "carrot.max_gamma=2",
+        "carrot.stop_grad_plus=true",
+    ),
+    "supcon_carrot_cap2": _m(
+        "SupCon + CARROT view, max γ 2", "supcon", "method=supcon_carrot", "carrot.max_gamma=2"
+    ),
+    "supcon_carrot_sg": _m(
+        "SupCon + CARROT view, stop-grad",
+        "supcon",
+        "method=supcon_carrot",
+        "carrot.stop_grad_plus=true",
     ),
 }
 
@@ -111,7 +165,11 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
-_ALL = tuple(METHODS)
+_ALL = ("ce", "label_smoothing", "carrot_l1", "carrot_l5", "supcon", "supcon_carrot")
+_VARIANTS = (
+    "carrot_cap2", "carrot_sg", "carrot_warm", "carrot_sym", "carrot_rev", "carrot_unbiased",
+    "carrot_angular", "carrot_memory", "carrot_aux", "carrot_sg_l5",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,6 +197,56 @@ SUITES: dict[str, Suite] = {
             ("fmnist", ("ce", "carrot_l1")),
         ),
         (0, 1, 2, 3, 4),
+    ),
+    "variants": Suite(
+        "5 development seeds: the guards and variants of docs/stability.md against CE and the guide's "
+        "recipe on digits and both synthetic sets",
+        tuple(
+            (
+                d,
+                (
+                    "ce",
+                    "carrot_l1",
+                    *_VARIANTS,
+                    "supcon",
+                    "supcon_carrot",
+                    "supcon_carrot_cap2",
+                    "supcon_carrot_sg",
+                ),
+            )
+            for d in ("digits", "synth_medium", "synth_hard")
+        ),
+        (0, 1, 2, 3, 4),
+    ),
+    "variants2": Suite(
+        "5 development seeds: capped-γ variants (the best of the first round) on every small suite",
+        tuple(
+            (
+                d,
+                (
+                    "ce",
+                    "carrot_l1",
+                    "carrot_cap2",
+                    "carrot_cap15",
+                    "carrot_cap2_l05",
+                    "carrot_cap2_sg",
+                ),
+            )
+            for d in ("digits", "fmnist100", "synth_medium", "synth_hard")
+        ),
+        (0, 1, 2, 3, 4),
+    ),
+    "heldout": Suite(
+        "5 held-out seeds, never used while choosing: CE, the guide's recipe and the two capped "
+        "variants chosen on the development seeds, on every suite",
+        (
+            *(
+                (d, ("ce", "carrot_l1", "carrot_cap15", "carrot_cap2"))
+                for d in ("digits", "fmnist100", "synth_medium", "synth_hard")
+            ),
+            ("fmnist", ("ce", "carrot_cap15")),
+        ),
+        (5, 6, 7, 8, 9),
     ),
 }
 
@@ -190,11 +298,56 @@ def _finished(run: Path) -> bool:
     return not json.loads(summary.read_text()).get("stopped_early", False)
 
 
+def cell_overrides(cell: Cell, out: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [
+        *COMMON,
+        *DATASETS[cell.dataset].overrides,
+        *METHODS[cell.method].overrides,
+        f"seed={cell.seed}",
+        f"output_dir={cell.run_dir(out)}",
+        *extra,
+    ]
+
+
+def _check_same_settings(cell: Cell, out: Path, extra: Sequence[str]) -> None:
+    """A finished or half-finished run is reused only if it was made with today's settings
+    (keys added to the schema since then are not compared: the run had no such option)."""
+    import yaml
+
+    from carrot.train.config import config_to_dict, load_config
+    from carrot.train.loop import _diff
+
+    saved = cell.run_dir(out) / "config.yaml"
+    if not saved.is_file():
+        return
+    old = yaml.safe_load(saved.read_text())
+    want = config_to_dict(load_config(None, cell_overrides(cell, out, extra)))
+
+    def known(d: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: known(v, like[k])
+            if isinstance(v, dict)
+            and isinstance(like.get(k), dict)
+            and k not in ("options", "timm_kwargs")
+            else v
+            for k, v in d.items()
+            if k in like
+        }
+
+    changed = [k for k in _diff(old, known(want, old)) if k != "output_dir"]
+    if changed:
+        raise ValueError(
+            f"{cell.run_dir(out)} was run with other settings ({', '.join(changed)}); results from "
+            "different settings cannot be paired. Use another --out, or delete that run."
+        )
+
+
 def run_cell(cell: Cell, out: Path, *, extra: Sequence[str] = ()) -> Path:
     """Train one cell through the trainer (resuming a checkpoint if an earlier grid was cut off)."""
     from carrot.train import Trainer, load_config
 
     run = cell.run_dir(out)
+    _check_same_settings(cell, out, extra)
     if _finished(run):
         return run
     log = run.parent / f"{run.name}.log"
@@ -205,15 +358,7 @@ def run_cell(cell: Cell, out: Path, *, extra: Sequence[str] = ()) -> Path:
         else:
             if run.exists():
                 shutil.rmtree(run)  # a start that never reached a checkpoint
-            overrides = [
-                *COMMON,
-                *DATASETS[cell.dataset].overrides,
-                *METHODS[cell.method].overrides,
-                f"seed={cell.seed}",
-                f"output_dir={run}",
-                *extra,
-            ]
-            trainer = Trainer(load_config(None, overrides))
+            trainer = Trainer(load_config(None, cell_overrides(cell, out, extra)))
         trainer.fit()
     return run
 
@@ -368,8 +513,9 @@ def plot(
     comparisons: Sequence[Comparison],
     out: Path,
 ) -> list[Path]:
-    """``differences.png`` (Δ top-1 with 95% CI per dataset) and ``geometry.png`` (mean γ, max γ
-    and within-class radius over training per method, mean over seeds)."""
+    """``differences.png`` (Δ top-1 with 95% CI per dataset) and ``geometry.png`` (mean γ, max γ,
+    within-class radius, nearest-centroid distance and test accuracy over training per method,
+    mean over seeds)."""
     try:
         import matplotlib
 
@@ -380,7 +526,9 @@ def plot(
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     written = []
     finals = [c for c in comparisons if c.metric == "final_top1"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    most = max((sum(c.dataset == d for c in finals) for d in datasets), default=1)
+    height = max(3.6, 0.42 * most + 1.2)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), height), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         cs = [c for c in finals if c.dataset == dataset]
         ys = list(range(len(cs)))
@@ -397,7 +545,7 @@ def plot(
             hi = 0.0 if math.isnan(s.ci_high) else s.ci_high - s.diff
             ax.errorbar([s.diff], [y], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(ys, [f"{c.method}\nvs {c.baseline}" for c in cs], fontsize=7)
+        ax.set_yticks(ys, [f"{c.method} vs {c.baseline}" for c in cs], fontsize=7)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("Δ final top-1 (points), 95% CI")
     fig.suptitle("Paired differences over seeds (red/green: p < 0.05)", fontsize=10)
@@ -411,25 +559,31 @@ def plot(
         ("gamma_mean", "mean γ", True),
         ("gamma_max", "max γ", True),
         ("r_mean", "within-class RMS radius r", False),
+        ("m_mean", "nearest-centroid distance m", False),
+        ("top1", "test top-1 %", False),
     )
-    fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.0 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), len(keys), figsize=(4.0 * len(keys), 3.0 * len(datasets)), squeeze=False
+    )
     for row_axes, dataset in zip(axes, datasets, strict=True):
         methods = list(dict.fromkeys(t["method"] for t in trajectories if t["dataset"] == dataset))
         for ax, (key, label, log) in zip(row_axes, keys, strict=True):
             for method in methods:
                 ts = [t for t in trajectories if t["dataset"] == dataset and t["method"] == method]
-                epochs = sorted({t["epoch"] for t in ts})
-                means = [
-                    sum(t[key] for t in ts if t["epoch"] == e)
-                    / max(1, sum(1 for t in ts if t["epoch"] == e))
-                    for e in epochs
-                ]
-                ax.plot(epochs, means, marker=".", label=method)
+                points = []
+                for e in sorted({t["epoch"] for t in ts}):
+                    vals = [t[key] for t in ts if t["epoch"] == e and not math.isnan(t[key])]
+                    if vals:
+                        points.append((e, sum(vals) / len(vals)))
+                if points:
+                    ax.plot(
+                        [p[0] for p in points], [p[1] for p in points], marker=".", label=method
+                    )
             ax.set_title(f"{dataset}: {label}", fontsize=9)
             ax.set_xlabel("epoch")
             if log:
                 ax.set_yscale("log")
-        row_axes[0].legend(fontsize=7)
+        row_axes[0].legend(fontsize=6)
     fig.tight_layout()
     path = out / "geometry.png"
     fig.savefig(path, dpi=110)
@@ -457,9 +611,12 @@ def run_suite(
     methods: Iterable[str] | None = None,
     extra: Sequence[str] = (),
     progress: bool = True,
+    report_only: bool = False,
+    report_name: str | None = None,
 ) -> str:
-    """Run (or finish) a suite's grid, then write results.csv, comparisons.csv, results.md and
-    the plots into ``out``; returns the markdown table."""
+    """Run (or finish) a suite's grid into ``out/runs``, then write results.csv,
+    trajectories.csv, comparisons.csv, results.md and the plots into ``out/<suite>``; returns the
+    markdown table."""
     if suite_name not in SUITES:
         raise ValueError(f"--suite must be one of {sorted(SUITES)}, got {suite_name!r}.")
     for name, known, kind in ((datasets, DATASETS, "dataset"), (methods, METHODS, "method")):
@@ -472,7 +629,15 @@ def run_suite(
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    bar = tqdm(grid, desc=f"bench {suite_name}", disable=not progress, dynamic_ncols=True)
+    if report_only:
+        grid = [cell for cell in grid if _finished(cell.run_dir(out))]
+        if not grid:
+            raise ValueError(
+                f"{out} holds no finished run of this grid; run it without --report-only."
+            )
+    bar = tqdm(
+        grid, desc=f"bench {suite_name}", disable=not progress or report_only, dynamic_ncols=True
+    )
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset}/{cell.method}/s{cell.seed}")
         run_cell(cell, out, extra=extra)
@@ -482,10 +647,12 @@ def run_suite(
         rows.append(row)
         trajectories.extend(traj)
     comparisons = analyze(rows)
-    _write_csv(out / "results.csv", rows)
-    _write_csv(out / "trajectories.csv", trajectories)
+    report = out / (report_name or suite_name)  # several suites may share one folder of runs
+    report.mkdir(exist_ok=True)
+    _write_csv(report / "results.csv", rows)
+    _write_csv(report / "trajectories.csv", trajectories)
     _write_csv(
-        out / "comparisons.csv",
+        report / "comparisons.csv",
         [
             {
                 "dataset": c.dataset,
@@ -505,6 +672,6 @@ def run_suite(
         f"Seeds {sorted({c.seed for c in grid})}. Grid time {elapsed / 60:.1f} min "
         f"(runs' own training time {sum(r['seconds'] for r in rows) / 60:.1f} min).\n\n"
     )
-    (out / "results.md").write_text(header + table)
-    plot(rows, trajectories, comparisons, out)
+    (report / "results.md").write_text(header + table)
+    plot(rows, trajectories, comparisons, report)
     return header + table

@@ -44,6 +44,12 @@ def add_bench_parser(
     acc.add_argument("--datasets", nargs="+", help="restrict to these datasets")
     acc.add_argument("--methods", nargs="+", help="restrict to these methods")
     acc.add_argument(
+        "--report-only", action="store_true", help="tables and plots from the finished runs only"
+    )
+    acc.add_argument(
+        "--report-name", help="folder name of the report under --out (default: the suite)"
+    )
+    acc.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -72,10 +78,12 @@ def run_bench(args: argparse.Namespace) -> int:
             datasets=args.datasets,
             methods=args.methods,
             extra=args.overrides,
+            report_only=args.report_only,
+            report_name=args.report_name,
         )
         print(table)
         print(
-            f"results: {out}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
+            f"results: {out / (args.report_name or args.suite)}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
         )
         return 0
     import torch

@@ -1,0 +1,31 @@
+"""The speed benchmarks run and report ratios (timings themselves are not asserted)."""
+
+from __future__ import annotations
+
+import torch
+
+from carrot.bench.speed import operator_timings, sampler_timings, straightforward_operator
+from carrot.functional import carrot_operator
+
+
+def test_straightforward_operator_is_the_guide_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(6).repeat_interleave(4)
+    z = torch.nn.functional.normalize(
+        torch.randn(6, 8, generator=g, dtype=torch.float64)[y]
+        + 0.1 * torch.randn(24, 8, generator=g, dtype=torch.float64),
+        dim=1,
+    )
+    ours, stats = carrot_operator(z, y)
+    assert (stats["gamma"] > 1).any()
+    torch.testing.assert_close(
+        straightforward_operator(z, y, detach_stats=True), ours, rtol=1e-6, atol=1e-8
+    )
+
+
+def test_operator_and_sampler_timings_produce_ratios() -> None:
+    rows = list(operator_timings(batches=(16,), dims=(8,), repeats=1))
+    assert len(rows) == 2 and all(r.ratio > 0 for r in rows)
+    samplers = list(sampler_timings((("tiny", 400, 20),), batch_size=16, k=4))
+    pk = next(s for s in samplers if s.sampler == "PKSampler")
+    assert pk.coverage > 0.95 and pk.epoch_s >= 0
