@@ -101,3 +101,54 @@ def oracle_supcon(features: Tensor, labels: Tensor, temperature: float) -> Tenso
     if not losses:
         return torch.zeros((), dtype=torch.float64)
     return torch.stack(losses).mean()
+
+
+def oracle_angular(z: Tensor, y: Tensor, *, eps: float = 1e-12) -> tuple[Tensor, dict[str, Tensor]]:
+    """The CARROT formulas on the unit sphere, in float64 loops: u_c = normalize(mean ẑ), θ_i the
+    angle to u_c, r_c = RMS θ, m_c = smallest angle between mean directions, γ as usual, and
+    ẑ⁺ on the great circle through u_c and ẑ at angle min(γθ, π)."""
+    z = torch.nn.functional.normalize(z.double(), dim=1)
+    labels = sorted(set(y.tolist()))
+    us, rs, thetas = [], [], {}
+    for c in labels:
+        idx = [i for i in range(len(y)) if int(y[i]) == c]
+        u = torch.nn.functional.normalize(sum(z[i] for i in idx), dim=0)
+        for i in idx:
+            cos = torch.dot(z[i], u)
+            sin = torch.linalg.vector_norm(z[i] - cos * u)
+            thetas[i] = torch.atan2(sin, cos)
+        us.append(u)
+        rs.append(torch.sqrt(sum(thetas[i] ** 2 for i in idx) / len(idx)))
+    ms = []
+    for a in range(len(labels)):
+        angles = [
+            2 * torch.asin(torch.linalg.vector_norm(us[a] - us[b]) / 2)
+            for b in range(len(labels))
+            if b != a
+        ]
+        ms.append(
+            torch.stack(angles).min() if angles else torch.tensor(math.inf, dtype=torch.float64)
+        )
+    gammas = []
+    for c in range(len(labels)):
+        if float(rs[c]) == 0 or not math.isfinite(float(ms[c])):
+            gammas.append(torch.ones((), dtype=torch.float64))
+        else:
+            gammas.append(torch.clamp(ms[c] / (2 * rs[c] + eps), min=1.0))
+    rows = []
+    for i in range(len(y)):
+        c = labels.index(int(y[i]))
+        u, g, theta = us[c], gammas[c], thetas[i]
+        if float(g) == 1.0 or float(theta) == 0.0:
+            rows.append(z[i])
+            continue
+        direction = torch.nn.functional.normalize(z[i] - torch.dot(z[i], u) * u, dim=0)
+        phi = torch.clamp(g * theta, max=math.pi)
+        rows.append(torch.cos(phi) * u + torch.sin(phi) * direction)
+    stats = {
+        "u": torch.stack(us),
+        "r": torch.stack(rs),
+        "m": torch.stack(ms),
+        "gamma": torch.stack(gammas),
+    }
+    return torch.stack(rows), stats

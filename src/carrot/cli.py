@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from carrot.data import DatasetError
     from carrot.train.config import ConfigError
-    from carrot.train.loop import NonFiniteLossError, TrainInterrupted
+    from carrot.train.loop import CollapseDetected, NonFiniteLossError, TrainInterrupted
 
     try:
         return int(args.func(args))
@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 1
+    except CollapseDetected as e:
+        print(f"carrot {args.command}: {e}", file=sys.stderr)
+        return 3
     except TrainInterrupted as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from carrot.functional.geometry import Space
 from carrot.functional.losses import (
     _KL_DIRECTIONS,
     KLDirection,
@@ -19,6 +20,7 @@ from carrot.functional.losses import (
     supcon_loss,
 )
 from carrot.functional.operator import _check_options, carrot_operator, summarize_stats
+from carrot.memory import ClassMemory
 
 __all__ = ["CarrotCEKLLoss", "CarrotSupConLoss", "CarrotTransform", "SupConLoss"]
 
@@ -64,9 +66,13 @@ class CarrotTransform(_KeepsStats):
         unbiased_radius: bool = False,
         global_stats: bool = True,
         sync_free: bool = False,
+        space: Space = "euclidean",
+        memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         _check_options(eps, max_gamma)
+        self.space = space
+        self.memory = memory
         self.eps = eps
         self.detach_stats = detach_stats
         self.max_gamma = max_gamma
@@ -92,6 +98,8 @@ class CarrotTransform(_KeepsStats):
             unbiased_radius=self.unbiased_radius,
             global_stats=self.global_stats,
             sync_free=self.sync_free,
+            space=self.space,
+            memory=self.memory,
         )
         return z_plus
 
@@ -123,6 +131,8 @@ class CarrotCEKLLoss(_KeepsStats):
         detach_stats: bool = True,
         unbiased_radius: bool = False,
         global_stats: bool = True,
+        space: Space = "euclidean",
+        memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         _check_temperature("T", T)
@@ -147,7 +157,9 @@ class CarrotCEKLLoss(_KeepsStats):
             detach_stats=detach_stats,
             unbiased_radius=unbiased_radius,
             global_stats=global_stats,
+            space=space,
         )
+        self.memory = memory
         self.last_stats = None
 
     def forward(self, z: Tensor, y: Tensor, classifier: Callable[[Tensor], Tensor]) -> Tensor:
@@ -159,7 +171,9 @@ class CarrotCEKLLoss(_KeepsStats):
         Returns:
             The 0-d loss.
         """
-        loss, self.last_stats = carrot_ce_kl_loss(z, y, classifier, **self.options)
+        loss, self.last_stats = carrot_ce_kl_loss(
+            z, y, classifier, memory=self.memory, **self.options
+        )
         return loss
 
     def extra_repr(self) -> str:
@@ -198,18 +212,24 @@ class CarrotSupConLoss(_KeepsStats):
         *,
         temperature: float = 0.1,
         gather_global: bool = False,
+        stop_grad_plus: bool = False,
         max_gamma: float | None = None,
         eps: float = 1e-12,
         detach_stats: bool = True,
         unbiased_radius: bool = False,
         global_stats: bool = True,
+        space: Space = "euclidean",
+        memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         _check_temperature("temperature", temperature)
         _check_options(eps, max_gamma)
+        self.memory = memory
         self.options: dict[str, Any] = dict(
             temperature=temperature,
             gather_global=gather_global,
+            stop_grad_plus=stop_grad_plus,
+            space=space,
             max_gamma=max_gamma,
             eps=eps,
             detach_stats=detach_stats,
@@ -219,7 +239,7 @@ class CarrotSupConLoss(_KeepsStats):
         self.last_stats = None
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        loss, self.last_stats = carrot_supcon_loss(z, y, **self.options)
+        loss, self.last_stats = carrot_supcon_loss(z, y, memory=self.memory, **self.options)
         return loss
 
     def extra_repr(self) -> str:

@@ -215,3 +215,30 @@ def test_error_supcon_shape() -> None:
 def test_error_supcon_temperature() -> None:
     with pytest.raises(ValueError, match="temperature must be > 0"):
         supcon_loss(torch.randn(4, 2, 3), torch.arange(4), temperature=0.0)
+
+
+def test_losses_accept_the_operator_options() -> None:
+    from carrot.memory import ClassMemory
+
+    z, y = _batch()
+    head = torch.nn.Linear(z.shape[1], 6).double()
+    base, _ = carrot_ce_kl_loss(z, y, head)
+    free, _ = carrot_ce_kl_loss(z, y, head, sync_free=True)
+    assert_close(free, base)
+    angular, stats = carrot_ce_kl_loss(z, y, head, space="angular")
+    assert torch.isfinite(angular) and (stats["gamma"] >= 1).all()
+    memory = ClassMemory(6, z.shape[1])
+    carrot_ce_kl_loss(z, y, head, memory=memory)
+    assert memory.seen[:6].all()
+    sg, _ = carrot_supcon_loss(z, y, stop_grad_plus=True)
+    assert_close(sg, carrot_supcon_loss(z, y)[0])  # same value, different gradient
+
+
+def test_supcon_stop_grad_changes_only_the_gradient() -> None:
+    z, y = _batch(spread=0.02)
+    grads = []
+    for stop in (False, True):
+        x = z.clone().requires_grad_(True)
+        carrot_supcon_loss(x, y, stop_grad_plus=stop)[0].backward()
+        grads.append(x.grad)
+    assert (grads[0] - grads[1]).abs().max() > 1e-3

@@ -194,3 +194,29 @@ def test_methods_that_need_two_images_per_class() -> None:
     with pytest.raises(ConfigError, match=r"train.k must be >= 2 for method=carrot, got 1"):
         apply_overrides(Config(), ["train.k=1", "train.batch_size=8"])
     assert apply_overrides(Config(), ["method=ce", "train.k=1", "train.batch_size=8"]).train.k == 1
+
+
+def test_guide_flag_rejects_other_carrot_settings() -> None:
+    assert apply_overrides(Config(), ["carrot.guide=true"]).carrot.guide
+    with pytest.raises(
+        ConfigError,
+        match=r"carrot.guide=true runs the guide's exact recipe; drop the other carrot settings \(carrot.max_gamma\)",
+    ):
+        apply_overrides(Config(), ["carrot.guide=true", "carrot.max_gamma=2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("carrot.lam_warmup=1.5", r"carrot.lam_warmup must be in \[0, 1\]"),
+        ("carrot.memory_momentum=1", r"carrot.memory_momentum must be in \[0, 1\)"),
+        ("carrot.space=hyperbolic", "carrot.space must be one of 'euclidean', 'angular'"),
+        ("train.collapse_gamma_mean=0.5", "train.collapse_gamma_mean must be >= 1"),
+        ("train.collapse_radius_drop=1", r"train.collapse_radius_drop must be in \[0, 1\)"),
+        ("carrot.eps=-1", "carrot.eps must be >= 0"),
+        ("supcon.probe_weight=-1", "supcon.probe_weight must be >= 0"),
+    ],
+)
+def test_more_bounds(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Config(), [override])

@@ -15,7 +15,7 @@ import yaml
 from carrot.cli import main
 from carrot.train import Trainer, format_summary, load_config
 from carrot.train.config import ConfigError
-from carrot.train.loop import NonFiniteLossError, TrainInterrupted
+from carrot.train.loop import CollapseDetected, NonFiniteLossError, TrainInterrupted
 
 pytestmark = pytest.mark.slow
 
@@ -286,3 +286,49 @@ def test_torchrun_two_processes(tiny, tmp_path) -> None:
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert max(r["gamma_frac_gt1"] for r in records) > 0 and max(r["train_kl"] for r in records) > 0
     assert proc.stdout.count("final (epoch 3)") == 1  # the table comes from rank 0 only
+
+
+def test_collapse_monitor_warns_and_can_stop(tiny, tmp_path, capsys) -> None:
+    # Thresholds at their floor: any expansion counts as runaway (the setting expands by epoch 2).
+    watch = ["train.collapse_gamma_mean=1", "train.retrieval=false"]
+    trainer = Trainer(load_config(None, [*tiny, *watch]))
+    trainer.fit()
+    assert "collapse warning at epoch" in capsys.readouterr().out
+    assert sum(r["collapse_warnings"] for r in trainer.state.history) > 0
+    stopper = Trainer(
+        load_config(
+            None, [*tiny, *watch, "train.stop_on_collapse=true", f"output_dir={tmp_path / 'stop'}"]
+        )
+    )
+    with pytest.raises(
+        CollapseDetected, match=r"mean γ .* > 1.*Stopped \(train.stop_on_collapse\)"
+    ):
+        stopper.fit()
+    assert (tmp_path / "stop" / "checkpoints" / "last.pt").is_file()
+
+
+def test_collapse_monitor_quiet_on_a_healthy_run(tiny, tmp_path, capsys) -> None:
+    trainer = Trainer(load_config(None, [*tiny, "method=ce", "train.retrieval=false"]))
+    trainer.fit()
+    assert "collapse warning" not in capsys.readouterr().out
+    assert all(r["collapse_warnings"] == 0 for r in trainer.state.history)
+
+
+def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
+    from carrot.train.config import GUIDE_CARROT
+    from carrot.train.methods import carrot_settings, lam_at
+
+    cfg = load_config(None, [*tiny, "carrot.guide=true"])
+    assert carrot_settings(cfg) == GUIDE_CARROT
+    fast = carrot_settings(load_config(None, ["carrot.guide=true", "carrot.sync_free=true"]))
+    assert fast.sync_free and fast.lam == GUIDE_CARROT.lam
+    assert lam_at(load_config(None, ["carrot.lam=2", "carrot.lam_warmup=0.5"]).carrot, 0.25) == 1.0
+    trainer = Trainer(
+        load_config(
+            None, [*tiny, "carrot.memory=true", "carrot.lam_warmup=0.5", "train.retrieval=false"]
+        )
+    )
+    trainer.fit()
+    assert trainer.memory is not None and bool(trainer.memory.seen[:9].all())
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert torch.equal(saved["memory"]["centers"], trainer.memory.centers.cpu())

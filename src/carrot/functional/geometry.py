@@ -21,19 +21,26 @@ partial sums over ranks. Without one, the statistics are those of the local batc
 from __future__ import annotations
 
 import contextlib
-from typing import Any, NamedTuple, Protocol
+import math
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "ClassGeometry",
+    "Space",
     "StatsReducer",
+    "chord_to_angle",
     "class_geometry",
     "compute_dtype",
     "expand",
+    "expand_angular",
     "expand_rows",
     "expansion_factors",
+    "log_map",
+    "nearest_reference",
 ]
 
 # How many nearest-centroid candidates, found on a Gram matrix, get their distance recomputed
@@ -125,6 +132,35 @@ def check_batch(z: Tensor, y: Tensor) -> None:
         raise ValueError(f"z and y must be on the same device, got {z.device} and {y.device}.")
 
 
+Space = Literal["euclidean", "angular"]
+
+
+def log_map(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Log map of unit vectors ``z`` at unit vectors ``u`` (row by row): the tangent vector at u
+    pointing to z, of length θ = angle(u, z), and θ itself. θ uses atan2(|sin|, cos), accurate at
+    small angles where acos is not.
+
+    Args:
+        z: Unit vectors. Shape: (B, D).
+        u: Unit base points. Shape: (B, D).
+
+    Returns:
+        ``(v, θ)``. Shapes: (B, D), (B,).
+    """
+    cos = (z * u).sum(1)
+    tangent = z - cos[:, None] * u  # (B, D)
+    sin = torch.linalg.vector_norm(tangent, dim=1)
+    theta = torch.atan2(sin, cos)
+    scale = torch.where(sin > 0, theta / torch.where(sin > 0, sin, 1.0), 1.0)  # θ/sinθ → 1 at 0
+    return tangent * scale[:, None], theta
+
+
+def chord_to_angle(chord: Tensor) -> Tensor:
+    """Angle between unit vectors from their Euclidean distance: 2 asin(d / 2), inf stays inf."""
+    half = (chord / 2).clamp(max=1.0 - 1e-7)
+    return torch.where(torch.isinf(chord), chord, 2.0 * torch.asin(half))
+
+
 def _safe_sqrt(x: Tensor) -> Tensor:
     """sqrt with a zero (not NaN) gradient at 0."""
     if not x.requires_grad:
@@ -166,42 +202,63 @@ def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Ten
     return classes, inverse, counts, counts > 0
 
 
-def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """m_c and the slot of the nearest other centroid (``valid=None``: every slot is a class).
+def nearest_reference(
+    query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool
+) -> tuple[Tensor, Tensor]:
+    """Distance from every query row to the nearest reference row that is not blocked, and its index.
 
-    Candidates are ranked on the Gram matrix of the centered centroids (fast, but |a|²+|b|²-2a·b
-    cancels when centroids are close), then the distance to each of the best few is recomputed
-    as a direct difference, which is accurate and carries the gradient when statistics are not
-    detached. m_c is ``inf`` for a class without another class (and for unused slots).
+    Candidates are ranked on the Gram matrix of the centered vectors (fast, but |a|²+|b|²-2a·b
+    cancels when two vectors are close), then the distance to each of the best few is recomputed
+    as a direct difference, which is accurate and carries the gradient of ``query`` (references are
+    constants here unless they are the query itself). A row without an allowed reference gets
+    ``inf``.
+
+    Args:
+        query: Shape: (C, D).
+        refs: Shape: (R, D); the very tensor ``query`` when ``same``.
+        blocked: Pairs that may not be chosen, or None. Shape: (C, R).
+        same: ``refs`` is ``query``: the diagonal is blocked too.
     """
-    c, d = mu.shape
-    if c < 2:
-        return torch.full((c,), float("inf"), dtype=mu.dtype, device=mu.device), torch.zeros(
-            c, dtype=torch.long, device=mu.device
+    c, d = query.shape
+    r = refs.shape[0]
+    k = min(r - 1 if same else r, _NEAREST_CANDIDATES)
+    if c == 0 or k < 1:
+        return torch.full((c,), float("inf"), dtype=query.dtype, device=query.device), torch.zeros(
+            c, dtype=torch.long, device=query.device
         )
-    k = min(c - 1, _NEAREST_CANDIDATES)
     with torch.no_grad():
-        if valid is None:
-            centered = mu - mu.mean(0)
-        else:
-            w = valid.to(mu.dtype)
-            centered = mu - (w @ mu) / w.sum().clamp_min(1.0)
-        sq = torch.linalg.vector_norm(centered, dim=1).square_()
-        d2 = torch.addmm(sq[:, None] + sq, centered, centered.T, alpha=-2.0)  # (C, C)
-        d2.fill_diagonal_(float("inf"))
-        if valid is not None:
-            d2.masked_fill_(~(valid[:, None] & valid[None, :]), float("inf"))
+        center = query.mean(0)
+        q = query - center
+        ref = q if same else refs.to(query.dtype) - center
+        q_sq = torch.linalg.vector_norm(q, dim=1).square_()
+        r_sq = q_sq if same else torch.linalg.vector_norm(ref, dim=1).square_()
+        d2 = torch.addmm(q_sq[:, None] + r_sq, q, ref.T, alpha=-2.0)  # (C, R)
+        if same:
+            d2.fill_diagonal_(float("inf"))
+        if blocked is not None:
+            d2.masked_fill_(blocked, float("inf"))
         ranked, candidates = d2.topk(k, dim=1, largest=False)  # (C, k)
-        others = mu.index_select(0, candidates.view(-1)).view(c, k, d).sub_(mu[:, None])
-        exact = torch.linalg.vector_norm(others, dim=2)  # (C, k)
-        if valid is not None:
+        chosen = refs.detach().to(query.dtype).index_select(0, candidates.view(-1)).view(c, k, d)
+        exact = torch.linalg.vector_norm(chosen.sub_(query.detach()[:, None]), dim=2)  # (C, k)
+        if blocked is not None:
             exact.masked_fill_(torch.isinf(ranked), float("inf"))
         best, pick = exact.min(dim=1)
         nearest = candidates.gather(1, pick[:, None]).squeeze(1)  # (C,)
-    if not mu.requires_grad:
+    if not query.requires_grad:
         return best, nearest
-    m = torch.linalg.vector_norm(mu - mu.index_select(0, nearest), dim=1)
-    return (m if valid is None else torch.where(torch.isfinite(best), m, best)), nearest
+    other = (
+        refs.index_select(0, nearest)
+        if same
+        else refs.detach().to(query.dtype).index_select(0, nearest)
+    )
+    m = torch.linalg.vector_norm(query - other, dim=1)
+    return (m if blocked is None else torch.where(torch.isfinite(best), m, best)), nearest
+
+
+def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """m_c and the slot of the nearest other centroid (``valid=None``: every slot is a class)."""
+    blocked = None if valid is None else ~(valid[:, None] & valid[None, :])
+    return nearest_reference(mu, mu, blocked, same=True)
 
 
 def class_geometry(
@@ -211,6 +268,7 @@ def class_geometry(
     unbiased_radius: bool = False,
     sync_free: bool = False,
     reducer: StatsReducer | None = None,
+    space: Space = "euclidean",
 ) -> ClassGeometry:
     """Centroid μ_c, RMS radius r_c and nearest-centroid distance m_c of every class in a batch.
 
@@ -235,15 +293,24 @@ def class_geometry(
             host (``valid`` marks the slots in use). Costs more memory for the C × C matrix.
         reducer: Sums statistics over ranks (see :mod:`carrot.distributed`); ``None`` keeps them
             local.
+        space: ``"euclidean"`` (the guide's formulas, in the ambient space) or ``"angular"``: the
+            same formulas on the unit sphere. Embeddings are normalized; ``mu`` holds the mean
+            direction u_c = normalize(mean of ẑ), r_c is the RMS geodesic angle to u_c, m_c the
+            angle to the nearest other u_c' (radians), and ``deviation`` the log map log_u(ẑ)
+            (tangent vector of length θ).
 
     Returns:
         The :class:`ClassGeometry` of the batch.
     """
     check_batch(z, y)
+    if space not in ("euclidean", "angular"):
+        raise ValueError(f"space must be 'euclidean' or 'angular', got {space!r}.")
     dtype = compute_dtype(z.dtype)
     n, d = z.shape
     with no_autocast(z.device.type):
         z_c = z.to(dtype)
+        if space == "angular":
+            z_c = F.normalize(z_c, dim=1)
         labels, offset = reducer.gather_labels(y) if reducer is not None else (y, 0)
         classes, inverse_all, counts_int, valid = _segment(labels, sync_free=sync_free)
         inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
@@ -256,14 +323,18 @@ def class_geometry(
             sums = reducer.sum(sums)
         mu = sums / denom[:, None]  # (C, D)
 
-        # z - μ_y, built in the gathered buffer: B×D temporaries dominate the cost on CPU.
-        gathered = mu.index_select(0, inverse)
-        deviation = (
-            torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
-        )
-        sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(
-            0, inverse, torch.linalg.vector_norm(deviation, dim=1).square()
-        )
+        if space == "angular":
+            mu = F.normalize(mu, dim=1)  # the mean direction u_c
+            deviation, theta = log_map(z_c, mu.index_select(0, inverse))
+            sq_rows = theta.square()
+        else:
+            # z - μ_y, built in the gathered buffer: B×D temporaries dominate the cost on CPU.
+            gathered = mu.index_select(0, inverse)
+            deviation = (
+                torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
+            )
+            sq_rows = torch.linalg.vector_norm(deviation, dim=1).square()
+        sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(0, inverse, sq_rows)
         if reducer is not None:
             sq = reducer.sum(sq)
         r2 = sq / denom
@@ -277,6 +348,8 @@ def class_geometry(
             if valid is not None:
                 degenerate &= valid
         m, nearest = _nearest_centroid(mu, valid)
+        if space == "angular":
+            m = chord_to_angle(m)
     if valid is None:
         valid = torch.ones(c, dtype=torch.bool, device=z.device)
     return ClassGeometry(classes, inverse, counts, valid, mu, r, m, nearest, degenerate, deviation)
@@ -361,6 +434,32 @@ def expand_rows(z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
             return out
         z_plus = torch.addcmul(z.to(deviation.dtype), (gamma_rows - 1.0)[:, None], deviation)
         return _to_input_dtype(z_plus, z.dtype)
+
+
+def expand_angular(z: Tensor, inverse: Tensor, u: Tensor, gamma: Tensor) -> Tensor:
+    """T_c on the unit sphere: ẑ⁺ = exp_u(γ_c · log_u(ẑ)), i.e. the angle to the mean direction
+    u_c is multiplied by γ_c (capped at π) along the same great circle. Rows of classes with
+    γ_c = 1 are returned unchanged; the others are unit vectors.
+
+    Args:
+        z: Embeddings (normalized here). Shape: (B, D).
+        inverse: Class slot of each sample. Shape: (B,).
+        u: Mean directions of the classes (unit). Shape: (C, D).
+        gamma: Expansion factors. Shape: (C,).
+
+    Returns:
+        ẑ⁺ in ``z``'s dtype. Shape: (B, D).
+    """
+    with no_autocast(z.device.type):
+        z_hat = F.normalize(z.to(u.dtype), dim=1)
+        u_rows = u.index_select(0, inverse)
+        g = gamma.index_select(0, inverse)
+        v, theta = log_map(z_hat, u_rows)
+        phi = (g * theta).clamp(max=math.pi)
+        direction = v / torch.where(theta > 0, theta, 1.0)[:, None]  # unit tangent (0 at θ = 0)
+        out = torch.cos(phi)[:, None] * u_rows + torch.sin(phi)[:, None] * direction
+        out = torch.where((g == 1.0)[:, None], z.to(u.dtype), out)
+        return _to_input_dtype(out, z.dtype)
 
 
 def expand(z: Tensor, inverse: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import check_batch, compute_dtype, no_autocast
+from carrot.functional.geometry import Space, check_batch, compute_dtype, no_autocast
 from carrot.functional.operator import carrot_operator
+
+if TYPE_CHECKING:
+    from carrot.memory import ClassMemory
 
 __all__ = [
     "KLDirection",
@@ -98,6 +101,9 @@ def carrot_ce_kl_loss(
     detach_stats: bool = True,
     unbiased_radius: bool = False,
     global_stats: bool = True,
+    space: Space = "euclidean",
+    memory: ClassMemory | None = None,
+    sync_free: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -125,6 +131,9 @@ def carrot_ce_kl_loss(
         detach_stats: Constant statistics in the backward pass (default, as the guide).
         unbiased_radius: Small-sample correction of r_c (see :func:`class_geometry`).
         global_stats: Under ``torch.distributed``, statistics over all ranks.
+        space: ``"euclidean"`` (the guide) or ``"angular"`` expansion (see carrot_operator).
+        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        sync_free: Class slots without ``torch.unique``: no host sync (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -146,6 +155,9 @@ def carrot_ce_kl_loss(
         max_gamma=max_gamma,
         unbiased_radius=unbiased_radius,
         global_stats=global_stats,
+        space=space,
+        memory=memory,
+        sync_free=sync_free,
     )
     z_plus = _normalize(z_plus)
     if logits is None:
@@ -236,11 +248,15 @@ def carrot_supcon_loss(
     *,
     temperature: float = 0.1,
     gather_global: bool = False,
+    stop_grad_plus: bool = False,
     max_gamma: float | None = None,
     eps: float = 1e-12,
     detach_stats: bool = True,
     unbiased_radius: bool = False,
     global_stats: bool = True,
+    space: Space = "euclidean",
+    memory: ClassMemory | None = None,
+    sync_free: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -250,11 +266,16 @@ def carrot_supcon_loss(
         y: Integer class labels. Shape: (B,).
         temperature: τ of the contrastive loss (> 0).
         gather_global: Contrast against all ranks' views (see :func:`supcon_loss`).
+        stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
+            reaches z only through its own view (not multiplied by γ through z⁺).
         max_gamma: Cap on γ_c (``None``: parameter-free).
         eps: ε of the expansion formula.
         detach_stats: Constant statistics in the backward pass (default).
         unbiased_radius: Small-sample correction of r_c.
         global_stats: Under ``torch.distributed``, statistics over all ranks.
+        space: ``"euclidean"`` (the guide) or ``"angular"`` expansion (see carrot_operator).
+        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        sync_free: Class slots without ``torch.unique``: no host sync (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
@@ -268,8 +289,12 @@ def carrot_supcon_loss(
         max_gamma=max_gamma,
         unbiased_radius=unbiased_radius,
         global_stats=global_stats,
+        space=space,
+        memory=memory,
+        sync_free=sync_free,
     )
-    features = torch.stack([z_hat, _normalize(z_plus)], dim=1)  # (B, 2, D)
+    view = _normalize(z_plus)
+    features = torch.stack([z_hat, view.detach() if stop_grad_plus else view], dim=1)  # (B, 2, D)
     loss = supcon_loss(features, y, temperature=temperature, gather_global=gather_global)
     stats["supcon"] = loss.detach()
     return loss, stats

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from carrot.functional.geometry import class_geometry, expand_rows, expansion_factors
+from carrot.functional.geometry import (
+    Space,
+    chord_to_angle,
+    class_geometry,
+    expand_angular,
+    expand_rows,
+    expansion_factors,
+)
+
+if TYPE_CHECKING:
+    from carrot.memory import ClassMemory
 
 __all__ = ["carrot_operator", "summarize_stats"]
 
@@ -32,6 +42,8 @@ def carrot_operator(
     unbiased_radius: bool = False,
     global_stats: bool = True,
     sync_free: bool = False,
+    space: Space = "euclidean",
+    memory: ClassMemory | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Applies T_c(z) = μ_c + γ_c (z - μ_c) with γ_c = max(1, m_c / (2 r_c + ε)) per class.
 
@@ -58,6 +70,12 @@ def carrot_operator(
         sync_free: Size the class list by the batch instead of ``torch.unique`` so that the
             operator never waits for the device; the per-class stats then hold B slots and
             ``stats["valid"]`` marks the used ones.
+        space: ``"euclidean"`` (the guide) or ``"angular"``: statistics and expansion on the unit
+            sphere (angles instead of distances; ẑ⁺ = exp_u(γ log_u ẑ)); see
+            :func:`~carrot.functional.geometry.expand_angular`.
+        memory: A :class:`~carrot.memory.ClassMemory`: m_c becomes the distance to the nearest
+            other class among the batch's and every class remembered from earlier batches, and
+            the memory is updated with this batch's statistics.
 
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
@@ -72,8 +90,14 @@ def carrot_operator(
         reducer = default_reducer()
     with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_stats):
         geometry = class_geometry(
-            z, y, unbiased_radius=unbiased_radius, sync_free=sync_free, reducer=reducer
+            z, y, unbiased_radius=unbiased_radius, sync_free=sync_free, reducer=reducer, space=space
         )
+        if memory is not None:
+            remembered = memory.nearest(geometry.mu, geometry.classes)
+            if space == "angular":
+                remembered = chord_to_angle(remembered)
+            geometry = geometry._replace(m=torch.minimum(geometry.m, remembered))
+            memory.update(geometry.mu, geometry.r, geometry.classes, geometry.valid)
         gamma = expansion_factors(geometry, eps=eps, max_gamma=max_gamma)
 
     classes_in_batch: int | Tensor
@@ -95,6 +119,8 @@ def carrot_operator(
     }
     if skipped is True:
         return z, stats
+    if space == "angular":
+        return expand_angular(z, geometry.inverse, geometry.mu, gamma), stats
     return expand_rows(z, geometry.deviation, gamma.index_select(0, geometry.inverse)), stats
 
 

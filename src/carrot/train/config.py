@@ -84,18 +84,46 @@ class ModelConfig:
 
 @dataclass
 class CarrotConfig:
-    """Options of the CARROT losses (see carrot.functional.carrot_ce_kl_loss)."""
+    """Options of the CARROT losses (see carrot.functional.carrot_ce_kl_loss and docs/stability.md).
 
+    The defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
+    ``guide: true`` runs the guide's exact recipe instead."""
+
+    guide: bool = False
+    """Run the design guide's exact recipe (GUIDE_CARROT: λ=1, T=1, KL as its code computes, no
+    guard) whatever the defaults below; the other keys of this section must then stay unset."""
     lam: float = 1.0
     T: float = 1.0
     kl_direction: Literal["plus_z", "z_plus", "symmetric"] = "plus_z"
     aux_ce_weight: float = 0.0
-    max_gamma: float | None = None
+    max_gamma: float | None = 1.5
+    """Cap on γ. The trainer's default, 1.5, is the recommended configuration (docs/stability.md:
+    no significant harm on any suite over 10 paired seeds); null is the guide's uncapped formula."""
     stop_grad_plus: bool = False
+    lam_warmup: float = 0.0
+    """Fraction of training over which λ rises linearly from 0 (0: constant λ)."""
+    space: Literal["euclidean", "angular"] = "euclidean"
+    """Expansion in the ambient space (the guide) or on the unit sphere."""
+    memory: bool = False
+    """m_c from a running memory of every class's centroid, not only the batch's classes."""
+    memory_momentum: float = 0.9
+    sync_free: bool = False
+    """Class statistics without torch.unique, so that a GPU step never waits for the host."""
     detach_stats: bool = True
     unbiased_radius: bool = False
     global_stats: bool = True
     eps: float = 1e-12
+
+
+IMPLEMENTATION_KEYS = ("sync_free", "global_stats")
+"""carrot keys that change how, not what, is computed: they combine with ``carrot.guide``."""
+
+GUIDE_CARROT = CarrotConfig(
+    guide=True, lam=1.0, T=1.0, kl_direction="plus_z", aux_ce_weight=0.0, max_gamma=None,
+    stop_grad_plus=False, lam_warmup=0.0, space="euclidean", memory=False, memory_momentum=0.9,
+    sync_free=False, detach_stats=True, unbiased_radius=False, global_stats=True, eps=1e-12,
+)  # fmt: skip
+"""The design guide's recipe: what ``carrot.guide=true`` runs."""
 
 
 @dataclass
@@ -148,6 +176,14 @@ class TrainConfig:
     progress: bool = True
     retrieval: bool = True
     """Precision@1 and MAP@R of the test embeddings (needs pytorch-metric-learning)."""
+    collapse_gamma_mean: float = 8.0
+    """Collapse monitor: warn when the mean γ of the epoch's batches so far exceeds this,"""
+    collapse_gamma_max: float = 100.0
+    """... or when the largest γ of the epoch so far exceeds this,"""
+    collapse_radius_drop: float = 0.5
+    """... or when the mean within-class radius falls below this fraction of its peak."""
+    stop_on_collapse: bool = False
+    """Stop with a checkpoint instead of only warning."""
     plots: bool = True
     """Write plots/curves.png and plots/geometry.png at the end."""
     tensorboard: bool = True
@@ -464,6 +500,35 @@ def validate(cfg: Config) -> None:
         c.max_gamma is None or c.max_gamma >= 1,
         f"carrot.max_gamma must be >= 1 or null, got {c.max_gamma}.",
     )
+    _check(c.eps >= 0, f"carrot.eps must be >= 0, got {c.eps}.")
+    _check(0 <= c.lam_warmup <= 1, f"carrot.lam_warmup must be in [0, 1], got {c.lam_warmup}.")
+    _check(
+        0 <= c.memory_momentum < 1,
+        f"carrot.memory_momentum must be in [0, 1), got {c.memory_momentum}.",
+    )
+    if c.guide:
+        defaults = CarrotConfig()
+        changed = [
+            f.name
+            for f in dataclasses.fields(CarrotConfig)
+            if f.name not in ("guide", *IMPLEMENTATION_KEYS)
+            and getattr(c, f.name) != getattr(defaults, f.name)
+        ]
+        _check(
+            not changed,
+            "carrot.guide=true runs the guide's exact recipe; drop the other carrot settings "
+            f"({', '.join('carrot.' + k for k in changed)}) or set carrot.guide=false.",
+        )
     _check(
         cfg.supcon.temperature > 0, f"supcon.temperature must be > 0, got {cfg.supcon.temperature}."
+    )
+    _check(
+        cfg.supcon.probe_weight >= 0,
+        f"supcon.probe_weight must be >= 0, got {cfg.supcon.probe_weight}.",
+    )
+    for key in ("collapse_gamma_mean", "collapse_gamma_max"):
+        _check(getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}.")
+    _check(
+        0 <= t.collapse_radius_drop < 1,
+        f"train.collapse_radius_drop must be in [0, 1), got {t.collapse_radius_drop}.",
     )

@@ -21,10 +21,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from carrot.functional import summarize_stats
+from carrot.memory import ClassMemory
 from carrot.train.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from carrot.train.data import DataBundle, build_data
 from carrot.train.evaluate import evaluate
-from carrot.train.methods import compute_loss
+from carrot.train.methods import carrot_settings, compute_loss
 from carrot.train.model import FGVCModel, build_model
 from carrot.train.plots import plot_history
 from carrot.train.runtime import (
@@ -38,7 +39,14 @@ from carrot.train.runtime import (
     set_rng_state,
 )
 
-__all__ = ["RESUMABLE_KEYS", "NonFiniteLossError", "TrainInterrupted", "Trainer", "format_summary"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "CollapseDetected",
+    "NonFiniteLossError",
+    "TrainInterrupted",
+    "Trainer",
+    "format_summary",
+]
 
 CHECKPOINT_FORMAT = 1
 # Keys that may change when a run is resumed; anything else would make it a different run.
@@ -49,6 +57,10 @@ RESUMABLE_KEYS = (
     "train.log_every",
     "train.checkpoint_every",
     "train.stop_after_steps",
+    "train.stop_on_collapse",
+    "train.collapse_gamma_mean",
+    "train.collapse_gamma_max",
+    "train.collapse_radius_drop",
     "train.progress",
     "train.plots",
     "train.tensorboard",
@@ -61,6 +73,10 @@ RESUMABLE_KEYS = (
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops before the optimizer step."""
+
+
+class CollapseDetected(RuntimeError):
+    """The collapse monitor fired with ``train.stop_on_collapse``; a checkpoint was saved."""
 
 
 class TrainInterrupted(RuntimeError):
@@ -264,6 +280,14 @@ class Trainer:
         self.optimizer = _build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.amp == "fp16")
         self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.memory: ClassMemory | None = None
+        settings = carrot_settings(cfg)
+        if cfg.method in ("carrot", "supcon_carrot") and settings.memory:
+            dim = int(self.model.head.weight.shape[1])  # type: ignore[index]
+            self.memory = ClassMemory(
+                self.data.num_classes, dim, momentum=settings.memory_momentum
+            ).to(rt.device)
+        self.collapse_warnings: list[dict[str, Any]] = []
         micro = len(self.data.sampler) + self.data.sampler.state_dict()["start_batch"]
         self.steps_per_epoch = micro // cfg.train.accum_steps
         if cfg.train.max_steps_per_epoch is not None:
@@ -339,6 +363,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "memory": self.memory.state_dict() if self.memory is not None else None,
+            "collapse_warnings": self.collapse_warnings,
             "state": {k: v for k, v in asdict(self.state).items() if k != "history"},
             "history": self.state.history,
             "meter": self.meter.state(),
@@ -359,6 +385,9 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.memory is not None and ckpt.get("memory") is not None:
+            self.memory.load_state_dict(ckpt["memory"])
+        self.collapse_warnings = list(ckpt.get("collapse_warnings", []))
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
         history = ckpt["history"]
@@ -435,7 +464,15 @@ class Trainer:
                     with ctx:
                         with self._autocast():
                             out = self.ddp(x)
-                            result = compute_loss(cfg, out, y, self.model.head)
+                            result = compute_loss(
+                                cfg,
+                                out,
+                                y,
+                                self.model.head,
+                                progress=self.state.step
+                                / (cfg.train.epochs * self.steps_per_epoch),
+                                memory=self.memory,
+                            )
                         self._check_finite(result.loss, result.parts, result.stats, epoch)
                         self.scaler.scale(result.loss / accum).backward()
                     summary = summarize_stats(result.stats) if result.stats else {}
@@ -493,6 +530,48 @@ class Trainer:
             if progress is not None:
                 progress.close()
 
+    def _collapse_reasons(self, means: dict[str, float]) -> list[str]:
+        """The collapse monitor: runaway γ or a shrinking within-class radius (docs/stability.md)."""
+        t = self.cfg.train
+        reasons = []
+        if means.get("gamma_mean", 1.0) > t.collapse_gamma_mean:
+            reasons.append(f"mean γ {means['gamma_mean']:.3g} > {t.collapse_gamma_mean:g}")
+        if means.get("gamma_max", 1.0) > t.collapse_gamma_max:
+            reasons.append(f"max γ {means['gamma_max']:.3g} > {t.collapse_gamma_max:g}")
+        r = means.get("r_mean")
+        peaks = [h["r_mean"] for h in self.state.history if "r_mean" in h]
+        if r is not None and peaks and r < t.collapse_radius_drop * max(peaks):
+            reasons.append(
+                f"within-class radius {r:.3g} fell below {t.collapse_radius_drop:.0%} of its "
+                f"peak {max(peaks):.3g}"
+            )
+        return reasons
+
+    def _watch_collapse(self, means: dict[str, float], progress: Any) -> None:
+        reasons = self._collapse_reasons(means)
+        if not reasons:
+            return
+        epoch = self.state.epoch + 1
+        first_this_epoch = not any(w["epoch"] == epoch for w in self.collapse_warnings)
+        self.collapse_warnings.append({"epoch": epoch, "step": self.state.step, "reasons": reasons})
+        if progress is not None:
+            progress.set_postfix_str(
+                f"{progress.postfix}, COLLAPSE?" if progress.postfix else "COLLAPSE?"
+            )
+        message = (
+            f"collapse warning at epoch {epoch}, step {self.state.step}: {'; '.join(reasons)}. "
+            "CARROT's feedback loop may be running away (docs/stability.md): consider "
+            "carrot.max_gamma, carrot.stop_grad_plus, a smaller carrot.lam or carrot.lam_warmup."
+        )
+        if self.cfg.train.stop_on_collapse:
+            path = self.save()
+            raise CollapseDetected(
+                f"{message} Stopped (train.stop_on_collapse); checkpoint {path}; continue with "
+                f"carrot train --resume {self.run_dir} train.stop_on_collapse=false"
+            )
+        if first_this_epoch and self.rt.is_main:
+            print(message, flush=True)
+
     def _log_step(self, progress: Any, lr: float) -> None:
         means = self.meter.means()
         if progress is not None:
@@ -501,6 +580,7 @@ class Trainer:
                 shown["γ"] = means["gamma_mean"]
                 shown["γmax"] = means.get("gamma_max", float("nan"))
             progress.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        self._watch_collapse(means, progress)
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f"train_step/{k}", v, self.state.step)
@@ -569,6 +649,7 @@ class Trainer:
             self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_mult"]
         )
         record["seconds"] = seconds
+        record["collapse_warnings"] = sum(w["epoch"] == epoch + 1 for w in self.collapse_warnings)
         last = epoch + 1 == cfg.train.epochs
         if (epoch + 1) % cfg.train.eval_every == 0 or last:
             record.update(self._evaluate())

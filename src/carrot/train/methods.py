@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carrot.functional import carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss, supcon_loss
-from carrot.train.config import Config
+from carrot.memory import ClassMemory
+from carrot.train.config import GUIDE_CARROT, IMPLEMENTATION_KEYS, CarrotConfig, Config
 from carrot.train.model import ModelOutput
 
-__all__ = ["LossResult", "compute_loss"]
+__all__ = ["LossResult", "carrot_settings", "compute_loss", "lam_at"]
 
 
 @dataclass
@@ -26,14 +28,32 @@ class LossResult:
     """CARROT operator statistics of the batch (observed even when the method does not use it)."""
 
 
-def _carrot_options(cfg: Config) -> dict[str, Any]:
+def carrot_settings(cfg: Config) -> CarrotConfig:
+    """The ``carrot`` section in force: the guide's recipe when ``carrot.guide`` is set (with the
+    implementation settings of the config: sync_free, global_stats)."""
     c = cfg.carrot
+    if not c.guide:
+        return c
+    return dataclasses.replace(GUIDE_CARROT, **{k: getattr(c, k) for k in IMPLEMENTATION_KEYS})
+
+
+def lam_at(c: CarrotConfig, progress: float) -> float:
+    """λ after the linear warm-up over the first ``lam_warmup`` of training (progress in [0, 1])."""
+    if c.lam_warmup <= 0:
+        return c.lam
+    return c.lam * min(1.0, progress / c.lam_warmup)
+
+
+def _operator_options(c: CarrotConfig, memory: ClassMemory | None) -> dict[str, Any]:
     return {
         "max_gamma": c.max_gamma,
         "eps": c.eps,
         "detach_stats": c.detach_stats,
         "unbiased_radius": c.unbiased_radius,
         "global_stats": c.global_stats,
+        "space": c.space,
+        "memory": memory,
+        "sync_free": c.sync_free,
     }
 
 
@@ -41,12 +61,23 @@ def _observe(cfg: Config, z: Tensor, y: Tensor) -> dict[str, Any]:
     """The class geometry of the batch for logging only: the guide's formulas, no gradient."""
     with torch.no_grad():
         _, stats = carrot_operator(
-            F.normalize(z.detach().float(), dim=1), y, **_carrot_options(cfg)
+            F.normalize(z.detach().float(), dim=1),
+            y,
+            eps=cfg.carrot.eps,
+            global_stats=cfg.carrot.global_stats,
         )
     return stats
 
 
-def compute_loss(cfg: Config, out: ModelOutput, y: Tensor, head: nn.Module) -> LossResult:
+def compute_loss(
+    cfg: Config,
+    out: ModelOutput,
+    y: Tensor,
+    head: nn.Module,
+    *,
+    progress: float = 1.0,
+    memory: ClassMemory | None = None,
+) -> LossResult:
     """The loss of ``cfg.method`` on one P×K batch.
 
     - ``ce``: cross-entropy on the logits of ẑ.
@@ -56,7 +87,9 @@ def compute_loss(cfg: Config, out: ModelOutput, y: Tensor, head: nn.Module) -> L
     - ``supcon_carrot``: SupCon with ẑ and normalize(T(ẑ)) as two views.
 
     The SupCon methods train the classifier on detached embeddings (weight ``supcon.probe_weight``)
-    so that accuracy can be reported without the classifier shaping the embedding.
+    so that accuracy can be reported without the classifier shaping the embedding. ``progress``
+    (fraction of training done) drives ``carrot.lam_warmup``; ``memory`` is the class memory of
+    ``carrot.memory``.
     """
     method = cfg.method
     logits, z = out.logits, out.embedding
@@ -65,18 +98,18 @@ def compute_loss(cfg: Config, out: ModelOutput, y: Tensor, head: nn.Module) -> L
         ce = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
         return LossResult(ce, {"ce": ce.detach()}, _observe(cfg, z, y))
     if method == "carrot":
-        c = cfg.carrot
+        c = carrot_settings(cfg)
         loss, stats = carrot_ce_kl_loss(
             z,
             y,
             head,
             logits=logits,
             T=c.T,
-            lam=c.lam,
+            lam=lam_at(c, progress),
             kl_direction=c.kl_direction,
             aux_ce_weight=c.aux_ce_weight,
             stop_grad_plus=c.stop_grad_plus,
-            **_carrot_options(cfg),
+            **_operator_options(c, memory),
         )
         parts = {"ce": stats["ce"], "kl": stats["kl"]}
         if c.aux_ce_weight > 0:
@@ -92,12 +125,14 @@ def compute_loss(cfg: Config, out: ModelOutput, y: Tensor, head: nn.Module) -> L
             )
             stats = _observe(cfg, z, y)
         else:
+            c = carrot_settings(cfg)
             contrastive, stats = carrot_supcon_loss(
                 z,
                 y,
                 temperature=s.temperature,
                 gather_global=s.gather_global,
-                **_carrot_options(cfg),
+                stop_grad_plus=c.stop_grad_plus,
+                **_operator_options(c, memory),
             )
         loss = contrastive + s.probe_weight * probe
         return LossResult(loss, {"supcon": contrastive.detach(), "probe_ce": probe.detach()}, stats)

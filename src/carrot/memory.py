@@ -1,0 +1,107 @@
+"""A memory of every class's geometry across batches (optional, off by default).
+
+In a P×K batch of P classes out of hundreds (NABirds: 16 of 555), the nearest other class *in the
+batch* is rarely a class's true nearest confuser, so m_c overestimates the margin. ``ClassMemory``
+keeps an exponential moving average of each class's centroid and radius in the dataset's class
+space; with it, ``carrot_operator`` uses m_c = distance to the nearest centroid among the batch's
+classes *and* every class seen before.
+
+Its buffers are updated from the statistics the operator already has: under ``torch.distributed``
+those are global, so every rank makes the same update and the memories stay identical without any
+extra communication.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from carrot.functional.geometry import nearest_reference
+
+__all__ = ["ClassMemory"]
+
+
+class ClassMemory(nn.Module):
+    """EMA of per-class centers (centroids, or mean directions in angular space) and radii.
+
+    Args:
+        num_classes: N, the dataset's class count; labels must lie in [0, N).
+        dim: Embedding dimension D.
+        momentum: EMA weight of the old value (0: always the latest batch).
+    """
+
+    centers: Tensor
+    radii: Tensor
+    seen: Tensor
+
+    def __init__(self, num_classes: int, dim: int, *, momentum: float = 0.9) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim!r}.")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+        self.num_classes, self.dim, self.momentum = num_classes, dim, momentum
+        # One scratch row past the end absorbs writes of unused class slots.
+        self.register_buffer("centers", torch.zeros(num_classes + 1, dim))
+        self.register_buffer("radii", torch.zeros(num_classes + 1))
+        self.register_buffer("seen", torch.zeros(num_classes + 1, dtype=torch.bool))
+
+    def _check(self, centers: Tensor, classes: Tensor) -> None:
+        if centers.ndim != 2 or centers.shape[1] != self.dim:
+            raise ValueError(
+                f"centers must have shape (C, {self.dim}), got {tuple(centers.shape)}; the memory was "
+                f"built for dim={self.dim}."
+            )
+        torch._assert_async(
+            ((classes >= 0) & (classes < self.num_classes)).all(),
+            f"ClassMemory: class labels must lie in [0, {self.num_classes}).",
+        )
+
+    def nearest(self, centers: Tensor, classes: Tensor) -> Tensor:
+        """Distance from each batch class center to the nearest remembered center of another class
+        (``inf`` where none has been seen yet).
+
+        Args:
+            centers: The batch's class centers. Shape: (C, D).
+            classes: Their labels. Shape: (C,).
+
+        Returns:
+            Euclidean distances. Shape: (C,).
+        """
+        self._check(centers, classes)
+        ids = torch.arange(self.num_classes, device=classes.device)
+        blocked = ~self.seen[None, : self.num_classes] | (
+            ids[None, :] == classes[:, None]
+        )  # (C, N)
+        dist, _ = nearest_reference(centers, self.centers[: self.num_classes], blocked, same=False)
+        return dist
+
+    @torch.no_grad()
+    def update(self, centers: Tensor, radii: Tensor, classes: Tensor, valid: Tensor) -> None:
+        """Blend the batch's statistics into the memory (first sighting: copy).
+
+        Args:
+            centers: Shape: (C, D).
+            radii: Shape: (C,).
+            classes: Shape: (C,).
+            valid: Which slots hold a class. Shape: (C,).
+        """
+        self._check(centers, classes)
+        slot = torch.where(valid, classes, self.num_classes)
+        seen = self.seen.index_select(0, slot)
+        keep = torch.where(seen, self.momentum, 0.0).to(self.centers.dtype)
+        new_c = keep[:, None] * self.centers.index_select(0, slot) + (1 - keep)[
+            :, None
+        ] * centers.detach().to(self.centers.dtype)
+        new_r = keep * self.radii.index_select(0, slot) + (1 - keep) * radii.detach().to(
+            self.radii.dtype
+        )
+        self.centers.index_copy_(0, slot, new_c)
+        self.radii.index_copy_(0, slot, new_r)
+        self.seen.index_fill_(0, slot, True)
+        self.seen[self.num_classes] = False
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
