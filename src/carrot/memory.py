@@ -7,13 +7,14 @@ space; with it, ``carrot_operator`` uses m_c = distance to the nearest centroid 
 classes *and* every class seen before.
 
 Its buffers are updated from the statistics the operator already has: under ``torch.distributed``
-those are global, so every rank makes the same update and the memories stay identical without any
-extra communication.
+with global statistics (the default) those are the same on every rank, so the memories stay
+identical without any extra communication. With ``global_stats=False`` each rank remembers its own.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carrot.functional.geometry import nearest_reference
@@ -59,28 +60,35 @@ class ClassMemory(nn.Module):
             f"ClassMemory: class labels must lie in [0, {self.num_classes}).",
         )
 
-    def nearest(self, centers: Tensor, classes: Tensor) -> Tensor:
+    def nearest(self, centers: Tensor, classes: Tensor, *, unit: bool = False) -> Tensor:
         """Distance from each batch class center to the nearest remembered center of another class
         (``inf`` where none has been seen yet).
 
         Args:
             centers: The batch's class centers. Shape: (C, D).
             classes: Their labels. Shape: (C,).
+            unit: Centers are directions (angular space): compare with the remembered centers
+                re-normalized, since an average of unit vectors is shorter than one.
 
         Returns:
-            Euclidean distances. Shape: (C,).
+            Euclidean (chord) distances. Shape: (C,).
         """
         self._check(centers, classes)
         ids = torch.arange(self.num_classes, device=classes.device)
         blocked = ~self.seen[None, : self.num_classes] | (
             ids[None, :] == classes[:, None]
         )  # (C, N)
-        dist, _ = nearest_reference(centers, self.centers[: self.num_classes], blocked, same=False)
+        refs = self.centers[: self.num_classes]
+        if unit:
+            refs = F.normalize(refs, dim=1)
+        dist, _ = nearest_reference(centers, refs, blocked, same=False)
         return dist
 
     @torch.no_grad()
     def update(self, centers: Tensor, radii: Tensor, classes: Tensor, valid: Tensor) -> None:
-        """Blend the batch's statistics into the memory (first sighting: copy).
+        """Blend the batch's statistics into the memory (first sighting: copy). Does nothing in
+        eval mode. Each call is one EMA step: an operator called twice per training step (two
+        views) updates twice.
 
         Args:
             centers: Shape: (C, D).
@@ -88,6 +96,8 @@ class ClassMemory(nn.Module):
             classes: Shape: (C,).
             valid: Which slots hold a class. Shape: (C,).
         """
+        if not self.training:
+            return
         self._check(centers, classes)
         slot = torch.where(valid, classes, self.num_classes)
         seen = self.seen.index_select(0, slot)

@@ -71,10 +71,20 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_suite: str, tmp_path)
 
 
 def test_runs_with_other_settings_are_not_paired(tiny_suite: str, tmp_path) -> None:
+    import yaml
+
     cell = acc.Cell("tiny", "ce", 0)
     acc.run_cell(cell, tmp_path)
     with pytest.raises(ValueError, match=r"was run with other settings \(train.lr\)"):
         acc.run_cell(cell, tmp_path, extra=["train.lr=0.5"])
+    # A run saved before a key existed: the key counts as its default, nothing else.
+    saved = cell.run_dir(tmp_path) / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["carrot"]["lam_warmup"]
+    saved.write_text(yaml.safe_dump(old))
+    acc.run_cell(cell, tmp_path)  # reused
+    with pytest.raises(ValueError, match=r"other settings \(carrot.lam_warmup\)"):
+        acc.run_cell(cell, tmp_path, extra=["carrot.lam_warmup=0.5"])
 
 
 def test_unknown_names(tiny_suite: str, tmp_path) -> None:

@@ -65,7 +65,9 @@ def test_angular_keeps_gamma_one_rows_and_single_class() -> None:
 def test_angular_half_precision_and_gradients() -> None:
     z, y = _batch(spread=0.05)
     out, _ = carrot_operator(z.half(), y, space="angular")
+    ref, _ = carrot_operator(z.half().float(), y, space="angular")
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert_close(out.float(), ref, rtol=0, atol=2e-3)  # fp16 rounding of the output only
     x = z.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda t: carrot_operator(t, y, space="angular", detach_stats=False)[0], (x,)
@@ -166,3 +168,46 @@ def test_memory_errors() -> None:
         mem.update(
             torch.zeros(1, 2), torch.zeros(1), torch.tensor([7]), torch.ones(1, dtype=torch.bool)
         )
+
+
+def test_memory_agrees_between_compact_and_sync_free_paths() -> None:
+    z, y = _batch(p=5, spread=0.05)
+    mems = [ClassMemory(8, z.shape[1], momentum=0.5) for _ in range(2)]
+    for step in range(3):
+        zs = z + 0.01 * step
+        a, sa = carrot_operator(zs, y, memory=mems[0])
+        b, sb = carrot_operator(zs, y, memory=mems[1], sync_free=True)
+        assert_close(a, b, rtol=1e-6, atol=1e-6)
+        assert_close(sb["gamma"][sb["valid"]], sa["gamma"], rtol=1e-6, atol=1e-6)
+        assert (sb["gamma"][~sb["valid"]] == 1).all() and torch.isinf(sb["m"][~sb["valid"]]).all()
+    assert torch.equal(mems[0].centers, mems[1].centers)
+
+
+def test_memory_never_expands_a_one_class_batch() -> None:
+    z, y = _batch(p=4, spread=0.05)
+    mem = ClassMemory(6, z.shape[1])
+    carrot_operator(z, y, memory=mem)
+    one = z[:4]
+    for sync_free in (False, True):
+        out, stats = carrot_operator(one, y[:4], memory=mem, sync_free=sync_free)
+        assert torch.equal(out, one) and (stats["gamma"] == 1).all()
+
+
+def test_memory_in_angular_space_compares_directions() -> None:
+    z, y = _batch(p=4, spread=0.3)
+    mem = ClassMemory(6, z.shape[1], momentum=0.0)
+    # Remember class 5 as a short (averaged) vector along class 0's direction: as a direction it
+    # coincides with class 0, so class 0's angular margin must collapse to ~0.
+    u0 = F.normalize(z[:4].mean(0), dim=0)
+    mem.update(
+        (0.3 * u0)[None].float(), torch.ones(1), torch.tensor([5]), torch.ones(1, dtype=torch.bool)
+    )
+    _, stats = carrot_operator(z, y, space="angular", memory=mem)
+    assert stats["m"][0] < 1e-3
+
+
+def test_memory_is_not_updated_in_eval_mode() -> None:
+    z, y = _batch()
+    mem = ClassMemory(6, z.shape[1]).eval()
+    carrot_operator(z, y, memory=mem)
+    assert not mem.seen.any()

@@ -196,13 +196,21 @@ def test_methods_that_need_two_images_per_class() -> None:
     assert apply_overrides(Config(), ["method=ce", "train.k=1", "train.batch_size=8"]).train.k == 1
 
 
-def test_guide_flag_rejects_other_carrot_settings() -> None:
-    assert apply_overrides(Config(), ["carrot.guide=true"]).carrot.guide
+def test_guide_flag_rejects_other_carrot_settings(tmp_path: Path) -> None:
+    cfg = apply_overrides(Config(), ["carrot.guide=true"])
+    assert cfg.carrot.guide and cfg.carrot.max_gamma is None  # resolved: the saved config shows it
+    assert (
+        apply_overrides(Config(), ["carrot.max_gamma=null", "carrot.guide=true"]).carrot.max_gamma
+        is None
+    )
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").carrot.max_gamma is None
     with pytest.raises(
         ConfigError,
         match=r"carrot.guide=true runs the guide's exact recipe; drop the other carrot settings \(carrot.max_gamma\)",
     ):
         apply_overrides(Config(), ["carrot.guide=true", "carrot.max_gamma=2"])
+    assert Config().carrot.max_gamma == 1.5  # the trainer's recommended default
 
 
 @pytest.mark.parametrize(

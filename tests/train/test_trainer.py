@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -105,6 +106,22 @@ def test_resume_mid_epoch_equals_one_go(tiny, tmp_path) -> None:
         "CARROT must act"
     )
     assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], abs=1e-6)
+
+
+def test_resume_mid_epoch_restores_the_class_memory(tiny, tmp_path) -> None:
+    """With the memory, γ stays 1 here (section 3 of docs/stability.md); a memory lost on resume
+    would fall back to in-batch margins, which do expand in this setting, and change the weights."""
+    extra = ["train.epochs=4", "carrot.memory=true", "train.retrieval=false"]
+    Trainer(load_config(None, [*tiny, *extra, f"output_dir={tmp_path / 'one'}"])).fit()
+    Trainer(
+        load_config(
+            None, [*tiny, *extra, f"output_dir={tmp_path / 'two'}", "train.stop_after_steps=7"]
+        )
+    ).fit()
+    resumed = Trainer.resume(tmp_path / "two")
+    assert bool(resumed.memory.seen[:9].all())
+    resumed.fit()
+    assert _max_diff(_weights(tmp_path / "one"), _weights(tmp_path / "two")) <= 1e-6
 
 
 def test_raising_epochs_on_resume_extends_the_run(tiny, tmp_path) -> None:
@@ -307,11 +324,43 @@ def test_collapse_monitor_warns_and_can_stop(tiny, tmp_path, capsys) -> None:
     assert (tmp_path / "stop" / "checkpoints" / "last.pt").is_file()
 
 
-def test_collapse_monitor_quiet_on_a_healthy_run(tiny, tmp_path, capsys) -> None:
-    trainer = Trainer(load_config(None, [*tiny, "method=ce", "train.retrieval=false"]))
+def test_collapse_monitor_watches_carrot_methods_only(tiny, tmp_path, capsys) -> None:
+    floor = ["train.collapse_gamma_mean=1", "train.retrieval=false"]
+    trainer = Trainer(load_config(None, [*tiny, *floor, "method=ce"]))
     trainer.fit()
+    assert max(r["gamma_frac_gt1"] for r in trainer.state.history) > 0  # CE's batches expand too
     assert "collapse warning" not in capsys.readouterr().out
     assert all(r["collapse_warnings"] == 0 for r in trainer.state.history)
+
+
+def test_collapse_stop_exits_with_code_3(tiny, tmp_path, capsys) -> None:
+    args = [
+        "train",
+        *tiny,
+        "train.collapse_gamma_mean=1",
+        "train.stop_on_collapse=true",
+        "train.retrieval=false",
+    ]
+    assert main(args) == 3
+    assert "Stopped (train.stop_on_collapse)" in capsys.readouterr().err
+
+
+def test_lam_warmup_rises_over_training(tiny, tmp_path, monkeypatch) -> None:
+    import carrot.train.methods as methods
+
+    seen: list[float] = []
+    real = methods.carrot_ce_kl_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["lam"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "carrot_ce_kl_loss", spy)
+    Trainer(
+        load_config(None, [*tiny, "carrot.lam=2", "carrot.lam_warmup=0.5", "train.retrieval=false"])
+    ).fit()
+    assert seen[0] == 0.0 and seen[-1] == 2.0
+    assert all(a <= b for a, b in itertools.pairwise(seen)) and 0 < seen[2] < 2
 
 
 def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
@@ -319,7 +368,7 @@ def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
     from carrot.train.methods import carrot_settings, lam_at
 
     cfg = load_config(None, [*tiny, "carrot.guide=true"])
-    assert carrot_settings(cfg) == GUIDE_CARROT
+    assert carrot_settings(cfg) == GUIDE_CARROT and cfg.carrot.max_gamma is None
     fast = carrot_settings(load_config(None, ["carrot.guide=true", "carrot.sync_free=true"]))
     assert fast.sync_free and fast.lam == GUIDE_CARROT.lam
     assert lam_at(load_config(None, ["carrot.lam=2", "carrot.lam_warmup=0.5"]).carrot, 0.25) == 1.0

@@ -52,6 +52,7 @@ GUIDE_PINS = (
     "carrot.memory=false",
     "carrot.detach_stats=true",
     "carrot.unbiased_radius=false",
+    "carrot.eps=1e-12",
 )
 
 
@@ -105,6 +106,26 @@ METHODS: dict[str, MethodSpec] = {
 # Small CNNs trained from scratch on the data this machine has; sized so that the full suite
 # finishes within an hour on 2 CPU cores.
 _CNN = ("model.backbone=carrot_cnn", "model.timm_kwargs.widths=[16, 32, 64]", "train.lr=0.05")
+
+
+def _synthetic(difficulty: float) -> DatasetSpec:
+    return DatasetSpec(
+        f"synthetic, 100 classes in 20 super-classes, difficulty {difficulty}",
+        (
+            "data.name=synthetic",
+            f"data.options.difficulty={difficulty}",
+            "data.options.train_per_class=30",
+            "data.options.test_per_class=20",
+            "data.options.image_size=16",
+            "data.image_size=16",
+            "train.batch_size=64",
+            "train.epochs=6",
+            "train.eval_every=2",
+            *_CNN,
+        ),
+    )
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         "sklearn digits (10 classes)",
@@ -133,36 +154,8 @@ DATASETS: dict[str, DatasetSpec] = {
             *_CNN,
         ),
     ),
-    "synth_medium": DatasetSpec(
-        "synthetic, 100 classes in 20 super-classes, difficulty 0.5",
-        (
-            "data.name=synthetic",
-            "data.options.difficulty=0.5",
-            "data.options.train_per_class=30",
-            "data.options.test_per_class=20",
-            "data.options.image_size=16",
-            "data.image_size=16",
-            "train.batch_size=64",
-            "train.epochs=6",
-            "train.eval_every=2",
-            *_CNN,
-        ),
-    ),
-    "synth_hard": DatasetSpec(
-        "synthetic, 100 classes in 20 super-classes, difficulty 0.75",
-        (
-            "data.name=synthetic",
-            "data.options.difficulty=0.75",
-            "data.options.train_per_class=30",
-            "data.options.test_per_class=20",
-            "data.options.image_size=16",
-            "data.image_size=16",
-            "train.batch_size=64",
-            "train.epochs=6",
-            "train.eval_every=2",
-            *_CNN,
-        ),
-    ),
+    "synth_medium": _synthetic(0.5),
+    "synth_hard": _synthetic(0.75),
 }
 
 _ALL = ("ce", "label_smoothing", "carrot_l1", "carrot_l5", "supcon", "supcon_carrot")
@@ -310,31 +303,34 @@ def cell_overrides(cell: Cell, out: Path, extra: Sequence[str] = ()) -> list[str
 
 
 def _check_same_settings(cell: Cell, out: Path, extra: Sequence[str]) -> None:
-    """A finished or half-finished run is reused only if it was made with today's settings
-    (keys added to the schema since then are not compared: the run had no such option)."""
+    """A finished or half-finished run is reused only if it was made with today's settings. A key
+    added to the schema after the run counts as its default value (the run had no such option),
+    so a cell that sets it to anything else is not paired with that run."""
     import yaml
 
-    from carrot.train.config import config_to_dict, load_config
-    from carrot.train.loop import _diff
+    from carrot.train.config import Config, config_to_dict, load_config
 
     saved = cell.run_dir(out) / "config.yaml"
     if not saved.is_file():
         return
     old = yaml.safe_load(saved.read_text())
     want = config_to_dict(load_config(None, cell_overrides(cell, out, extra)))
+    default = config_to_dict(Config())
 
-    def known(d: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: known(v, like[k])
-            if isinstance(v, dict)
-            and isinstance(like.get(k), dict)
-            and k not in ("options", "timm_kwargs")
-            else v
-            for k, v in d.items()
-            if k in like
-        }
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("options", "timm_kwargs"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
 
-    changed = [k for k in _diff(old, known(want, old)) if k != "output_dir"]
+    old_f, want_f, default_f = flat(old), flat(want), flat(default)
+    # A key the saved run did not have yet counts as its default: the run had no such option.
+    changed = [
+        k for k, v in want_f.items() if k != "output_dir" and old_f.get(k, default_f.get(k)) != v
+    ]
     if changed:
         raise ValueError(
             f"{cell.run_dir(out)} was run with other settings ({', '.join(changed)}); results from "

@@ -15,6 +15,7 @@ from carrot.functional.geometry import (
     expand_angular,
     expand_rows,
     expansion_factors,
+    no_autocast,
 )
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ def carrot_operator(
             :func:`~carrot.functional.geometry.expand_angular`.
         memory: A :class:`~carrot.memory.ClassMemory`: m_c becomes the distance to the nearest
             other class among the batch's and every class remembered from earlier batches, and
-            the memory is updated with this batch's statistics.
+            the memory is updated with this batch's statistics (in training mode only: call
+            ``memory.eval()`` to use it without updating). A batch of fewer than two classes is
+            still returned unchanged.
 
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
@@ -93,10 +96,12 @@ def carrot_operator(
             z, y, unbiased_radius=unbiased_radius, sync_free=sync_free, reducer=reducer, space=space
         )
         if memory is not None:
-            remembered = memory.nearest(geometry.mu, geometry.classes)
-            if space == "angular":
-                remembered = chord_to_angle(remembered)
-            geometry = geometry._replace(m=torch.minimum(geometry.m, remembered))
+            with no_autocast(z.device.type):
+                remembered = memory.nearest(geometry.mu, geometry.classes, unit=space == "angular")
+                if space == "angular":
+                    remembered = chord_to_angle(remembered)
+                m = torch.where(geometry.valid, torch.minimum(geometry.m, remembered), float("inf"))
+            geometry = geometry._replace(m=m)
             memory.update(geometry.mu, geometry.r, geometry.classes, geometry.valid)
         gamma = expansion_factors(geometry, eps=eps, max_gamma=max_gamma)
 
@@ -104,9 +109,13 @@ def carrot_operator(
     if sync_free:
         classes_in_batch = geometry.valid.sum()
         skipped: bool | Tensor = classes_in_batch < 2
+        if memory is not None:  # a remembered class must not expand a one-class batch either
+            gamma = torch.where(classes_in_batch < 2, 1.0, gamma)
     else:
         classes_in_batch = geometry.num_slots
         skipped = classes_in_batch < 2
+        if skipped and memory is not None:
+            gamma = torch.ones_like(gamma)
     stats: dict[str, Any] = {
         "classes": geometry.classes,
         "gamma": gamma.detach(),

@@ -91,7 +91,7 @@ class CarrotConfig:
 
     guide: bool = False
     """Run the design guide's exact recipe (GUIDE_CARROT: λ=1, T=1, KL as its code computes, no
-    guard) whatever the defaults below; the other keys of this section must then stay unset."""
+    guard): the recipe keys below are set to the guide's values (leave them at their defaults)."""
     lam: float = 1.0
     T: float = 1.0
     kl_direction: Literal["plus_z", "z_plus", "symmetric"] = "plus_z"
@@ -507,18 +507,26 @@ def validate(cfg: Config) -> None:
         f"carrot.memory_momentum must be in [0, 1), got {c.memory_momentum}.",
     )
     if c.guide:
+        # Resolve the flag here, so that the saved config shows what runs. A recipe key may be
+        # left at its default or set to the guide's value; anything else contradicts the flag.
         defaults = CarrotConfig()
-        changed = [
+        recipe = [
             f.name
             for f in dataclasses.fields(CarrotConfig)
             if f.name not in ("guide", *IMPLEMENTATION_KEYS)
-            and getattr(c, f.name) != getattr(defaults, f.name)
+        ]
+        clash = [
+            k
+            for k in recipe
+            if getattr(c, k) not in (getattr(defaults, k), getattr(GUIDE_CARROT, k))
         ]
         _check(
-            not changed,
+            not clash,
             "carrot.guide=true runs the guide's exact recipe; drop the other carrot settings "
-            f"({', '.join('carrot.' + k for k in changed)}) or set carrot.guide=false.",
+            f"({', '.join('carrot.' + k for k in clash)}) or set carrot.guide=false.",
         )
+        for k in recipe:
+            setattr(c, k, getattr(GUIDE_CARROT, k))
     _check(
         cfg.supcon.temperature > 0, f"supcon.temperature must be > 0, got {cfg.supcon.temperature}."
     )

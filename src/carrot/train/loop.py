@@ -548,12 +548,24 @@ class Trainer:
         return reasons
 
     def _watch_collapse(self, means: dict[str, float], progress: Any) -> None:
+        if self.cfg.method not in ("carrot", "supcon_carrot"):
+            return  # the loop it watches for needs the expansion in the loss
         reasons = self._collapse_reasons(means)
+        if self.rt.distributed:  # every rank acts on the same decision (saving is a collective)
+            flag = torch.tensor([1.0 if reasons else 0.0], device=self.rt.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not reasons:
+                reasons = ["another rank's statistics crossed a collapse threshold"]
         if not reasons:
             return
         epoch = self.state.epoch + 1
         first_this_epoch = not any(w["epoch"] == epoch for w in self.collapse_warnings)
-        self.collapse_warnings.append({"epoch": epoch, "step": self.state.step, "reasons": reasons})
+        if (
+            len(self.collapse_warnings) < 1000
+        ):  # the checkpoint keeps them; a runaway must not bloat it
+            self.collapse_warnings.append(
+                {"epoch": epoch, "step": self.state.step, "reasons": reasons}
+            )
         if progress is not None:
             progress.set_postfix_str(
                 f"{progress.postfix}, COLLAPSE?" if progress.postfix else "COLLAPSE?"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 
 from carrot.functional import carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss, supcon_loss
 from carrot.memory import ClassMemory
-from carrot.train.config import GUIDE_CARROT, IMPLEMENTATION_KEYS, CarrotConfig, Config
+from carrot.train.config import CarrotConfig, Config
 from carrot.train.model import ModelOutput
 
 __all__ = ["LossResult", "carrot_settings", "compute_loss", "lam_at"]
@@ -29,12 +28,8 @@ class LossResult:
 
 
 def carrot_settings(cfg: Config) -> CarrotConfig:
-    """The ``carrot`` section in force: the guide's recipe when ``carrot.guide`` is set (with the
-    implementation settings of the config: sync_free, global_stats)."""
-    c = cfg.carrot
-    if not c.guide:
-        return c
-    return dataclasses.replace(GUIDE_CARROT, **{k: getattr(c, k) for k in IMPLEMENTATION_KEYS})
+    """The ``carrot`` section in force (``carrot.guide`` is resolved when the config is validated)."""
+    return cfg.carrot
 
 
 def lam_at(c: CarrotConfig, progress: float) -> float:
