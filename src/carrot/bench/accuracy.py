@@ -308,25 +308,14 @@ def _check_same_settings(cell: Cell, out: Path, extra: Sequence[str]) -> None:
     so a cell that sets it to anything else is not paired with that run."""
     import yaml
 
-    from carrot.train.config import Config, config_to_dict, load_config
+    from carrot.train.config import Config, config_to_dict, flatten, load_config
 
     saved = cell.run_dir(out) / "config.yaml"
     if not saved.is_file():
         return
     old = yaml.safe_load(saved.read_text())
     want = config_to_dict(load_config(None, cell_overrides(cell, out, extra)))
-    default = config_to_dict(Config())
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and k not in ("options", "timm_kwargs"):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    old_f, want_f, default_f = flat(old), flat(want), flat(default)
+    old_f, want_f, default_f = flatten(old), flatten(want), flatten(config_to_dict(Config()))
     # A key the saved run did not have yet counts as its default: the run had no such option.
     changed = [
         k for k, v in want_f.items() if k != "output_dir" and old_f.get(k, default_f.get(k)) != v

@@ -22,7 +22,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carrot.functional import summarize_stats
 from carrot.memory import ClassMemory
-from carrot.train.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from carrot.train.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    save_config,
+)
 from carrot.train.data import DataBundle, build_data
 from carrot.train.evaluate import evaluate
 from carrot.train.methods import carrot_settings, compute_loss
@@ -235,8 +243,6 @@ class Trainer:
             )
         saved = config_from_dict(checkpoint["config"])
         cfg = config_from_dict(checkpoint["config"])
-        from carrot.train.config import apply_overrides
-
         cfg.train.stop_after_steps = (
             None  # a stop is for one invocation; set it again to stop again
         )
@@ -750,15 +756,10 @@ class Trainer:
         }
 
 
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k not in ("options", "timm_kwargs"):
-            keys += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two config dicts."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 
 def _epoch_line(rec: dict[str, Any]) -> str:
