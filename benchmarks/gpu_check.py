@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from carrot import carrot_operator
+from carrot import OperatorOptions, carrot_operator
 
 
 def batch(
@@ -100,14 +100,18 @@ def correctness(device: str) -> dict[str, Any]:
     out["many_classes_m_rel_err"] = rel(got["m"], want["m"])
     # sync_free equals the compact path.
     a, _ = carrot_operator(z64.float().to(device), y.to(device))
-    b, _ = carrot_operator(z64.float().to(device), y.to(device), sync_free=True)
+    b, _ = carrot_operator(
+        z64.float().to(device), y.to(device), options=OperatorOptions(sync_free=True)
+    )
     out["sync_free_vs_compact_max_abs"] = float((a - b).abs().max())
     out["reference_gamma_gt1_frac"] = float((ref_stats["gamma"] > 1).double().mean())
     # Angular expansion and the class memory on the device against float64 on the CPU.
     from carrot.memory import ClassMemory
 
-    want, want_stats = carrot_operator(z64, y, space="angular")
-    got, stats = carrot_operator(z64.float().to(device), y.to(device), space="angular")
+    want, want_stats = carrot_operator(z64, y, options=OperatorOptions(space="angular"))
+    got, stats = carrot_operator(
+        z64.float().to(device), y.to(device), options=OperatorOptions(space="angular")
+    )
     out["angular_gamma_rel_err"] = rel(stats["gamma"], want_stats["gamma"])
     out["angular_z_plus_max_abs_err"] = float((got.double().cpu() - want).abs().max())
     mem_cpu, mem_dev = ClassMemory(64, 256).double(), ClassMemory(64, 256).to(device)
@@ -123,11 +127,12 @@ def count_syncs(device: str) -> dict[str, Any]:
     z64, y = batch(64, 4, 512, seed=2)
     z0, y = z64.float().to(device), y.to(device)
     result: dict[str, Any] = {}
-    for label, kwargs in (("compact (torch.unique)", {}), ("sync_free=True", {"sync_free": True})):
+    for label, sync_free in (("compact (torch.unique)", False), ("sync_free=True", True)):
         for detach in (True, False):
+            options = OperatorOptions(sync_free=sync_free, detach_stats=detach)
             for _ in range(2):  # warm-up: lazy initialisation may sync once
                 z = z0.clone().requires_grad_(True)
-                out, _ = carrot_operator(z, y, detach_stats=detach, **kwargs)
+                out, _ = carrot_operator(z, y, options=options)
                 out.backward(torch.ones_like(out))
             torch.cuda.synchronize()
             z = z0.clone().requires_grad_(True)
@@ -136,7 +141,7 @@ def count_syncs(device: str) -> dict[str, Any]:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
-                out, _ = carrot_operator(z, y, detach_stats=detach, **kwargs)
+                out, _ = carrot_operator(z, y, options=options)
                 torch.cuda.set_sync_debug_mode("default")
                 fwd = [w for w in caught if "synchroniz" in str(w.message)]
                 caught.clear()

@@ -16,7 +16,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot import PKSampler, carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss
+from carrot import (
+    OperatorOptions,
+    PKSampler,
+    carrot_ce_kl_loss,
+    carrot_operator,
+    carrot_supcon_loss,
+)
 from carrot.distributed import ddp_loss_scale
 
 SIZES = {2: [5, 11], 3: [3, 7, 6]}
@@ -70,9 +76,13 @@ class Net(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         z = self.backbone(x)
         if self.method == "ce_kl":
-            return carrot_ce_kl_loss(z, y, self.head, lam=2.0, detach_stats=True)[0]
+            return carrot_ce_kl_loss(
+                z, y, self.head, lam=2.0, options=OperatorOptions(detach_stats=True)
+            )[0]
         if self.method == "ce_kl_through_stats":
-            return carrot_ce_kl_loss(z, y, self.head, lam=2.0, detach_stats=False)[0]
+            return carrot_ce_kl_loss(
+                z, y, self.head, lam=2.0, options=OperatorOptions(detach_stats=False)
+            )[0]
         # SupCon trains the head on detached embeddings (as the trainer does): every parameter
         # gets a gradient, which DDP requires.
         probe = F.cross_entropy(self.head(z.detach()), y)
@@ -80,7 +90,11 @@ class Net(nn.Module):
             return carrot_supcon_loss(z, y, temperature=0.5, gather_global=True)[0] + probe
         if self.method == "supcon_global_through_stats":
             loss, _ = carrot_supcon_loss(
-                z, y, temperature=0.5, gather_global=True, detach_stats=False
+                z,
+                y,
+                temperature=0.5,
+                gather_global=True,
+                options=OperatorOptions(detach_stats=False),
             )
             return loss + probe
         raise ValueError(self.method)
@@ -142,7 +156,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 "grad": z.grad,
                 **{k: stats[k] for k in ("classes", "gamma", "r", "m", "counts")},
             }
-        local_out, local_stats = carrot_operator(z_loc, y_loc, global_stats=False)
+        local_out, local_stats = carrot_operator(
+            z_loc, y_loc, options=OperatorOptions(global_stats=False)
+        )
         results["local_stats"] = {"out": local_out, "classes": local_stats["classes"]}
 
         for method in METHODS:

@@ -81,8 +81,9 @@ def test_communication_is_per_class_in_the_global_batch(ranks) -> None:
     data = scenario(world)
     c = data["y"].unique().numel()
     b_max = max(SIZES[world])
-    # sizes (W int64) + padded labels (W × max B int64) + per-class sums (C × D) + squares (C)
-    expected = world * 8 + world * b_max * 8 + c * data["z"].shape[1] * 4 + c * 4
+    # sizes and scale exponents (W × 2 int64) + padded labels (W × max B int64) + per-class sums
+    # (C × D) + squares (C)
+    expected = world * 16 + world * b_max * 8 + c * data["z"].shape[1] * 4 + c * 4
     assert all(res["bytes"] == expected for res in results)
 
 

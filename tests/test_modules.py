@@ -11,6 +11,7 @@ from carrot import (
     CarrotCEKLLoss,
     CarrotSupConLoss,
     CarrotTransform,
+    OperatorOptions,
     SupConLoss,
     carrot_ce_kl_loss,
     carrot_operator,
@@ -28,9 +29,9 @@ def _batch(p: int = 5, k: int = 4, d: int = 8, spread: float = 0.05):
 
 def test_transform_equals_operator_and_keeps_stats() -> None:
     z, y = _batch()
-    t = CarrotTransform(max_gamma=3.0)
+    t = CarrotTransform(options=OperatorOptions(max_gamma=3.0))
     out = t(z, y)
-    want, stats = carrot_operator(z, y, max_gamma=3.0)
+    want, stats = carrot_operator(z, y, options=OperatorOptions(max_gamma=3.0))
     assert torch.equal(out, want)
     assert torch.equal(t.last_stats["gamma"], stats["gamma"])
 
@@ -57,7 +58,7 @@ def test_summary_values() -> None:
 def test_summary_of_sync_free_stats_ignores_unused_slots() -> None:
     z, y = _batch()
     _, compact = carrot_operator(z, y)
-    _, free = carrot_operator(z, y, sync_free=True)
+    _, free = carrot_operator(z, y, options=OperatorOptions(sync_free=True))
     a, b = summarize_stats(compact, sync=True), summarize_stats(free, sync=True)
     assert a.keys() == b.keys()
     for key in a:
@@ -101,8 +102,11 @@ def test_loss_modules_equal_functions() -> None:
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: CarrotTransform(max_gamma=0.0), "max_gamma must be >= 1 or None"),
-        (lambda: CarrotTransform(eps=-1.0), "eps must be >= 0"),
+        (
+            lambda: CarrotTransform(options=OperatorOptions(max_gamma=0.0)),
+            "max_gamma must be >= 1 or None",
+        ),
+        (lambda: CarrotTransform(options=OperatorOptions(eps=-1.0)), "eps must be >= 0"),
         (lambda: CarrotCEKLLoss(T=0.0), "T must be > 0"),
         (lambda: CarrotCEKLLoss(lam=-0.1), "lam must be >= 0"),
         (lambda: CarrotCEKLLoss(aux_ce_weight=-1.0), "aux_ce_weight must be >= 0"),

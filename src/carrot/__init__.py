@@ -6,6 +6,7 @@ The formulas live in :mod:`carrot.functional.geometry`.
 
 from carrot.functional import (
     ClassGeometry,
+    OperatorOptions,
     carrot_ce_kl_loss,
     carrot_operator,
     carrot_supcon_loss,
@@ -26,6 +27,7 @@ __all__ = [
     "CarrotSupConLoss",
     "CarrotTransform",
     "ClassGeometry",
+    "OperatorOptions",
     "PKSampler",
     "SupConLoss",
     "__version__",

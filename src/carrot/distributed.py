@@ -60,11 +60,17 @@ def all_reduce_sum(x: Tensor, group: Any = None) -> Tensor:
 
 
 def _gather_sizes(n: int, device: torch.device, group: Any) -> list[int]:
+    return _gather_header(torch.tensor([n], dtype=torch.long, device=device), group)[0]
+
+
+def _gather_header(header: Tensor, group: Any) -> tuple[list[int], Tensor]:
+    """All-gathers a small int64 vector whose first entry is the local batch size: returns every
+    rank's size (read on the host) and the gathered headers, shape (W, len(header))."""
     world = dist.get_world_size(group)
-    size = torch.tensor([n], dtype=torch.long, device=device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size, group=group)
-    return [int(s) for s in torch.cat(sizes).tolist()]
+    parts = [torch.empty_like(header) for _ in range(world)]
+    dist.all_gather(parts, header.contiguous(), group=group)
+    headers = torch.stack(parts)
+    return [int(s) for s in headers[:, 0].tolist()], headers
 
 
 def _gather_padded(x: Tensor, sizes: list[int], group: Any) -> list[Tensor]:
@@ -154,9 +160,12 @@ class DistributedReducer:
         self.group = group
         self.rank = dist.get_rank(group)
 
-    def gather_labels(self, y: Tensor) -> tuple[Tensor, int]:
-        sizes = _gather_sizes(y.shape[0], y.device, self.group)
-        return torch.cat(_gather_padded(y, sizes, self.group)), sum(sizes[: self.rank])
+    def gather_labels(self, y: Tensor, exponent: Tensor) -> tuple[Tensor, int, Tensor]:
+        # The scale exponent travels with the batch size: no extra collective.
+        header = torch.stack([torch.tensor(y.shape[0], device=y.device), exponent.long()])
+        sizes, headers = _gather_header(header, self.group)
+        labels = torch.cat(_gather_padded(y, sizes, self.group))
+        return labels, sum(sizes[: self.rank]), headers[:, 1].max().to(exponent.dtype)
 
     def sum(self, x: Tensor) -> Tensor:
         return all_reduce_sum(x, self.group)

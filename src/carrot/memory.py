@@ -34,6 +34,7 @@ class ClassMemory(nn.Module):
     centers: Tensor
     radii: Tensor
     seen: Tensor
+    skipped: Tensor
 
     def __init__(self, num_classes: int, dim: int, *, momentum: float = 0.9) -> None:
         super().__init__()
@@ -48,6 +49,8 @@ class ClassMemory(nn.Module):
         self.register_buffer("centers", torch.zeros(num_classes + 1, dim))
         self.register_buffer("radii", torch.zeros(num_classes + 1))
         self.register_buffer("seen", torch.zeros(num_classes + 1, dtype=torch.bool))
+        # Class updates refused because their statistics were not finite (a NaN batch), in total.
+        self.register_buffer("skipped", torch.zeros((), dtype=torch.long))
 
     def _check(self, centers: Tensor, classes: Tensor) -> None:
         if centers.ndim != 2 or centers.shape[1] != self.dim:
@@ -81,24 +84,32 @@ class ClassMemory(nn.Module):
         refs = self.centers[: self.num_classes]
         if unit:
             refs = F.normalize(refs, dim=1)
-        dist, _ = nearest_reference(centers, refs, blocked, same=False)
+        dist, _ = nearest_reference(centers, refs, blocked, same=False, rescale=True)
         return dist
 
     @torch.no_grad()
-    def update(self, centers: Tensor, radii: Tensor, classes: Tensor, valid: Tensor) -> None:
+    def update(self, centers: Tensor, radii: Tensor, classes: Tensor, valid: Tensor) -> Tensor:
         """Blend the batch's statistics into the memory (first sighting: copy). Does nothing in
         eval mode. Each call is one EMA step: an operator called twice per training step (two
-        views) updates twice.
+        views) updates twice. A class whose center or radius is not finite (a NaN batch) is not
+        updated, so that one bad batch cannot poison the memory; ``skipped`` counts them.
 
         Args:
             centers: Shape: (C, D).
             radii: Shape: (C,).
             classes: Shape: (C,).
             valid: Which slots hold a class. Shape: (C,).
+
+        Returns:
+            The number of this batch's classes whose update was refused (a 0-d tensor).
         """
         if not self.training:
-            return
-        self._check(centers, classes)
+            return torch.zeros((), dtype=torch.long, device=self.skipped.device)
+        finite = torch.isfinite(centers).all(1) & torch.isfinite(radii)
+        refused = (valid & ~finite).sum()
+        self.skipped += refused
+        valid = valid & finite
+        self._check(centers, torch.where(valid, classes, 0))
         slot = torch.where(valid, classes, self.num_classes)
         seen = self.seen.index_select(0, slot)
         keep = torch.where(seen, self.momentum, 0.0).to(self.centers.dtype)
@@ -112,6 +123,7 @@ class ClassMemory(nn.Module):
         self.radii.index_copy_(0, slot, new_r)
         self.seen.index_fill_(0, slot, True)
         self.seen[self.num_classes] = False
+        return refused
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"

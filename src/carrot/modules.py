@@ -11,15 +11,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from carrot.functional.geometry import Space
 from carrot.functional.losses import (
-    _KL_DIRECTIONS,
     KLDirection,
     carrot_ce_kl_loss,
     carrot_supcon_loss,
+    check_ce_kl_options,
     supcon_loss,
 )
-from carrot.functional.operator import _check_options, carrot_operator, summarize_stats
+from carrot.functional.operator import carrot_operator, summarize_stats
+from carrot.functional.options import OperatorOptions
 from carrot.memory import ClassMemory
 
 __all__ = ["CarrotCEKLLoss", "CarrotSupConLoss", "CarrotTransform", "SupConLoss"]
@@ -45,40 +45,42 @@ def _check_temperature(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}.")
 
 
+def _options(options: OperatorOptions | None) -> OperatorOptions:
+    if options is None:
+        return OperatorOptions()
+    if not isinstance(options, OperatorOptions):
+        raise ValueError(
+            f"options must be an OperatorOptions, got {type(options).__name__}; build one with "
+            "carrot.OperatorOptions(max_gamma=..., ...)."
+        )
+    options.validate()
+    return options
+
+
 class CarrotTransform(_KeepsStats):
     """The CARROT operator as a module: ``forward(z, y) -> z⁺``.
 
     Keeps the statistics of the last call in ``last_stats`` (detached tensors) and summarizes
-    them with :meth:`summary`. See :func:`carrot.functional.carrot_operator` for the arguments.
+    them with :meth:`summary`. See :func:`carrot.functional.carrot_operator`.
+
+    Args:
+        options: The operator's options (:class:`~carrot.functional.OperatorOptions`);
+            default: the guide's formulas.
+        memory: Optional :class:`~carrot.memory.ClassMemory` (a submodule: it moves with the
+            module and is saved in its state dict).
 
     Example:
-        >>> transform = CarrotTransform()
+        >>> transform = CarrotTransform(OperatorOptions(max_gamma=1.5))
         >>> z_plus = transform(F.normalize(z, dim=1), y)
         >>> transform.summary(sync=True)["gamma_mean"]
     """
 
     def __init__(
-        self,
-        *,
-        eps: float = 1e-12,
-        detach_stats: bool = True,
-        max_gamma: float | None = None,
-        unbiased_radius: bool = False,
-        global_stats: bool = True,
-        sync_free: bool = False,
-        space: Space = "euclidean",
-        memory: ClassMemory | None = None,
+        self, options: OperatorOptions | None = None, *, memory: ClassMemory | None = None
     ) -> None:
         super().__init__()
-        _check_options(eps, max_gamma)
-        self.space = space
+        self.options = _options(options)
         self.memory = memory
-        self.eps = eps
-        self.detach_stats = detach_stats
-        self.max_gamma = max_gamma
-        self.unbiased_radius = unbiased_radius
-        self.global_stats = global_stats
-        self.sync_free = sync_free
         self.last_stats = None
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
@@ -89,25 +91,11 @@ class CarrotTransform(_KeepsStats):
         Returns:
             z⁺. Shape: (B, D).
         """
-        z_plus, self.last_stats = carrot_operator(
-            z,
-            y,
-            eps=self.eps,
-            detach_stats=self.detach_stats,
-            max_gamma=self.max_gamma,
-            unbiased_radius=self.unbiased_radius,
-            global_stats=self.global_stats,
-            sync_free=self.sync_free,
-            space=self.space,
-            memory=self.memory,
-        )
+        z_plus, self.last_stats = carrot_operator(z, y, options=self.options, memory=self.memory)
         return z_plus
 
     def extra_repr(self) -> str:
-        return (
-            f"eps={self.eps}, detach_stats={self.detach_stats}, max_gamma={self.max_gamma}, "
-            f"unbiased_radius={self.unbiased_radius}, global_stats={self.global_stats}"
-        )
+        return repr(self.options)
 
 
 class CarrotCEKLLoss(_KeepsStats):
@@ -124,41 +112,22 @@ class CarrotCEKLLoss(_KeepsStats):
         lam: float = 1.0,
         kl_direction: KLDirection = "plus_z",
         aux_ce_weight: float = 0.0,
-        max_gamma: float | None = None,
         stop_grad_plus: bool = False,
         label_smoothing: float = 0.0,
-        eps: float = 1e-12,
-        detach_stats: bool = True,
-        unbiased_radius: bool = False,
-        global_stats: bool = True,
-        space: Space = "euclidean",
+        options: OperatorOptions | None = None,
         memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
-        _check_temperature("T", T)
-        _check_options(eps, max_gamma)
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {lam!r}.")
-        if not aux_ce_weight >= 0:
-            raise ValueError(f"aux_ce_weight must be >= 0, got {aux_ce_weight!r}.")
-        if kl_direction not in _KL_DIRECTIONS:
-            raise ValueError(f"kl_direction must be one of {_KL_DIRECTIONS}, got {kl_direction!r}.")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        self.options: dict[str, Any] = dict(
+        self.loss_options: dict[str, Any] = dict(
             T=T,
             lam=lam,
             kl_direction=kl_direction,
             aux_ce_weight=aux_ce_weight,
-            max_gamma=max_gamma,
-            stop_grad_plus=stop_grad_plus,
             label_smoothing=label_smoothing,
-            eps=eps,
-            detach_stats=detach_stats,
-            unbiased_radius=unbiased_radius,
-            global_stats=global_stats,
-            space=space,
         )
+        check_ce_kl_options(**self.loss_options)
+        self.stop_grad_plus = stop_grad_plus
+        self.options = _options(options)
         self.memory = memory
         self.last_stats = None
 
@@ -172,12 +141,19 @@ class CarrotCEKLLoss(_KeepsStats):
             The 0-d loss.
         """
         loss, self.last_stats = carrot_ce_kl_loss(
-            z, y, classifier, memory=self.memory, **self.options
+            z,
+            y,
+            classifier,
+            stop_grad_plus=self.stop_grad_plus,
+            options=self.options,
+            memory=self.memory,
+            **self.loss_options,
         )
         return loss
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.loss_options.items())
+        return f"{shown}, stop_grad_plus={self.stop_grad_plus}, options={self.options!r}"
 
 
 class SupConLoss(nn.Module):
@@ -213,34 +189,32 @@ class CarrotSupConLoss(_KeepsStats):
         temperature: float = 0.1,
         gather_global: bool = False,
         stop_grad_plus: bool = False,
-        max_gamma: float | None = None,
-        eps: float = 1e-12,
-        detach_stats: bool = True,
-        unbiased_radius: bool = False,
-        global_stats: bool = True,
-        space: Space = "euclidean",
+        options: OperatorOptions | None = None,
         memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         _check_temperature("temperature", temperature)
-        _check_options(eps, max_gamma)
+        self.temperature = temperature
+        self.gather_global = gather_global
+        self.stop_grad_plus = stop_grad_plus
+        self.options = _options(options)
         self.memory = memory
-        self.options: dict[str, Any] = dict(
-            temperature=temperature,
-            gather_global=gather_global,
-            stop_grad_plus=stop_grad_plus,
-            space=space,
-            max_gamma=max_gamma,
-            eps=eps,
-            detach_stats=detach_stats,
-            unbiased_radius=unbiased_radius,
-            global_stats=global_stats,
-        )
         self.last_stats = None
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        loss, self.last_stats = carrot_supcon_loss(z, y, memory=self.memory, **self.options)
+        loss, self.last_stats = carrot_supcon_loss(
+            z,
+            y,
+            temperature=self.temperature,
+            gather_global=self.gather_global,
+            stop_grad_plus=self.stop_grad_plus,
+            options=self.options,
+            memory=self.memory,
+        )
         return loss
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return (
+            f"temperature={self.temperature}, gather_global={self.gather_global}, "
+            f"stop_grad_plus={self.stop_grad_plus}, options={self.options!r}"
+        )

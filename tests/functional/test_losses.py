@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from carrot import carrot_ce_kl_loss, carrot_supcon_loss, kl_consistency, supcon_loss
+from carrot import (
+    OperatorOptions,
+    carrot_ce_kl_loss,
+    carrot_supcon_loss,
+    kl_consistency,
+    supcon_loss,
+)
 
 from oracle import oracle_operator, oracle_supcon
 
@@ -94,7 +100,7 @@ def test_stop_grad_plus_detaches_target() -> None:
 def test_ce_kl_max_gamma_reaches_operator() -> None:
     z, y = _batch(spread=0.01)
     head = torch.nn.Linear(z.shape[1], 6).double()
-    _, stats = carrot_ce_kl_loss(z, y, head, max_gamma=1.25)
+    _, stats = carrot_ce_kl_loss(z, y, head, options=OperatorOptions(max_gamma=1.25))
     assert stats["gamma"].max() == 1.25
 
 
@@ -223,9 +229,9 @@ def test_losses_accept_the_operator_options() -> None:
     z, y = _batch()
     head = torch.nn.Linear(z.shape[1], 6).double()
     base, _ = carrot_ce_kl_loss(z, y, head)
-    free, _ = carrot_ce_kl_loss(z, y, head, sync_free=True)
+    free, _ = carrot_ce_kl_loss(z, y, head, options=OperatorOptions(sync_free=True))
     assert_close(free, base)
-    angular, stats = carrot_ce_kl_loss(z, y, head, space="angular")
+    angular, stats = carrot_ce_kl_loss(z, y, head, options=OperatorOptions(space="angular"))
     assert torch.isfinite(angular) and (stats["gamma"] >= 1).all()
     memory = ClassMemory(6, z.shape[1])
     carrot_ce_kl_loss(z, y, head, memory=memory)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from carrot import carrot_operator, class_geometry, expand, expansion_factors
+from carrot import OperatorOptions, carrot_operator, class_geometry, expand, expansion_factors
 
 from oracle import oracle_operator
 
@@ -60,7 +60,7 @@ BATCHES = _batches()
 def test_operator_matches_float64_oracle(name: str, unbiased: bool) -> None:
     z, y = BATCHES[name]
     want, ref = oracle_operator(z, y, unbiased=unbiased)
-    got, stats = carrot_operator(z, y, unbiased_radius=unbiased)
+    got, stats = carrot_operator(z, y, options=OperatorOptions(unbiased_radius=unbiased))
     assert got.dtype == z.dtype
     assert_close(got, want, rtol=1e-10, atol=1e-12)
     assert_close(stats["classes"], ref["classes"].to(stats["classes"].dtype))
@@ -265,7 +265,7 @@ def test_stats_are_detached() -> None:
 def test_max_gamma_caps() -> None:
     z, y = BATCHES["compact"]
     want, _ = oracle_operator(z, y, max_gamma=1.5)
-    got, stats = carrot_operator(z, y, max_gamma=1.5)
+    got, stats = carrot_operator(z, y, options=OperatorOptions(max_gamma=1.5))
     assert stats["gamma"].max() == 1.5
     assert_close(got, want)
 
@@ -273,7 +273,7 @@ def test_max_gamma_caps() -> None:
 def test_sync_free_matches_compact() -> None:
     for name, (z, y) in BATCHES.items():
         compact, stats = carrot_operator(z, y)
-        free, fstats = carrot_operator(z, y, sync_free=True)
+        free, fstats = carrot_operator(z, y, options=OperatorOptions(sync_free=True))
         assert_close(free, compact, rtol=1e-12, atol=1e-14, msg=name)
         valid = fstats["valid"]
         assert int(fstats["classes_in_batch"]) == stats["classes_in_batch"]
@@ -284,7 +284,9 @@ def test_sync_free_matches_compact() -> None:
 
 def test_sync_free_one_class_is_identity() -> None:
     z = torch.randn(4, 3)
-    got, stats = carrot_operator(z, torch.zeros(4, dtype=torch.long), sync_free=True)
+    got, stats = carrot_operator(
+        z, torch.zeros(4, dtype=torch.long), options=OperatorOptions(sync_free=True)
+    )
     assert torch.equal(got, z)
     assert bool(stats["skipped"])
 
@@ -372,4 +374,8 @@ def test_error_eps() -> None:
 
 def test_error_max_gamma() -> None:
     with pytest.raises(ValueError, match="max_gamma must be >= 1 or None"):
-        carrot_operator(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), max_gamma=0.5)
+        carrot_operator(
+            torch.randn(4, 3),
+            torch.zeros(4, dtype=torch.long),
+            options=OperatorOptions(max_gamma=0.5),
+        )

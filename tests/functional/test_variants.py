@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from carrot import carrot_operator
+from carrot import OperatorOptions, carrot_operator
 from carrot.functional.geometry import chord_to_angle, log_map
 from carrot.memory import ClassMemory
 
@@ -30,7 +30,7 @@ def _batch(p: int = 6, k: int = 4, d: int = 10, spread: float = 0.05, seed: int 
 def test_angular_matches_float64_oracle(spread: float) -> None:
     z, y = _batch(spread=spread)
     want, ref = oracle_angular(z, y)
-    got, stats = carrot_operator(z, y, space="angular")
+    got, stats = carrot_operator(z, y, options=OperatorOptions(space="angular"))
     assert_close(stats["r"], ref["r"], rtol=1e-9, atol=1e-12)
     assert_close(stats["m"], ref["m"], rtol=1e-9, atol=1e-12)
     assert_close(stats["gamma"], ref["gamma"], rtol=1e-9, atol=1e-12)
@@ -39,7 +39,7 @@ def test_angular_matches_float64_oracle(spread: float) -> None:
 
 def test_angular_expansion_scales_the_angle_to_the_mean_direction() -> None:
     z, y = _batch(spread=0.02)
-    out, stats = carrot_operator(z, y, space="angular")
+    out, stats = carrot_operator(z, y, options=OperatorOptions(space="angular"))
     _, ref = oracle_angular(z, y)
     assert (stats["gamma"] > 1.5).all()
     u = ref["u"][y]
@@ -55,27 +55,30 @@ def test_angular_expansion_scales_the_angle_to_the_mean_direction() -> None:
 
 def test_angular_keeps_gamma_one_rows_and_single_class() -> None:
     z, y = _batch(spread=2.0)  # classes overlap: γ = 1 for most
-    out, stats = carrot_operator(z, y, space="angular")
+    out, stats = carrot_operator(z, y, options=OperatorOptions(space="angular"))
     same = stats["gamma"][y] == 1
     assert same.any() and torch.equal(out[same], z[same])
-    one, st = carrot_operator(z, torch.zeros_like(y), space="angular")
+    one, st = carrot_operator(z, torch.zeros_like(y), options=OperatorOptions(space="angular"))
     assert one is z and st["skipped"] is True
 
 
 def test_angular_half_precision_and_gradients() -> None:
     z, y = _batch(spread=0.05)
-    out, _ = carrot_operator(z.half(), y, space="angular")
-    ref, _ = carrot_operator(z.half().float(), y, space="angular")
+    out, _ = carrot_operator(z.half(), y, options=OperatorOptions(space="angular"))
+    ref, _ = carrot_operator(z.half().float(), y, options=OperatorOptions(space="angular"))
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     assert_close(out.float(), ref, rtol=0, atol=2e-3)  # fp16 rounding of the output only
     x = z.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda t: carrot_operator(t, y, space="angular", detach_stats=False)[0], (x,)
+        lambda t: carrot_operator(
+            t, y, detach_stats=False, options=OperatorOptions(space="angular")
+        )[0],
+        (x,),
     )
     # Detached statistics: the gradient of the oracle with u and γ held fixed.
     w = torch.randn_like(z)
     xa = z.clone().requires_grad_(True)
-    (carrot_operator(xa, y, space="angular")[0] * w).sum().backward()
+    (carrot_operator(xa, y, options=OperatorOptions(space="angular"))[0] * w).sum().backward()
     _, ref = oracle_angular(z, y)
     xb = z.clone().requires_grad_(True)
     zb = F.normalize(xb, dim=1)
@@ -176,7 +179,7 @@ def test_memory_agrees_between_compact_and_sync_free_paths() -> None:
     for step in range(3):
         zs = z + 0.01 * step
         a, sa = carrot_operator(zs, y, memory=mems[0])
-        b, sb = carrot_operator(zs, y, memory=mems[1], sync_free=True)
+        b, sb = carrot_operator(zs, y, memory=mems[1], options=OperatorOptions(sync_free=True))
         assert_close(a, b, rtol=1e-6, atol=1e-6)
         assert_close(sb["gamma"][sb["valid"]], sa["gamma"], rtol=1e-6, atol=1e-6)
         assert (sb["gamma"][~sb["valid"]] == 1).all() and torch.isinf(sb["m"][~sb["valid"]]).all()
@@ -189,7 +192,9 @@ def test_memory_never_expands_a_one_class_batch() -> None:
     carrot_operator(z, y, memory=mem)
     one = z[:4]
     for sync_free in (False, True):
-        out, stats = carrot_operator(one, y[:4], memory=mem, sync_free=sync_free)
+        out, stats = carrot_operator(
+            one, y[:4], memory=mem, options=OperatorOptions(sync_free=sync_free)
+        )
         assert torch.equal(out, one) and (stats["gamma"] == 1).all()
 
 
@@ -202,7 +207,7 @@ def test_memory_in_angular_space_compares_directions() -> None:
     mem.update(
         (0.3 * u0)[None].float(), torch.ones(1), torch.tensor([5]), torch.ones(1, dtype=torch.bool)
     )
-    _, stats = carrot_operator(z, y, space="angular", memory=mem)
+    _, stats = carrot_operator(z, y, memory=mem, options=OperatorOptions(space="angular"))
     assert stats["m"][0] < 1e-3
 
 

@@ -7,6 +7,7 @@ from carrot.functional.geometry import (
     compute_dtype,
     expand,
     expansion_factors,
+    safe_normalize,
 )
 from carrot.functional.losses import (
     KLDirection,
@@ -16,10 +17,13 @@ from carrot.functional.losses import (
     supcon_loss,
 )
 from carrot.functional.operator import carrot_operator, summarize_stats
+from carrot.functional.options import OperatorOptions, Space
 
 __all__ = [
     "ClassGeometry",
     "KLDirection",
+    "OperatorOptions",
+    "Space",
     "StatsReducer",
     "carrot_ce_kl_loss",
     "carrot_operator",
@@ -29,6 +33,7 @@ __all__ = [
     "expand",
     "expansion_factors",
     "kl_consistency",
+    "safe_normalize",
     "summarize_stats",
     "supcon_loss",
 ]

@@ -11,7 +11,9 @@ For every class ``c`` present in a batch of embeddings ``z_i`` with labels ``y_i
 
 Everything here is vectorized over classes (no Python loop, no host sync except the one
 ``torch.unique`` needs to size its output; ``sync_free=True`` avoids even that) and computed in
-float32 or wider whatever the input dtype.
+float32 or wider whatever the input dtype. Embeddings whose magnitudes lie beyond 2^±30 are
+scaled by a power of two first (exact), so that squared norms never overflow or underflow:
+finite input gives finite output.
 
 The same function serves one process and many: a :class:`StatsReducer` (see
 :mod:`carrot.distributed`) decides which labels the class list sees and sums the per-class
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from carrot.functional.options import Space
 
 __all__ = [
     "ClassGeometry",
@@ -41,6 +45,7 @@ __all__ = [
     "expansion_factors",
     "log_map",
     "nearest_reference",
+    "safe_normalize",
 ]
 
 # How many nearest-centroid candidates, found on a Gram matrix, get their distance recomputed
@@ -49,13 +54,17 @@ _NEAREST_CANDIDATES = 4
 # A class whose RMS radius is below this many units of roundoff of its centroid's norm has no
 # spread (one image, or copies of one image): its γ is 1.
 _DEGENERATE_ULPS = 64
+# Embeddings are rescaled (by a power of two, exactly) only when their largest magnitude lies
+# outside [2^-30, 2^30]: squared norms of D <= 2^20 such values stay far inside float32's range.
+_SCALE_FREE_EXPONENT = 30
 
 
 class StatsReducer(Protocol):
     """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
 
-    def gather_labels(self, y: Tensor) -> tuple[Tensor, int]:
-        """Returns the labels of the whole (global) batch and the offset of the local ones in it."""
+    def gather_labels(self, y: Tensor, exponent: Tensor) -> tuple[Tensor, int, Tensor]:
+        """Returns the labels of the whole (global) batch, the offset of the local ones in it and
+        the largest of the participants' scale exponents (a 0-d integer tensor)."""
         ...
 
     def sum(self, x: Tensor) -> Tensor:
@@ -90,10 +99,19 @@ class ClassGeometry(NamedTuple):
     """Classes without spread (r_c is roundoff): one image, or copies of one. Shape: (C,)."""
     deviation: Tensor
     """z_i - μ_{y_i} of each local sample, in the compute dtype. Shape: (B, D)."""
+    scale: Tensor
+    """``mu``, ``r``, ``m`` and ``deviation`` are in units of this power of two (a 0-d tensor):
+    1 unless the embeddings' magnitudes lie beyond 2^±30. Multiply to get the embeddings' units
+    (:meth:`unscaled`); γ, a ratio, needs no scale."""
 
     @property
     def num_slots(self) -> int:
         return int(self.classes.shape[0])
+
+    def unscaled(self, x: Tensor) -> Tensor:
+        """``x`` (one of the scaled statistics) in the embeddings' units; ``inf`` where that is
+        beyond the dtype's range."""
+        return x * self.scale
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -130,9 +148,6 @@ def check_batch(z: Tensor, y: Tensor) -> None:
         )
     if y.device != z.device:
         raise ValueError(f"z and y must be on the same device, got {z.device} and {y.device}.")
-
-
-Space = Literal["euclidean", "angular"]
 
 
 def log_map(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,6 +191,28 @@ def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def _exponent(x: Tensor) -> Tensor:
+    """e such that ``x * 2^-e`` has its largest magnitude inside [2^-30, 2^30] (0 when it already
+    has, or when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync."""
+    if x.numel() == 0:
+        return torch.zeros((), dtype=torch.int32, device=x.device)
+    _, e = torch.frexp(torch.linalg.vector_norm(x, ord=math.inf))
+    return e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
+
+
+def safe_normalize(x: Tensor) -> Tensor:
+    """L2-normalized rows, correct for any finite input: each row is first scaled by a power of two
+    (exact) so that its squared norm cannot overflow (rows beyond ~1.8e19 in float32) or
+    underflow. Equal to ``F.normalize(x, dim=1)`` wherever that is finite.
+
+    Args:
+        x: Shape: (B, D).
+    """
+    _, e = torch.frexp(torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True))
+    # 2^-e must itself be representable: float32's exponents run from -149 to 127.
+    return F.normalize(torch.ldexp(x, -e.clamp(-125, 128).to(x.dtype)), dim=1)
+
+
 def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Class slots of a label vector: ``(classes, inverse, counts, valid)``.
 
@@ -203,7 +240,7 @@ def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Ten
 
 
 def nearest_reference(
-    query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool
+    query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool, rescale: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Distance from every query row to the nearest reference row that is not blocked, and its index.
 
@@ -218,7 +255,17 @@ def nearest_reference(
         refs: Shape: (R, D); the very tensor ``query`` when ``same``.
         blocked: Pairs that may not be chosen, or None. Shape: (C, R).
         same: ``refs`` is ``query``: the diagonal is blocked too.
+        rescale: Compute in units of a common power of two of ``query`` and ``refs`` (for
+            inputs that may lie beyond 2^±30; :func:`class_geometry`'s centroids never do).
     """
+    if rescale:
+        e = _exponent(query.detach())
+        if not same:
+            e = torch.maximum(e, _exponent(refs.detach()))
+        scaled = torch.ldexp(query, -e.to(query.dtype))
+        scaled_refs = scaled if same else torch.ldexp(refs.to(query.dtype), -e.to(query.dtype))
+        dist, nearest = nearest_reference(scaled, scaled_refs, blocked, same=same)
+        return torch.ldexp(dist, e.to(dist.dtype)), nearest
     c, d = query.shape
     r = refs.shape[0]
     k = min(r - 1 if same else r, _NEAREST_CANDIDATES)
@@ -269,6 +316,7 @@ def class_geometry(
     sync_free: bool = False,
     reducer: StatsReducer | None = None,
     space: Space = "euclidean",
+    ignore_index: int | None = None,
 ) -> ClassGeometry:
     """Centroid μ_c, RMS radius r_c and nearest-centroid distance m_c of every class in a batch.
 
@@ -280,8 +328,9 @@ def class_geometry(
 
     The radius is a two-pass sum of squared deviations (no E[z²] - E[z]² cancellation) and m_c is
     a direct difference of the two centroids, so both are accurate to float32 roundoff even for
-    nearly coincident classes. Gradients flow through all statistics unless the caller runs this
-    under ``torch.no_grad()``.
+    nearly coincident classes. Embeddings beyond 2^±30 in magnitude are computed on in units of a
+    power of two (``scale``), so that no square overflows. Gradients flow through all statistics
+    unless the caller runs this under ``torch.no_grad()``.
 
     Args:
         z: Embeddings; any floating dtype, statistics are computed in float32 (float64 for
@@ -298,6 +347,8 @@ def class_geometry(
             direction u_c = normalize(mean of ẑ), r_c is the RMS geodesic angle to u_c, m_c the
             angle to the nearest other u_c' (radians), and ``deviation`` the log map log_u(ẑ)
             (tangent vector of length θ).
+        ignore_index: A label whose slot is marked not ``valid``: it is nobody's nearest class
+            and its own m_c is ``inf`` (so γ = 1 and its rows are returned unchanged).
 
     Returns:
         The :class:`ClassGeometry` of the batch.
@@ -310,9 +361,22 @@ def class_geometry(
     with no_autocast(z.device.type):
         z_c = z.to(dtype)
         if space == "angular":
-            z_c = F.normalize(z_c, dim=1)
-        labels, offset = reducer.gather_labels(y) if reducer is not None else (y, 0)
+            z_c = safe_normalize(z_c)
+            exponent = torch.zeros((), dtype=torch.int32, device=z.device)  # angles need no scale
+        else:
+            exponent = _exponent(z_c.detach())
+        if reducer is not None:
+            labels, offset, exponent = reducer.gather_labels(y, exponent)
+        else:
+            labels, offset = y, 0
+        if space != "angular":
+            # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
+            z_c = torch.ldexp(z_c, -exponent.to(dtype))
+        scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
         classes, inverse_all, counts_int, valid = _segment(labels, sync_free=sync_free)
+        if ignore_index is not None:
+            kept = classes != ignore_index
+            valid = kept if valid is None else valid & kept
         inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
         c = classes.shape[0]
         counts = counts_int.to(dtype)
@@ -352,7 +416,9 @@ def class_geometry(
             m = chord_to_angle(m)
     if valid is None:
         valid = torch.ones(c, dtype=torch.bool, device=z.device)
-    return ClassGeometry(classes, inverse, counts, valid, mu, r, m, nearest, degenerate, deviation)
+    return ClassGeometry(
+        classes, inverse, counts, valid, mu, r, m, nearest, degenerate, deviation, scale
+    )
 
 
 def expansion_factors(
@@ -365,56 +431,62 @@ def expansion_factors(
 
     Args:
         geometry: Statistics from :func:`class_geometry`.
-        eps: ε of the formula.
+        eps: ε of the formula, in the embeddings' units.
         max_gamma: Upper bound on γ_c (``None``: no bound, the guide's formula).
 
     Returns:
         γ_c. Shape: (C,).
     """
     m, r = geometry.m, geometry.r
+    eps_scaled = eps / geometry.scale  # m and r are in units of geometry.scale
     # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
     # inf or 0/0 in the unused branch into a NaN gradient.
     inactive = geometry.degenerate | (m == float("inf"))
     if m.requires_grad or r.requires_grad:
         m = torch.where(inactive, 0.0, m)
         r = torch.where(inactive, 1.0, r)
-        gamma = torch.where(inactive, 1.0, (m / (2.0 * r + eps)).clamp_min(1.0))
+        gamma = torch.where(inactive, 1.0, (m / (2.0 * r + eps_scaled)).clamp_min(1.0))
     else:
-        gamma = m.div(r.mul(2.0).add_(eps)).clamp_min_(1.0).masked_fill_(inactive, 1.0)
+        gamma = m.div(r.mul(2.0).add_(eps_scaled)).clamp_min_(1.0).masked_fill_(inactive, 1.0)
     if max_gamma is not None:
         gamma = gamma.clamp_max(max_gamma)
     return gamma
 
 
 class _FrozenExpansion(torch.autograd.Function):
-    """z + (γ - 1)(z - μ) with μ and γ constants: the backward pass is a row scaling by γ.
+    """z + (γ - 1)·s·(z - μ)/s with μ and γ constants: the backward pass is a row scaling by γ.
 
     Writes the result into ``deviation`` (an internal buffer), so the step costs no new B×D
     tensor in the forward pass.
     """
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
+    def forward(
+        ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor
+    ) -> Tensor:
         ctx.save_for_backward(gamma_rows)
-        scale = (gamma_rows - 1.0)[:, None]
-        out = torch.addcmul(z.to(deviation.dtype), deviation, scale, out=deviation)
+        coef = ((gamma_rows - 1.0) * scale)[:, None]
+        out = torch.addcmul(z.to(deviation.dtype), deviation, coef, out=deviation)
         return _to_input_dtype(out, z.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         (gamma_rows,) = ctx.saved_tensors
-        return (grad.to(gamma_rows.dtype) * gamma_rows[:, None]).to(grad.dtype), None, None
+        return (grad.to(gamma_rows.dtype) * gamma_rows[:, None]).to(grad.dtype), None, None, None
 
 
 def _to_input_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """Cast back to the input dtype, saturating at its largest finite value instead of inf."""
-    if x.dtype == dtype:
-        return x
+    """Cast to the input dtype, saturating at its largest finite value instead of inf (a finite
+    input whose expansion lies beyond the dtype's range comes back finite)."""
     big = torch.finfo(dtype).max
+    if x.dtype == dtype:
+        return x.clamp(-big, big) if x.requires_grad else x.clamp_(-big, big)
     return x.clamp_(-big, big).to(dtype)
 
 
-def expand_rows(z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
+def expand_rows(
+    z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | None = None
+) -> Tensor:
     """z⁺ = z + (γ - 1)(z - μ) from precomputed deviations ``z - μ`` (see :func:`expand`).
 
     When neither ``deviation`` nor ``gamma_rows`` needs a gradient (detached statistics), the
@@ -422,17 +494,21 @@ def expand_rows(z: Tensor, deviation: Tensor, gamma_rows: Tensor) -> Tensor:
 
     Args:
         z: Embeddings. Shape: (B, D).
-        deviation: z - μ_{y} in the compute dtype. Shape: (B, D).
+        deviation: z - μ_{y} in the compute dtype, in units of ``scale``. Shape: (B, D).
         gamma_rows: γ of each sample's class. Shape: (B,).
+        scale: Units of ``deviation`` (a 0-d tensor, see :class:`ClassGeometry`); None: 1.
 
     Returns:
         z⁺ in ``z``'s dtype. Shape: (B, D).
     """
+    if scale is None:
+        scale = torch.ones((), dtype=deviation.dtype, device=deviation.device)
     with no_autocast(z.device.type):
         if not (deviation.requires_grad or gamma_rows.requires_grad):
-            out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows)
+            out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows, scale)
             return out
-        z_plus = torch.addcmul(z.to(deviation.dtype), (gamma_rows - 1.0)[:, None], deviation)
+        coef = ((gamma_rows - 1.0) * scale)[:, None]
+        z_plus = torch.addcmul(z.to(deviation.dtype), coef, deviation)
         return _to_input_dtype(z_plus, z.dtype)
 
 
@@ -451,7 +527,7 @@ def expand_angular(z: Tensor, inverse: Tensor, u: Tensor, gamma: Tensor) -> Tens
         ẑ⁺ in ``z``'s dtype. Shape: (B, D).
     """
     with no_autocast(z.device.type):
-        z_hat = F.normalize(z.to(u.dtype), dim=1)
+        z_hat = safe_normalize(z.to(u.dtype))
         u_rows = u.index_select(0, inverse)
         g = gamma.index_select(0, inverse)
         v, theta = log_map(z_hat, u_rows)

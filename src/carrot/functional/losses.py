@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import Space, check_batch, compute_dtype, no_autocast
+from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import carrot_operator
+from carrot.functional.options import OperatorOptions
 
 if TYPE_CHECKING:
     from carrot.memory import ClassMemory
@@ -20,6 +21,7 @@ __all__ = [
     "KLDirection",
     "carrot_ce_kl_loss",
     "carrot_supcon_loss",
+    "check_ce_kl_options",
     "kl_consistency",
     "supcon_loss",
 ]
@@ -34,9 +36,57 @@ def _wide(x: Tensor) -> Tensor:
 
 
 def _normalize(z: Tensor) -> Tensor:
-    """L2-normalize rows in float32 or wider (eps 1e-12 underflows in fp16); ``z``'s dtype."""
+    """L2-normalize rows in float32 or wider, overflow-safe (see ``safe_normalize``); ``z``'s dtype."""
     with no_autocast(z.device.type):
-        return F.normalize(_wide(z), dim=1).to(z.dtype)
+        return safe_normalize(_wide(z)).to(z.dtype)
+
+
+def check_ce_kl_options(
+    *,
+    T: float,
+    lam: float,
+    kl_direction: str,
+    aux_ce_weight: float,
+    label_smoothing: float,
+) -> None:
+    """Raises ``ValueError`` for an invalid hyperparameter of :func:`carrot_ce_kl_loss`."""
+    if not T > 0:
+        raise ValueError(f"T must be > 0, got {T!r}.")
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}.")
+    if kl_direction not in _KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must be one of {_KL_DIRECTIONS}, got {kl_direction!r}.")
+    if not aux_ce_weight >= 0:
+        raise ValueError(f"aux_ce_weight must be >= 0, got {aux_ce_weight!r}.")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+
+
+def _kept(y: Tensor, ignore_index: int | None) -> tuple[Tensor | None, Tensor | int]:
+    """Rows that count (None: all of them) and how many, at least 1 (no host sync)."""
+    if ignore_index is None:
+        return None, max(y.shape[0], 1)
+    kept = y != ignore_index
+    return kept, kept.sum().clamp_min(1)
+
+
+def _cross_entropy(
+    logits: Tensor,
+    y: Tensor,
+    *,
+    label_smoothing: float,
+    ignore_index: int | None,
+    count: Tensor | int,
+) -> Tensor:
+    """Mean cross-entropy over the ``count`` rows not ignored; 0 for an empty batch."""
+    total = F.cross_entropy(
+        _wide(logits),
+        y,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+    )
+    return total / count
 
 
 def kl_consistency(
@@ -46,6 +96,7 @@ def kl_consistency(
     T: float = 1.0,
     direction: KLDirection = "plus_z",
     stop_grad_plus: bool = False,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Temperature-scaled KL divergence between the class distributions of z and z⁺, times T².
 
@@ -63,6 +114,8 @@ def kl_consistency(
         direction: One of the three above.
         stop_grad_plus: Detach p⁺, making it a fixed target (the guide lets gradients flow
             through both).
+        weight: Average over the rows where this is true instead of over all B (an empty
+            selection gives 0). Shape: (B,).
 
     Returns:
         The loss, a 0-d tensor in float32 (float64 for float64 input).
@@ -75,13 +128,22 @@ def kl_consistency(
     log_q = F.log_softmax(_wide(logits_plus) / T, dim=1)
     if stop_grad_plus:
         log_q = log_q.detach()
-    kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+
+    def kl(log_target: Tensor, log_input: Tensor) -> Tensor:
+        if weight is None:
+            if log_input.shape[0] == 0:
+                return log_input.sum() * 0.0
+            return F.kl_div(log_input, log_target, reduction="batchmean", log_target=True)
+        rows = F.kl_div(log_input, log_target, reduction="none", log_target=True).sum(1)
+        return torch.where(weight, rows, 0.0).sum() / weight.sum().clamp_min(1)
+
+    kl_qp = kl(log_q, log_p)
     if direction == "plus_z":
-        kl = kl_qp
+        out = kl_qp
     else:
-        kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
-        kl = kl_pq if direction == "z_plus" else 0.5 * (kl_qp + kl_pq)
-    return kl * (T * T)
+        kl_pq = kl(log_p, log_q)
+        out = kl_pq if direction == "z_plus" else 0.5 * (kl_qp + kl_pq)
+    return out * (T * T)
 
 
 def carrot_ce_kl_loss(
@@ -94,16 +156,10 @@ def carrot_ce_kl_loss(
     lam: float = 1.0,
     kl_direction: KLDirection = "plus_z",
     aux_ce_weight: float = 0.0,
-    max_gamma: float | None = None,
     stop_grad_plus: bool = False,
     label_smoothing: float = 0.0,
-    eps: float = 1e-12,
-    detach_stats: bool = True,
-    unbiased_radius: bool = False,
-    global_stats: bool = True,
-    space: Space = "euclidean",
+    options: OperatorOptions | None = None,
     memory: ClassMemory | None = None,
-    sync_free: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -111,6 +167,10 @@ def carrot_ce_kl_loss(
     ẑ = normalize(z), z⁺ = carrot_operator(ẑ, y), ẑ⁺ = normalize(z⁺); the two logit vectors are
     ``classifier(ẑ)`` and ``classifier(ẑ⁺)``. With default options this is the guide's
     ``carrot_ce_kl_loss`` with an identity encoder, value and gradients.
+
+    Rows labelled ``options.ignore_index`` (-100) are left out of every term (the means run over
+    the other rows); an empty batch, or one where every row is ignored, gives a loss of 0 with a
+    zero gradient.
 
     Args:
         z: Raw (un-normalized) embeddings. Shape: (B, D).
@@ -124,53 +184,48 @@ def carrot_ce_kl_loss(
         kl_direction: ``"plus_z"`` (default, the guide's code: KL(p⁺ ‖ p)), ``"z_plus"``
             (KL(p ‖ p⁺), the guide's comment) or ``"symmetric"``; see :func:`kl_consistency`.
         aux_ce_weight: Weight of CE(classifier(ẑ⁺), y) (>= 0; default 0, off).
-        max_gamma: Cap on γ_c (``None``: parameter-free).
         stop_grad_plus: Detach the z⁺ branch of the KL term (a fixed target).
         label_smoothing: Label smoothing of the CE terms (default 0).
-        eps: ε of the expansion formula.
-        detach_stats: Constant statistics in the backward pass (default, as the guide).
-        unbiased_radius: Small-sample correction of r_c (see :func:`class_geometry`).
-        global_stats: Under ``torch.distributed``, statistics over all ranks.
-        space: ``"euclidean"`` (the guide) or ``"angular"`` expansion (see carrot_operator).
+        options: The operator's options (cap on γ, ε, statistics...): see
+            :class:`OperatorOptions`; default: the guide's formulas.
         memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
-        sync_free: Class slots without ``torch.unique``: no host sync (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
         stats plus detached ``ce``, ``kl``, ``aux_ce`` and ``logits`` (of ẑ, for accuracy).
     """
     check_batch(z, y)
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}.")
-    if not aux_ce_weight >= 0:
-        raise ValueError(f"aux_ce_weight must be >= 0, got {aux_ce_weight!r}.")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-    z_hat = _normalize(z)
-    z_plus, stats = carrot_operator(
-        z_hat,
-        y,
-        eps=eps,
-        detach_stats=detach_stats,
-        max_gamma=max_gamma,
-        unbiased_radius=unbiased_radius,
-        global_stats=global_stats,
-        space=space,
-        memory=memory,
-        sync_free=sync_free,
+    check_ce_kl_options(
+        T=T,
+        lam=lam,
+        kl_direction=kl_direction,
+        aux_ce_weight=aux_ce_weight,
+        label_smoothing=label_smoothing,
     )
+    opts = options if options is not None else OperatorOptions()
+    z_hat = _normalize(z)
+    z_plus, stats = carrot_operator(z_hat, y, options=opts, memory=memory)
     z_plus = _normalize(z_plus)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
-    ce = F.cross_entropy(_wide(logits), y, label_smoothing=label_smoothing)
+    kept, count = _kept(y, opts.ignore_index)
+    ce_args: dict[str, Any] = dict(
+        label_smoothing=label_smoothing, ignore_index=opts.ignore_index, count=count
+    )
+    ce = _cross_entropy(logits, y, **ce_args)
     kl = kl_consistency(
-        logits, logits_plus, T=T, direction=kl_direction, stop_grad_plus=stop_grad_plus
+        logits,
+        logits_plus,
+        T=T,
+        direction=kl_direction,
+        stop_grad_plus=stop_grad_plus,
+        weight=kept,
     )
     loss = ce + lam * kl
     aux = torch.zeros((), device=z.device)
     if aux_ce_weight > 0:
-        aux = F.cross_entropy(_wide(logits_plus), y, label_smoothing=label_smoothing)
+        aux = _cross_entropy(logits_plus, y, **ce_args)
         loss = loss + aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
     return loss, stats
@@ -221,7 +276,7 @@ def supcon_loss(
         raise ValueError(f"temperature must be > 0, got {temperature!r}.")
     b, v, d = features.shape
     with no_autocast(features.device.type):
-        feats = F.normalize(_wide(features), dim=2)
+        feats = safe_normalize(_wide(features).reshape(b * v, d)).view(b, v, d)
         anchors = feats.transpose(0, 1).reshape(v * b, d)  # (V·B, D), view-major
         anchor_labels = labels.repeat(v)  # (V·B,)
         contrast, offset = anchors, 0
@@ -229,6 +284,8 @@ def supcon_loss(
         if gather_global:
             contrast, offset = all_gather_with_grad(anchors)
             contrast_labels, _ = all_gather_with_grad(anchor_labels)
+        if v * b == 0:  # an empty batch (after the collectives above, which every rank joins)
+            return anchors.sum() * 0.0
         logits = anchors @ contrast.T / temperature  # (V·B, ΣV·B)
         idx = torch.arange(v * b, device=features.device)
         is_self = torch.zeros_like(logits, dtype=torch.bool)
@@ -249,14 +306,8 @@ def carrot_supcon_loss(
     temperature: float = 0.1,
     gather_global: bool = False,
     stop_grad_plus: bool = False,
-    max_gamma: float | None = None,
-    eps: float = 1e-12,
-    detach_stats: bool = True,
-    unbiased_radius: bool = False,
-    global_stats: bool = True,
-    space: Space = "euclidean",
+    options: OperatorOptions | None = None,
     memory: ClassMemory | None = None,
-    sync_free: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -268,31 +319,14 @@ def carrot_supcon_loss(
         gather_global: Contrast against all ranks' views (see :func:`supcon_loss`).
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
-        max_gamma: Cap on γ_c (``None``: parameter-free).
-        eps: ε of the expansion formula.
-        detach_stats: Constant statistics in the backward pass (default).
-        unbiased_radius: Small-sample correction of r_c.
-        global_stats: Under ``torch.distributed``, statistics over all ranks.
-        space: ``"euclidean"`` (the guide) or ``"angular"`` expansion (see carrot_operator).
+        options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
         memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
-        sync_free: Class slots without ``torch.unique``: no host sync (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
     z_hat = _normalize(z)
-    z_plus, stats = carrot_operator(
-        z_hat,
-        y,
-        eps=eps,
-        detach_stats=detach_stats,
-        max_gamma=max_gamma,
-        unbiased_radius=unbiased_radius,
-        global_stats=global_stats,
-        space=space,
-        memory=memory,
-        sync_free=sync_free,
-    )
+    z_plus, stats = carrot_operator(z_hat, y, options=options, memory=memory)
     view = _normalize(z_plus)
     features = torch.stack([z_hat, view.detach() if stop_grad_plus else view], dim=1)  # (B, 2, D)
     loss = supcon_loss(features, y, temperature=temperature, gather_global=gather_global)

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from carrot.functional.geometry import (
-    Space,
     chord_to_angle,
     class_geometry,
     expand_angular,
@@ -17,6 +16,7 @@ from carrot.functional.geometry import (
     expansion_factors,
     no_autocast,
 )
+from carrot.functional.options import OperatorOptions
 
 if TYPE_CHECKING:
     from carrot.memory import ClassMemory
@@ -24,56 +24,38 @@ if TYPE_CHECKING:
 __all__ = ["carrot_operator", "summarize_stats"]
 
 
-def _check_options(eps: float, max_gamma: float | None) -> None:
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}.")
-    if max_gamma is not None and not max_gamma >= 1:
-        raise ValueError(
-            f"max_gamma must be >= 1 or None (no cap), got {max_gamma!r}; γ is never below 1."
-        )
-
-
 def carrot_operator(
     z: Tensor,
     y: Tensor,
+    eps: float | None = None,
+    detach_stats: bool | None = None,
     *,
-    eps: float = 1e-12,
-    detach_stats: bool = True,
-    max_gamma: float | None = None,
-    unbiased_radius: bool = False,
-    global_stats: bool = True,
-    sync_free: bool = False,
-    space: Space = "euclidean",
+    options: OperatorOptions | None = None,
     memory: ClassMemory | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Applies T_c(z) = μ_c + γ_c (z - μ_c) with γ_c = max(1, m_c / (2 r_c + ε)) per class.
 
-    Compatible with the guide's ``carrot_operator``: same arguments, same result, and a ``stats``
-    dict with the same keys. It differs where the guide's code is wrong: fp16/bf16 input works
-    (statistics in float32, output in the input dtype), a class without spread keeps its rows
-    and reports γ = 1 (the guide reports ~1e5), m_c is accurate for close centroids, and
-    ``detach_stats=False`` has a correct gradient.
+    Compatible with the guide's ``carrot_operator(z, y, eps, detach_stats)``: same arguments,
+    same result, and a ``stats`` dict with the same keys. It differs where the guide's code is
+    wrong: fp16/bf16 input works (statistics in float32, output in the input dtype), a class
+    without spread keeps its rows and reports γ = 1 (the guide reports ~1e5), m_c is accurate for
+    close centroids, ``detach_stats=False`` has a correct gradient, and any finite input gives a
+    finite result (magnitudes up to float32's largest).
 
     A batch with fewer than two classes is returned unchanged (the very tensor ``z``) and
-    ``stats["skipped"]`` is true. Under ``torch.distributed`` with more than one rank, the
-    statistics see all ranks' embeddings and each rank transforms its own, unless
-    ``global_stats=False``.
+    ``stats["skipped"]`` is true; so is an empty batch. Rows labelled ``options.ignore_index``
+    (-100, as in cross-entropy) are left out of the statistics and come back unchanged. Under
+    ``torch.distributed`` with more than one rank, the statistics see all ranks' embeddings and
+    each rank transforms its own, unless ``options.global_stats`` is false.
 
     Args:
         z: Embeddings, usually L2-normalized. Shape: (B, D).
         y: Integer class labels. Shape: (B,).
-        eps: ε in γ_c = max(1, m_c / (2 r_c + ε)).
-        detach_stats: Treat μ_c and γ_c as constants in the backward pass (the guide's
-            default; then ∂z⁺/∂z = γ_c). ``False`` differentiates through all statistics.
-        max_gamma: Cap on γ_c; ``None`` (default) is the parameter-free formula.
-        unbiased_radius: Use r_c · sqrt(n_c / (n_c - 1)) (see :func:`class_geometry`).
-        global_stats: Under ``torch.distributed``, compute statistics over all ranks.
-        sync_free: Size the class list by the batch instead of ``torch.unique`` so that the
-            operator never waits for the device; the per-class stats then hold B slots and
-            ``stats["valid"]`` marks the used ones.
-        space: ``"euclidean"`` (the guide) or ``"angular"``: statistics and expansion on the unit
-            sphere (angles instead of distances; ẑ⁺ = exp_u(γ log_u ẑ)); see
-            :func:`~carrot.functional.geometry.expand_angular`.
+        eps: ε in γ_c = max(1, m_c / (2 r_c + ε)); overrides ``options.eps`` (default 1e-12).
+        detach_stats: Treat μ_c and γ_c as constants in the backward pass; overrides
+            ``options.detach_stats`` (default true, as in the guide).
+        options: Every other option (cap on γ, unbiased radius, global statistics, sync-free
+            class slots, angular space, ignored label): see :class:`OperatorOptions`.
         memory: A :class:`~carrot.memory.ClassMemory`: m_c becomes the distance to the nearest
             other class among the batch's and every class remembered from earlier batches, and
             the memory is updated with this batch's statistics (in training mode only: call
@@ -83,54 +65,85 @@ def carrot_operator(
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
-        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``) and ``skipped``.
+        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
+        memory, ``memory_skipped`` (classes whose non-finite statistics the memory refused).
     """
-    _check_options(eps, max_gamma)
+    opts = options if options is not None else OperatorOptions()
+    if eps is not None or detach_stats is not None:
+        opts = opts.replace(
+            eps=opts.eps if eps is None else eps,
+            detach_stats=opts.detach_stats if detach_stats is None else detach_stats,
+        )
+    else:
+        opts.validate()
     reducer = None
-    if global_stats:
+    if opts.global_stats:
         from carrot.distributed import default_reducer
 
         reducer = default_reducer()
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_stats):
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not opts.detach_stats):
         geometry = class_geometry(
-            z, y, unbiased_radius=unbiased_radius, sync_free=sync_free, reducer=reducer, space=space
+            z,
+            y,
+            unbiased_radius=opts.unbiased_radius,
+            sync_free=opts.sync_free,
+            reducer=reducer,
+            space=opts.space,
+            ignore_index=opts.ignore_index,
         )
         if memory is not None:
             with no_autocast(z.device.type):
-                remembered = memory.nearest(geometry.mu, geometry.classes, unit=space == "angular")
-                if space == "angular":
+                # Slots without a class (unused, or the ignored label) ask about class 0; their
+                # answer is discarded below.
+                asked = torch.where(geometry.valid, geometry.classes, 0)
+                remembered = memory.nearest(
+                    geometry.unscaled(geometry.mu), asked, unit=opts.space == "angular"
+                )
+                if opts.space == "angular":
                     remembered = chord_to_angle(remembered)
+                else:
+                    remembered = remembered / geometry.scale
                 m = torch.where(geometry.valid, torch.minimum(geometry.m, remembered), float("inf"))
             geometry = geometry._replace(m=m)
-            memory.update(geometry.mu, geometry.r, geometry.classes, geometry.valid)
-        gamma = expansion_factors(geometry, eps=eps, max_gamma=max_gamma)
+            memory_skipped = memory.update(
+                geometry.unscaled(geometry.mu),
+                geometry.unscaled(geometry.r),
+                geometry.classes,
+                geometry.valid,
+            )
+        gamma = expansion_factors(geometry, eps=opts.eps, max_gamma=opts.max_gamma)
 
     classes_in_batch: int | Tensor
-    if sync_free:
+    if opts.sync_free:
         classes_in_batch = geometry.valid.sum()
         skipped: bool | Tensor = classes_in_batch < 2
         if memory is not None:  # a remembered class must not expand a one-class batch either
             gamma = torch.where(classes_in_batch < 2, 1.0, gamma)
     else:
         classes_in_batch = geometry.num_slots
+        if opts.ignore_index is not None and classes_in_batch > 0:
+            classes_in_batch = int(geometry.valid.sum())  # a second host sync, CPU-cheap
         skipped = classes_in_batch < 2
         if skipped and memory is not None:
             gamma = torch.ones_like(gamma)
     stats: dict[str, Any] = {
         "classes": geometry.classes,
         "gamma": gamma.detach(),
-        "r": geometry.r.detach(),
-        "m": geometry.m.detach(),
+        "r": geometry.unscaled(geometry.r).detach(),
+        "m": geometry.unscaled(geometry.m).detach(),
         "counts": geometry.counts.detach(),
         "valid": geometry.valid,
         "classes_in_batch": classes_in_batch,
         "skipped": skipped,
     }
+    if memory is not None:
+        stats["memory_skipped"] = memory_skipped
     if skipped is True:
         return z, stats
-    if space == "angular":
+    if opts.space == "angular":
         return expand_angular(z, geometry.inverse, geometry.mu, gamma), stats
-    return expand_rows(z, geometry.deviation, gamma.index_select(0, geometry.inverse)), stats
+    gamma_rows = gamma.index_select(0, geometry.inverse)
+    return expand_rows(z, geometry.deviation, gamma_rows, geometry.scale), stats
 
 
 def summarize_stats(

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from carrot.functional.options import OperatorOptions
+
 __all__ = [
     "CarrotConfig",
     "Config",
@@ -84,12 +86,17 @@ class ModelConfig:
 
 
 @dataclass
-class CarrotConfig:
+class CarrotConfig(OperatorOptions):
     """Options of the CARROT losses (see carrot.functional.carrot_ce_kl_loss and docs/stability.md).
 
-    The defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
+    The operator's options (eps, detach_stats, max_gamma, unbiased_radius, global_stats, sync_free,
+    space, ignore_index) are inherited from :class:`carrot.OperatorOptions`, their one home. The
+    defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
     ``guide: true`` runs the guide's exact recipe instead."""
 
+    max_gamma: float | None = 1.5
+    """Cap on γ. The trainer's default, 1.5, is the recommended configuration (docs/stability.md:
+    no significant harm on any suite over 10 paired seeds); null is the guide's uncapped formula."""
     guide: bool = False
     """Run the design guide's exact recipe (GUIDE_CARROT: λ=1, T=1, KL as its code computes, no
     guard): the recipe keys below are set to the guide's values (leave them at their defaults)."""
@@ -97,34 +104,24 @@ class CarrotConfig:
     T: float = 1.0
     kl_direction: Literal["plus_z", "z_plus", "symmetric"] = "plus_z"
     aux_ce_weight: float = 0.0
-    max_gamma: float | None = 1.5
-    """Cap on γ. The trainer's default, 1.5, is the recommended configuration (docs/stability.md:
-    no significant harm on any suite over 10 paired seeds); null is the guide's uncapped formula."""
     stop_grad_plus: bool = False
     lam_warmup: float = 0.0
     """Fraction of training over which λ rises linearly from 0 (0: constant λ)."""
-    space: Literal["euclidean", "angular"] = "euclidean"
-    """Expansion in the ambient space (the guide) or on the unit sphere."""
     memory: bool = False
     """m_c from a running memory of every class's centroid, not only the batch's classes."""
     memory_momentum: float = 0.9
-    sync_free: bool = False
-    """Class statistics without torch.unique, so that a GPU step never waits for the host."""
-    detach_stats: bool = True
-    unbiased_radius: bool = False
-    global_stats: bool = True
-    eps: float = 1e-12
 
 
-IMPLEMENTATION_KEYS = ("sync_free", "global_stats")
+IMPLEMENTATION_KEYS = ("sync_free", "global_stats", "ignore_index")
 """carrot keys that change how, not what, is computed: they combine with ``carrot.guide``."""
 
 GUIDE_CARROT = CarrotConfig(
     guide=True, lam=1.0, T=1.0, kl_direction="plus_z", aux_ce_weight=0.0, max_gamma=None,
     stop_grad_plus=False, lam_warmup=0.0, space="euclidean", memory=False, memory_momentum=0.9,
-    sync_free=False, detach_stats=True, unbiased_radius=False, global_stats=True, eps=1e-12,
+    detach_stats=True, unbiased_radius=False, eps=1e-12,
 )  # fmt: skip
-"""The design guide's recipe: what ``carrot.guide=true`` runs."""
+"""The design guide's recipe: what ``carrot.guide=true`` runs (any operator option not named here
+is at its OperatorOptions default, which is the guide's formula)."""
 
 
 @dataclass
@@ -506,14 +503,13 @@ def validate(cfg: Config) -> None:
         f"model.embedding_dim must be >= 1 or null, got {cfg.model.embedding_dim}.",
     )
     c = cfg.carrot
+    try:
+        c.validate(prefix="carrot.")
+    except ValueError as e:
+        raise ConfigError(str(e).replace("None", "null")) from e  # YAML's spelling
     _check(c.lam >= 0, f"carrot.lam must be >= 0, got {c.lam}.")
     _check(c.T > 0, f"carrot.T must be > 0, got {c.T}.")
     _check(c.aux_ce_weight >= 0, f"carrot.aux_ce_weight must be >= 0, got {c.aux_ce_weight}.")
-    _check(
-        c.max_gamma is None or c.max_gamma >= 1,
-        f"carrot.max_gamma must be >= 1 or null, got {c.max_gamma}.",
-    )
-    _check(c.eps >= 0, f"carrot.eps must be >= 0, got {c.eps}.")
     _check(0 <= c.lam_warmup <= 1, f"carrot.lam_warmup must be in [0, 1], got {c.lam_warmup}.")
     _check(
         0 <= c.memory_momentum < 1,

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot.functional import carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss, supcon_loss
+from carrot.functional import (
+    OperatorOptions,
+    carrot_ce_kl_loss,
+    carrot_operator,
+    carrot_supcon_loss,
+    supcon_loss,
+)
 from carrot.memory import ClassMemory
 from carrot.train.config import CarrotConfig, Config
 from carrot.train.model import ModelOutput
@@ -39,27 +45,13 @@ def lam_at(c: CarrotConfig, progress: float) -> float:
     return c.lam * min(1.0, progress / c.lam_warmup)
 
 
-def _operator_options(c: CarrotConfig, memory: ClassMemory | None) -> dict[str, Any]:
-    return {
-        "max_gamma": c.max_gamma,
-        "eps": c.eps,
-        "detach_stats": c.detach_stats,
-        "unbiased_radius": c.unbiased_radius,
-        "global_stats": c.global_stats,
-        "space": c.space,
-        "memory": memory,
-        "sync_free": c.sync_free,
-    }
-
-
 def _observe(cfg: Config, z: Tensor, y: Tensor) -> dict[str, Any]:
     """The class geometry of the batch for logging only: the guide's formulas, no gradient."""
     with torch.no_grad():
         _, stats = carrot_operator(
             F.normalize(z.detach().float(), dim=1),
             y,
-            eps=cfg.carrot.eps,
-            global_stats=cfg.carrot.global_stats,
+            options=OperatorOptions(eps=cfg.carrot.eps, global_stats=cfg.carrot.global_stats),
         )
     return stats
 
@@ -104,7 +96,8 @@ def compute_loss(
             kl_direction=c.kl_direction,
             aux_ce_weight=c.aux_ce_weight,
             stop_grad_plus=c.stop_grad_plus,
-            **_operator_options(c, memory),
+            options=OperatorOptions.of(c),
+            memory=memory,
         )
         parts = {"ce": stats["ce"], "kl": stats["kl"]}
         if c.aux_ce_weight > 0:
@@ -127,7 +120,8 @@ def compute_loss(
                 temperature=s.temperature,
                 gather_global=s.gather_global,
                 stop_grad_plus=c.stop_grad_plus,
-                **_operator_options(c, memory),
+                options=OperatorOptions.of(c),
+                memory=memory,
             )
         loss = contrastive + s.probe_weight * probe
         return LossResult(loss, {"supcon": contrastive.detach(), "probe_ce": probe.detach()}, stats)

@@ -1,0 +1,94 @@
+"""The CARROT operator's options: their one home (defaults, validation, documentation).
+
+Every place that runs the operator takes an :class:`OperatorOptions`: :func:`carrot_operator`,
+the losses, the modules, the trainer's ``carrot`` config section (which inherits these fields,
+so each option is also a ``carrot.<name>`` setting) and the integrations. A new option is added
+here and implemented in the operator; nothing else forwards it by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, Literal
+
+__all__ = ["OperatorOptions", "Space"]
+
+Space = Literal["euclidean", "angular"]
+_SPACES = ("euclidean", "angular")
+
+
+@dataclass
+class OperatorOptions:
+    """How the CARROT operator computes its class statistics and expansion.
+
+    The defaults are the guide's formulas. Values are checked when the object is built (and again
+    by :meth:`validate`), so a bad option fails before the first batch.
+
+    Example:
+        >>> options = OperatorOptions(max_gamma=1.5, sync_free=True)
+        >>> z_plus, stats = carrot_operator(z, y, options=options)
+    """
+
+    eps: float = 1e-12
+    """ε in γ_c = max(1, m_c / (2 r_c + ε)); >= 0."""
+    detach_stats: bool = True
+    """Treat μ_c and γ_c as constants in the backward pass (the guide's default; then
+    ∂z⁺/∂z = γ_c). ``False`` differentiates through all statistics."""
+    max_gamma: float | None = None
+    """Cap on γ_c (>= 1); ``None`` is the parameter-free formula."""
+    unbiased_radius: bool = False
+    """Use r_c · sqrt(n_c / (n_c - 1)), removing the small-sample bias of the RMS radius
+    (about 13% low at K = 4)."""
+    global_stats: bool = True
+    """Under ``torch.distributed`` with more than one rank, compute the statistics over all
+    ranks' embeddings (each rank transforms its own)."""
+    sync_free: bool = False
+    """Size the class list by the batch (B slots) instead of ``torch.unique``, so that the
+    operator never waits for the device; ``stats["valid"]`` marks the used slots."""
+    space: Space = "euclidean"
+    """``"euclidean"`` (the guide: statistics and expansion in the ambient space) or
+    ``"angular"`` (on the unit sphere: angles instead of distances, ẑ⁺ = exp_u(γ log_u ẑ))."""
+    ignore_index: int | None = -100
+    """Rows with this label are left out of the statistics and returned unchanged, as
+    cross-entropy ignores them (its default is also -100); ``None`` counts every label."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, *, prefix: str = "") -> None:
+        """Raises ``ValueError`` naming the first invalid option (``prefix`` + its name)."""
+        eps, cap = self.eps, self.max_gamma
+        if (
+            isinstance(eps, bool)
+            or not isinstance(eps, (int, float))
+            or not (eps >= 0 and math.isfinite(eps))
+        ):
+            raise ValueError(f"{prefix}eps must be >= 0 and finite, got {eps!r}.")
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 1
+        ):
+            raise ValueError(
+                f"{prefix}max_gamma must be >= 1 or None (no cap), got {cap!r}; γ is never below 1."
+            )
+        for name in ("detach_stats", "unbiased_radius", "global_stats", "sync_free"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{prefix}{name} must be True or False, got {value!r}.")
+        if self.space not in _SPACES:
+            raise ValueError(f"{prefix}space must be one of {_SPACES}, got {self.space!r}.")
+        index = self.ignore_index
+        if index is not None and (isinstance(index, bool) or not isinstance(index, Integral)):
+            raise ValueError(f"{prefix}ignore_index must be an integer or None, got {index!r}.")
+
+    def replace(self, **changes: Any) -> OperatorOptions:
+        """A copy with some options changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def of(cls, source: Any) -> OperatorOptions:
+        """The options held as attributes of ``source`` (e.g. the trainer's ``carrot`` config
+        section, which inherits these fields), as a plain :class:`OperatorOptions`."""
+        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})

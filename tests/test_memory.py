@@ -1,0 +1,43 @@
+"""ClassMemory: one non-finite batch cannot poison it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from carrot import OperatorOptions, carrot_operator
+from carrot.memory import ClassMemory
+
+
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(4).repeat_interleave(4)
+    z = F.normalize(torch.randn(4, 8, generator=g)[y] + 0.3 * torch.randn(16, 8, generator=g))
+    return z, y
+
+
+def test_a_nan_batch_is_refused_and_counted() -> None:
+    mem = ClassMemory(6, 8)
+    z, y = _batch()
+    carrot_operator(z, y, memory=mem)
+    centers, radii = mem.centers.clone(), mem.radii.clone()
+    bad = _batch(2)[0].clone()
+    bad[0, 0] = float("nan")  # poisons class 0 only
+    for sync_free in (False, True):
+        _, stats = carrot_operator(bad, y, memory=mem, options=OperatorOptions(sync_free=sync_free))
+        assert int(stats["memory_skipped"]) == 1
+    assert int(mem.skipped) == 2
+    assert torch.isfinite(mem.centers[:6]).all() and torch.isfinite(mem.radii[:6]).all()
+    assert torch.equal(mem.centers[0], centers[0]) and torch.equal(mem.radii[0], radii[0])
+    assert not torch.equal(mem.centers[1], centers[1])  # the finite classes still update
+    # The memory keeps working: a good batch afterwards gives finite distances.
+    _, stats = carrot_operator(_batch(1)[0], y, memory=mem)
+    assert torch.isfinite(stats["m"]).all() and int(stats["memory_skipped"]) == 0
+
+
+def test_the_count_is_saved_with_the_memory() -> None:
+    mem = ClassMemory(3, 2)
+    mem.skipped += 4
+    other = ClassMemory(3, 2)
+    other.load_state_dict(mem.state_dict())
+    assert int(other.skipped) == 4
