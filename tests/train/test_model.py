@@ -20,7 +20,7 @@ def test_carrot_cnn_is_a_timm_model_with_the_backbone_interface() -> None:
     x = torch.randn(2, 1, 32, 32)
     feats = m.forward_features(x)
     assert m.forward_head(feats, pre_logits=True).shape == (2, m.num_features)
-    with pytest.raises(ValueError, match="model.pretrained must be false for carrot_cnn"):
+    with pytest.raises(RuntimeError, match="No pretrained weights exist for carrot_cnn"):
         timm.create_model("carrot_cnn", pretrained=True)
 
 
@@ -68,7 +68,7 @@ def test_pretrained_weights_from_a_local_file(tmp_path: Path, suffix: str) -> No
 def test_pretrained_file_that_does_not_fit(tmp_path: Path) -> None:
     path = tmp_path / "other.pth"
     torch.save(timm.create_model("test_vit", num_classes=0).state_dict(), path)
-    with pytest.raises(ValueError, match="do not fit the backbone"):
+    with pytest.raises(ValueError, match="do not fit model.backbone=test_resnet: .* missing"):
         build_model(
             ModelConfig(backbone="test_resnet", pretrained=True, pretrained_path=str(path)),
             num_classes=4,

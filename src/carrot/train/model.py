@@ -7,18 +7,28 @@ in one forward call; the CARROT losses call ``model.head`` once more on the expa
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from carrot.train.config import ModelConfig
 
-__all__ = ["CosineClassifier", "FGVCModel", "ModelOutput", "SmallCNN", "build_model"]
+__all__ = [
+    "CosineClassifier",
+    "FGVCModel",
+    "ModelOutput",
+    "SmallCNN",
+    "build_model",
+    "create_backbone",
+    "read_weights",
+    "timm_name",
+]
 
 
 class SmallCNN(nn.Module):
@@ -83,16 +93,30 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
+# timm's registry reads a model's pretrained config from its module's ``default_cfgs``. carrot_cnn
+# has no published weights; a local file comes in through pretrained_cfg_overlay, as for any model.
+default_cfgs = generate_default_cfgs(
+    {
+        "carrot_cnn": {
+            "input_size": (3, 32, 32),
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+            "num_classes": 1000,
+            "first_conv": "features.0",
+            "classifier": "fc",
+        }
+    }
+)
+
+
 @register_model
 def carrot_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
-    """timm entry point of :class:`SmallCNN` (no pretrained weights exist)."""
-    if pretrained:
-        raise ValueError(
-            "model.pretrained must be false for carrot_cnn: it has no pretrained weights."
-        )
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return SmallCNN(**kwargs)
+    """timm entry point of :class:`SmallCNN` (weights only from a local file)."""
+    kwargs.pop("cache_dir", None)
+    model: SmallCNN = build_model_with_cfg(SmallCNN, "carrot_cnn", pretrained, **kwargs)
+    return model
 
 
 class CosineClassifier(nn.Module):
@@ -144,62 +168,157 @@ class FGVCModel(nn.Module):
         return ModelOutput(self.classify(z), z)
 
 
-def _load_local_weights(backbone: nn.Module, path: Path) -> None:
+def timm_name(name: str) -> str:
+    """timm's spelling of a model name: ``timm/<name>`` (a Hugging Face repo id, as the hub shows
+    it) becomes ``hf-hub:timm/<name>``; ``hf_hub:`` becomes ``hf-hub:``."""
+    if name.startswith("timm/"):
+        return "hf-hub:" + name
+    if name.startswith("hf_hub:"):
+        return "hf-hub:" + name.removeprefix("hf_hub:")
+    return name
+
+
+def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
+    """The tensors of a weights file: a plain state dict, a training checkpoint's ``state_dict`` /
+    ``model`` entry (timm, torchvision, DeiT...) or a carrot checkpoint's backbone."""
+    if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
+        # A carrot checkpoint: the backbone's own weights.
+        prefix = "backbone."
+        state = {
+            k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)
+        }
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} is not a state dict of tensors (found {type(state).__name__}); "
+            "model.pretrained_path must be a weights file (.safetensors, .pth, .bin)."
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """A state dict from a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file, read without
+    running any pickled code (``torch.load(weights_only=True)``); one clear error otherwise."""
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained_path {path} does not exist.")
-    state: Any
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
+        try:
+            return _unwrap(load_file(str(path)), path)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e}).") from e
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    classifier_keys = {
-        k for k in unexpected if k.split(".")[0] in ("fc", "head", "classifier", "last_linear")
-    }
-    if set(unexpected) - classifier_keys or len(missing) > 0:
+    except pickle.UnpicklingError as e:
         raise ValueError(
-            f"weights in {path} do not fit the backbone: missing {sorted(missing)[:5]}, unexpected "
-            f"{sorted(set(unexpected) - classifier_keys)[:5]}; check model.backbone."
-        )
+            f"{path} holds pickled Python objects, not only tensors; carrot does not unpickle "
+            "them (that could run code). Save the weights with torch.save(model.state_dict(), "
+            "...) or as .safetensors."
+        ) from e
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable weights file ({e}).") from e
+    return _unwrap(state, path)
 
 
-def build_model(cfg: ModelConfig, *, num_classes: int, in_chans: int = 3) -> FGVCModel:
-    """The model of a config. Pretrained weights come from ``pretrained_path`` (offline) or timm's
-    cache/hub; with no network and no cached file timm's download fails with its own message."""
-    backbone_kwargs: dict[str, Any] = {
-        **cfg.timm_kwargs,
-        "num_classes": 0,
-        "in_chans": in_chans,
-        "drop_rate": cfg.drop_rate,
-    }
-    if cfg.drop_path_rate:
-        backbone_kwargs["drop_path_rate"] = cfg.drop_path_rate
-    if not timm.is_model(cfg.backbone):
+def _mismatch(path: Path, name: str, kwargs: dict[str, Any], state: dict[str, Tensor]) -> str:
+    """The first keys that differ between a weights file and the model it should fill."""
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in want if k not in have and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in have if k not in want]
+    shapes = [f"{k} {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} {label} (first: {', '.join(keys[:4])})")
+    return "; ".join(parts)
+
+
+def _fixed_input_size(name: str) -> bool:
+    """Whether the architecture is built for one input size (ViT, DeiT, EVA, Swin...): such a
+    model takes ``img_size``, and timm resamples its position embeddings when loading weights."""
+    if name.startswith("hf-hub:"):
+        return False  # its pretrained config lives on the hub
+    cfg = timm.models.get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def create_backbone(
+    cfg: ModelConfig, *, in_chans: int = 3, image_size: int | None = None
+) -> nn.Module:
+    """The timm backbone of a config, without its classifier (``num_classes=0``).
+
+    Models built for a fixed input size get ``img_size=image_size``. Weights come through timm's
+    own loader, so its checkpoint filters apply (position embeddings resampled to the new grid,
+    input channels adapted): from ``model.pretrained_path`` (read safely, then passed to timm as
+    ``pretrained_cfg_overlay``), else from timm's hub cache. Every key must fit: a file for
+    another architecture, or with missing or unexpected keys, is refused, naming them.
+    """
+    name = timm_name(cfg.backbone)
+    if not name.startswith("hf-hub:") and not timm.is_model(name):
         close = timm.list_models(f"*{cfg.backbone.split('_')[0]}*")[:8]
         raise ValueError(
             f"model.backbone must be a timm model name, got {cfg.backbone!r}"
             + (f"; similar names: {', '.join(close)}." if close else ".")
         )
-    from_hub = cfg.pretrained and cfg.pretrained_path is None
+    kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "drop_rate": cfg.drop_rate}
+    if cfg.drop_path_rate:
+        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    if image_size is not None and _fixed_input_size(name):
+        kwargs["img_size"] = image_size
+    kwargs.update(cfg.timm_kwargs)
+    if not cfg.pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if cfg.pretrained_path is None:
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as e:
+            raise RuntimeError(
+                f"could not load timm's pretrained weights for {cfg.backbone!r} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Without network "
+                "access, download the weights on another machine and set model.pretrained_path "
+                "to the file (.safetensors, .pth or .bin), or place them in the Hugging Face cache."
+            ) from e
+    path = Path(cfg.pretrained_path).expanduser()
+    state = read_weights(path)
+    default = None if name.startswith("hf-hub:") else timm.models.get_pretrained_cfg(name)
+    classifiers = default.classifier if default is not None else None
+    for head in (classifiers,) if isinstance(classifiers, str) else classifiers or ():
+        state.pop(f"{head}.weight", None)
+        state.pop(f"{head}.bias", None)
+    # num_classes=0 in the overlay keeps timm's load strict (it relaxes it when the class counts
+    # differ); the classifier is gone from both sides.
+    overlay = {"state_dict": state, "num_classes": 0}
     try:
-        backbone = timm.create_model(cfg.backbone, pretrained=from_hub, **backbone_kwargs)
-    except Exception as e:
-        if not from_hub:
-            raise
-        raise RuntimeError(
-            f"could not load timm's pretrained weights for {cfg.backbone!r} ({type(e).__name__}: {e}). "
-            "Without network access, download the weights on another machine and set "
-            "model.pretrained_path to the file, or place them in the Hugging Face cache."
+        backbone = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
+    except RuntimeError as e:
+        detail = _mismatch(path, name, kwargs, state) or str(e).splitlines()[0]
+        raise ValueError(
+            f"weights in {path} do not fit model.backbone={cfg.backbone}: {detail}. Check that "
+            "the file was saved from this architecture."
         ) from e
-    if cfg.pretrained and cfg.pretrained_path is not None:
-        _load_local_weights(backbone, Path(cfg.pretrained_path).expanduser())
+    # The overlay stays in the model's pretrained config: drop the tensors, keep the metadata.
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg_dict = getattr(backbone, attr, None)
+        if isinstance(cfg_dict, dict):
+            cfg_dict.pop("state_dict", None)
+    return backbone
+
+
+def build_model(
+    cfg: ModelConfig, *, num_classes: int, in_chans: int = 3, image_size: int | None = None
+) -> FGVCModel:
+    """The model of a config: :func:`create_backbone`, an optional projection, the classifier."""
+    backbone = create_backbone(cfg, in_chans=in_chans, image_size=image_size)
     features = int(getattr(backbone, "num_features"))  # noqa: B009
     projection = None
     dim = features
