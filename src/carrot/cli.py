@@ -44,50 +44,44 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from carrot.train.config import apply_overrides, config_from_dict
-    from carrot.train.data import build_test_data
+    from carrot.train.checkpoint import check_classes
+    from carrot.train.data import build_test_data, load_test_split, resolve_data_config
     from carrot.train.evaluate import evaluate
-    from carrot.train.model import build_model
     from carrot.train.runtime import Runtime
+    from carrot.train.trained import load_trained
 
     path = Path(args.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path} is not a carrot checkpoint (no config/model entries).")
-    cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
+    trained = load_trained(path, overrides=args.overrides)
+    cfg = trained.cfg
     rt = Runtime.setup(cfg.train.device)
     try:
-        base, loader = build_test_data(cfg, rank=rt.rank, world_size=rt.world_size)
-        if base.num_classes != ckpt["num_classes"]:
-            raise ValueError(
-                f"the test split of {cfg.data.name} has {base.num_classes} classes but the checkpoint "
-                f"was trained on {ckpt['num_classes']}."
-            )
+        base = load_test_split(cfg)
+        check_classes(
+            trained.classes,
+            base.classes,
+            path,
+            f"{cfg.data.name} at {cfg.data.root or 'its default'}",
+        )
+        resolve_data_config(cfg, trained.model.backbone, base)
+        _, loader = build_test_data(cfg, base, rank=rt.rank, world_size=rt.world_size)
         results: dict[str, Any] = {}
-        weights = [("model", ckpt["model"])]
-        if ckpt.get("ema") is not None:
-            weights.append(("ema", ckpt["ema"]))
-        for name, state in weights:
-            model = build_model(
-                cfg.model, num_classes=ckpt["num_classes"], in_chans=ckpt["in_chans"]
-            )
-            model.load_state_dict(state)
-            model.to(rt.device)
+        models = [("model", trained.model)]
+        if trained.has_ema:
+            models.append(("ema", load_trained(path, ema=True, overrides=args.overrides).model))
+        for name, model in models:
             results[name] = evaluate(
-                model,
+                model.to(rt.device),
                 loader,
                 device=rt.device,
-                num_classes=base.num_classes,
+                num_classes=len(trained.classes),
                 retrieval=cfg.train.retrieval,
+                progress=rt.is_main and cfg.train.progress,
+                desc=f"evaluating {name}",
             )
         if rt.is_main:
-            epoch = ckpt.get("state", {}).get("epoch")
             print(
-                f"carrot eval · {path} · {cfg.data.name} test split ({len(base)} images) · epoch {epoch}"
+                f"carrot eval · {path} · {cfg.data.name} test split ({len(base)} images) · "
+                f"epoch {trained.epoch}"
             )
             for name, metrics in results.items():
                 shown = " · ".join(f"{k} {v:.2f}" for k, v in metrics.items())

@@ -308,7 +308,13 @@ def _check_same_settings(cell: Cell, out: Path, extra: Sequence[str]) -> None:
     so a cell that sets it to anything else is not paired with that run."""
     import yaml
 
-    from carrot.train.config import Config, config_to_dict, flatten, load_config
+    from carrot.train.config import (
+        RESOLVED_DATA_KEYS,
+        Config,
+        config_to_dict,
+        flatten,
+        load_config,
+    )
 
     saved = cell.run_dir(out) / "config.yaml"
     if not saved.is_file():
@@ -317,8 +323,14 @@ def _check_same_settings(cell: Cell, out: Path, extra: Sequence[str]) -> None:
     want = config_to_dict(load_config(None, cell_overrides(cell, out, extra)))
     old_f, want_f, default_f = flatten(old), flatten(want), flatten(config_to_dict(Config()))
     # A key the saved run did not have yet counts as its default: the run had no such option.
+    # A data key left null is resolved by the run itself (and saved resolved).
+    resolved = {f"data.{k}" for k in RESOLVED_DATA_KEYS}
     changed = [
-        k for k, v in want_f.items() if k != "output_dir" and old_f.get(k, default_f.get(k)) != v
+        k
+        for k, v in want_f.items()
+        if k != "output_dir"
+        and not (k in resolved and v is None)
+        and old_f.get(k, default_f.get(k)) != v
     ]
     if changed:
         raise ValueError(

@@ -44,6 +44,10 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is expected."""
 
 
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
 @dataclass
 class DataConfig:
     name: str = "digits"
@@ -51,17 +55,48 @@ class DataConfig:
     root: str | None = None
     """Dataset folder (official layout). Built-ins need none (fashion_mnist defaults to Debian's)."""
     image_size: int = 32
-    """Side of the square training crop, in pixels."""
-    resize: int | None = None
-    """fgvc augmentation: resize the short side to this before cropping (None: image_size / 0.875)."""
-    augment: Literal["auto", "fgvc", "light", "none"] = "auto"
-    """fgvc: resize + random crop + flip; light: pad-and-crop shifts; auto: fgvc for photographs."""
+    """Side of the square training and test crop, in pixels."""
+    train_transform: Literal["auto", "fgvc", "rrc", "light", "none"] = "auto"
+    """fgvc: resize to a square of side image_size / crop_pct, random crop, flip (PMG, TransFG;
+    tested the same way: square resize, center crop); rrc: RandomResizedCrop + flip (timm's
+    ImageNet recipe; tested by resizing the short side and center-cropping); light: pad-and-crop
+    shifts (small images); none: resize only; auto: fgvc for photographs, light for the built-in
+    low-resolution data."""
+    random_crop_padding: int = 0
+    """Zero padding added around the image before fgvc's random crop (PMG uses 8)."""
+    randaugment: str | None = None
+    """timm RandAugment spec applied after the crop, e.g. rand-m9-mstd0.5 (None: off)."""
+    random_erasing: float = 0.0
+    """Probability of timm's RandomErasing (per-pixel noise) on the normalized image."""
+    color_jitter: float = 0.0
+    """Brightness, contrast and saturation jitter strength (0: off)."""
+    mean: list[float] | None = None
+    """Normalization mean per channel. None: resolved at the start of a run (the backbone's
+    pretrained config, or the built-in dataset's own statistics for a model trained from scratch)
+    and written to the run's config.yaml."""
+    std: list[float] | None = None
+    """Normalization std per channel; resolved like mean."""
+    interpolation: Interpolation | None = None
+    """Resize interpolation; None: the backbone's pretrained config (resolved, saved)."""
+    crop_pct: float | None = None
+    """Test center crop fraction: resize to image_size / crop_pct, crop image_size (also the
+    fgvc training resize). None: the backbone's pretrained config (resolved, saved)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
     subset_per_class: int | None = None
     """Keep at most this many training images per class (a fixed, seeded subset)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Dataset-specific options, e.g. annotation_level for aircraft, difficulty for synthetic."""
+
+
+RESOLVED_DATA_KEYS = ("mean", "std", "interpolation", "crop_pct")
+"""data keys that a run resolves from the backbone when they are null, and saves resolved."""
+
+RENAMED_KEYS = {
+    "data.augment": "data.train_transform (same values: auto, fgvc, light, none; plus rrc)",
+    "data.resize": "data.crop_pct = data.image_size / resize (e.g. 448/550 = 0.8145)",
+}
+"""Keys of earlier versions: naming one is an error that says what replaced it."""
 
 
 @dataclass
@@ -149,12 +184,18 @@ class TrainConfig:
     min_lr: float = 0.0
     backbone_lr_mult: float = 1.0
     """Learning-rate multiplier of the (pretrained) backbone relative to the head."""
+    layer_decay: float | None = None
+    """Layer-wise learning-rate decay for ViT-style backbones (timm's param_groups_layer_decay):
+    block i of L gets lr × layer_decay^(L - i); None: off."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     accum_steps: int = 1
     """Micro-batches per optimizer step; each micro-batch is a whole P×K batch."""
     device: str = "auto"
     """auto (cuda if available), cpu, cuda, cuda:N. Under torchrun each rank uses its local GPU."""
-    channels_last: bool = False
+    channels_last: bool | None = None
+    """Channels-last memory format; None: on for convolutional backbones on CUDA."""
+    compile: bool | CompileMode = False
+    """torch.compile the model and the CARROT step: false, true (mode default) or a mode."""
     grad_clip: float | None = None
     ema_decay: float | None = None
     label_smoothing: float = 0.1
@@ -170,10 +211,13 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     stop_after_steps: int | None = None
     """Save a checkpoint and stop after this many optimizer steps (continue with --resume)."""
-    deterministic: bool = True
+    deterministic: bool | None = None
+    """Deterministic algorithms (bit-exact reruns); None: true on CPU, false on CUDA, where
+    false lets cuDNN pick the fastest kernels (cudnn.benchmark)."""
     progress: bool = True
+    """Progress bars on a terminal; log lines every train.log_every steps otherwise."""
     retrieval: bool = True
-    """Precision@1 and MAP@R of the test embeddings (needs pytorch-metric-learning)."""
+    """Precision@1 and MAP@R of the L2-normalized test embeddings (k-NN on the device)."""
     collapse_gamma_mean: float = 8.0
     """Collapse monitor: warn when the mean γ of the epoch's batches so far exceeds this,"""
     collapse_gamma_max: float = 100.0
@@ -224,6 +268,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if origin is dict:
         return "a mapping"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -251,6 +297,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, dict):
             return dict(value)
         raise ConfigError(f"{key} must be a mapping, got {value!r}.")
+    if origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp)
+            return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        raise ConfigError(f"{key} must be {_type_name(tp)}, e.g. [0.5, 0.5, 0.5], got {value!r}.")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -298,6 +349,8 @@ def _assign(obj: Any, path: list[str], value: Any, prefix: str = "") -> None:
     fields = _fields(obj)
     name = path[0]
     key = f"{prefix}{name}"
+    if key in RENAMED_KEYS:
+        raise ConfigError(f"{key} was renamed: use {RENAMED_KEYS[key]}.")
     if name not in fields:
         raise _unknown(prefix.rstrip("."), name, list(fields))
     tp = fields[name]
@@ -431,20 +484,114 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting: lo <= x (lo < x if ``open_lo``), likewise hi;
+    every bound finite, so inf and nan are refused too."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def contains(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.open_lo else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.open_hi else x > self.hi))
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            left, right = "(" if self.open_lo else "[", ")" if self.open_hi else "]"
+            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+        if self.lo is not None:
+            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.open_hi else '<='} {self.hi:g}"
+        return "a finite number"
+
+
+_POS = Range(0, open_lo=True)
+_NONNEG = Range(0)
+_ONE_UP = Range(1)
+_UNIT = Range(0, 1)
+_UNIT_OPEN_HI = Range(0, 1, open_hi=True)
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**63 - 1),
+    "data.image_size": Range(8, 8192),
+    "data.random_crop_padding": Range(0, 1024),
+    "data.random_erasing": _UNIT,
+    "data.color_jitter": _UNIT,
+    "data.mean": Range(-10, 10),
+    "data.std": Range(0, 10, open_lo=True),
+    "data.crop_pct": Range(0, 1, open_lo=True),
+    "data.num_workers": Range(0, 1024),
+    "data.subset_per_class": _ONE_UP,
+    "model.cosine_scale": _POS,
+    "model.drop_rate": _UNIT_OPEN_HI,
+    "model.drop_path_rate": _UNIT_OPEN_HI,
+    "model.embedding_dim": _ONE_UP,
+    "carrot.lam": _NONNEG,
+    "carrot.T": _POS,
+    "carrot.aux_ce_weight": _NONNEG,
+    "carrot.lam_warmup": _UNIT,
+    "carrot.memory_momentum": _UNIT_OPEN_HI,
+    "supcon.temperature": _POS,
+    "supcon.probe_weight": _NONNEG,
+    "train.epochs": _ONE_UP,
+    "train.batch_size": _ONE_UP,
+    "train.k": _ONE_UP,
+    "train.lr": Range(0, 1e3, open_lo=True),
+    "train.momentum": _UNIT_OPEN_HI,
+    "train.weight_decay": _NONNEG,
+    "train.warmup_epochs": _NONNEG,
+    "train.min_lr": Range(0, 1e3),
+    "train.backbone_lr_mult": _NONNEG,
+    "train.layer_decay": Range(0, 1, open_lo=True),
+    "train.accum_steps": _ONE_UP,
+    "train.grad_clip": _POS,
+    "train.ema_decay": Range(0, 1, open_lo=True, open_hi=True),
+    "train.label_smoothing": _UNIT_OPEN_HI,
+    "train.mixup": Range(0, 0),
+    "train.cutmix": Range(0, 0),
+    "train.eval_every": _ONE_UP,
+    "train.eval_batch_size": _ONE_UP,
+    "train.log_every": _ONE_UP,
+    "train.checkpoint_every": _NONNEG,
+    "train.max_steps_per_epoch": _ONE_UP,
+    "train.stop_after_steps": _ONE_UP,
+    "train.collapse_gamma_mean": _ONE_UP,
+    "train.collapse_gamma_max": _ONE_UP,
+    "train.collapse_radius_drop": _UNIT_OPEN_HI,
+}
+"""Every numeric setting's allowed range (the operator's own options are checked by
+:class:`carrot.OperatorOptions`). A test keeps this table complete."""
+
+
+def _check_ranges(cfg: Config) -> None:
+    flat = flatten(config_to_dict(cfg))
+    for key, rule in RANGES.items():
+        value = flat[key]
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if v is None or isinstance(v, bool):
+                continue
+            _check(rule.contains(float(v)), f"{key} must be {rule.describe()}, got {value}.")
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field rules that types alone do not express."""
-    t = cfg.train
-    _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}.")
-    _check(t.k >= 1, f"train.k must be >= 1, got {t.k}.")
+    """Ranges of every numeric setting (:data:`RANGES`), then the rules that tie settings together."""
+    if cfg.train.mixup > 0 or cfg.train.cutmix > 0:
+        raise ConfigError(
+            "train.mixup and train.cutmix are not supported: mixed images have soft labels, and CARROT's "
+            "per-class statistics (and the P×K batch) need one hard label per image. Set them to 0."
+        )
+    _check_ranges(cfg)
+    t, d = cfg.train, cfg.data
     _check(
         t.batch_size >= t.k and t.batch_size % t.k == 0,
         f"train.batch_size must be a positive multiple of train.k={t.k}, got {t.batch_size}.",
-    )
-    _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a finite number > 0, got {t.lr}.")
-    _check(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}.")
-    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}.")
-    _check(
-        t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {t.checkpoint_every}."
     )
     if cfg.method in ("carrot", "supcon", "supcon_carrot"):
         _check(
@@ -452,69 +599,26 @@ def validate(cfg: Config) -> None:
             f"train.k must be >= 2 for method={cfg.method}, got {t.k}: with one image per class every class "
             "is a single point (γ = 1, no SupCon positives) and the method does nothing.",
         )
-    _check(t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}.")
-    _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}.")
     _check(
-        0 <= t.label_smoothing < 1,
-        f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.",
+        t.warmup_epochs <= t.epochs,
+        f"train.warmup_epochs must be <= train.epochs={t.epochs}, got {t.warmup_epochs}.",
     )
-    _check(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}.")
-    _check(
-        t.eval_batch_size is None or t.eval_batch_size >= 1,
-        f"train.eval_batch_size must be >= 1 or null, got {t.eval_batch_size}.",
-    )
-    _check(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}.")
-    _check(
-        t.grad_clip is None or t.grad_clip > 0,
-        f"train.grad_clip must be > 0 or null, got {t.grad_clip}.",
-    )
-    _check(
-        t.ema_decay is None or 0 < t.ema_decay < 1,
-        f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}.",
-    )
-    _check(
-        t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
-        f"train.max_steps_per_epoch must be >= 1 or null, got {t.max_steps_per_epoch}.",
-    )
-    _check(
-        t.stop_after_steps is None or t.stop_after_steps >= 1,
-        f"train.stop_after_steps must be >= 1 or null, got {t.stop_after_steps}.",
-    )
-    if t.mixup > 0 or t.cutmix > 0:
-        raise ConfigError(
-            "train.mixup and train.cutmix are not supported: mixed images have soft labels, and CARROT's "
-            "per-class statistics (and the P×K batch) need one hard label per image. Set them to 0."
+    _check(t.min_lr <= t.lr, f"train.min_lr must be <= train.lr={t.lr:g}, got {t.min_lr:g}.")
+    for key in ("mean", "std"):
+        values = getattr(d, key)
+        _check(
+            values is None or len(values) in (1, 3),
+            f"data.{key} must list 1 or 3 values (one per channel), got {values}.",
         )
-    _check(cfg.data.image_size >= 8, f"data.image_size must be >= 8, got {cfg.data.image_size}.")
     _check(
-        cfg.data.resize is None or cfg.data.resize >= cfg.data.image_size,
-        f"data.resize must be >= data.image_size={cfg.data.image_size} or null, got {cfg.data.resize}.",
-    )
-    _check(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}.")
-    _check(
-        cfg.data.subset_per_class is None or cfg.data.subset_per_class >= 1,
-        f"data.subset_per_class must be >= 1 or null, got {cfg.data.subset_per_class}.",
-    )
-    _check(
-        cfg.model.cosine_scale > 0, f"model.cosine_scale must be > 0, got {cfg.model.cosine_scale}."
-    )
-    _check(
-        cfg.model.embedding_dim is None or cfg.model.embedding_dim >= 1,
-        f"model.embedding_dim must be >= 1 or null, got {cfg.model.embedding_dim}.",
+        d.randaugment is None or d.randaugment.startswith("rand"),
+        f"data.randaugment must be a timm RandAugment spec such as rand-m9-mstd0.5, got {d.randaugment!r}.",
     )
     c = cfg.carrot
     try:
         c.validate(prefix="carrot.")
     except ValueError as e:
         raise ConfigError(str(e).replace("None", "null")) from e  # YAML's spelling
-    _check(c.lam >= 0, f"carrot.lam must be >= 0, got {c.lam}.")
-    _check(c.T > 0, f"carrot.T must be > 0, got {c.T}.")
-    _check(c.aux_ce_weight >= 0, f"carrot.aux_ce_weight must be >= 0, got {c.aux_ce_weight}.")
-    _check(0 <= c.lam_warmup <= 1, f"carrot.lam_warmup must be in [0, 1], got {c.lam_warmup}.")
-    _check(
-        0 <= c.memory_momentum < 1,
-        f"carrot.memory_momentum must be in [0, 1), got {c.memory_momentum}.",
-    )
     if c.guide:
         # Resolve the flag here, so that the saved config shows what runs. A recipe key may be
         # left at its default or set to the guide's value; anything else contradicts the flag.
@@ -536,16 +640,3 @@ def validate(cfg: Config) -> None:
         )
         for k in recipe:
             setattr(c, k, getattr(GUIDE_CARROT, k))
-    _check(
-        cfg.supcon.temperature > 0, f"supcon.temperature must be > 0, got {cfg.supcon.temperature}."
-    )
-    _check(
-        cfg.supcon.probe_weight >= 0,
-        f"supcon.probe_weight must be >= 0, got {cfg.supcon.probe_weight}.",
-    )
-    for key in ("collapse_gamma_mean", "collapse_gamma_max"):
-        _check(getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}.")
-    _check(
-        0 <= t.collapse_radius_drop < 1,
-        f"train.collapse_radius_drop must be in [0, 1), got {t.collapse_radius_drop}.",
-    )

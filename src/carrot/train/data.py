@@ -7,6 +7,9 @@ crops it would have seen, whatever the number of workers.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from carrot.data import LabeledImages, build_dataset
 from carrot.samplers import PKSampler
@@ -24,20 +27,38 @@ from carrot.train.config import Config
 
 __all__ = [
     "DataBundle",
+    "Splits",
     "TaggedBatches",
     "TransformedDataset",
     "build_data",
     "build_test_data",
     "build_transforms",
+    "load_splits",
+    "load_test_split",
+    "resolve_data_config",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _item_seed(tag: tuple[int, ...]) -> int:
     # Python hashes tuples of ints deterministically (no hash randomization for ints).
     return hash(tag) & 0x7FFF_FFFF_FFFF
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the generators a transform may draw from (torch's CPU generator, Python's ``random``
+    as timm's RandAugment and RandomErasing use, numpy's) and restore them afterwards."""
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    with torch.random.fork_rng(devices=[]):
+        # Only the CPU generator: torch.manual_seed would also queue CUDA seeding (slow).
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002
 
 
 class TransformedDataset(Dataset[tuple[Tensor, int]]):
@@ -59,9 +80,7 @@ class TransformedDataset(Dataset[tuple[Tensor, int]]):
             if isinstance(self.transform, TensorTransform) and isinstance(image, Tensor):
                 gen = torch.Generator().manual_seed(_item_seed((self.seed, *tag)))
                 return self.transform(image, generator=gen), label
-            with torch.random.fork_rng(devices=[]):
-                # Only the CPU generator: torch.manual_seed would also queue CUDA seeding (slow).
-                torch.default_generator.manual_seed(_item_seed((self.seed, *tag)))
+            with _seeded(_item_seed((self.seed, *tag))):
                 return self.transform(image), label
         image, label = self.base[key]
         return self.transform(image), label
@@ -149,39 +168,126 @@ class TensorTransform:
         return f"TensorTransform(size={self.size}, train={self.train}, pad={self.pad}, flip={self.flip})"
 
 
+def _channels(values: list[float], channels: int, key: str) -> list[float]:
+    """A per-channel statistic for ``channels`` channels (RGB statistics averaged for grayscale)."""
+    if len(values) == channels:
+        return list(values)
+    if channels == 1:
+        return [sum(values) / len(values)]
+    if len(values) == 1:
+        return list(values) * channels
+    raise ValueError(
+        f"data.{key} has {len(values)} values but the images have {channels} channels."
+    )
+
+
+def resolve_data_config(cfg: Config, backbone: nn.Module, dataset: LabeledImages) -> None:
+    """Fill ``data.mean``, ``data.std``, ``data.interpolation`` and ``data.crop_pct`` where they
+    are null, in place, so that the saved config records what the run used.
+
+    A pretrained backbone's own preprocessing comes first (timm's ``resolve_model_data_config``:
+    e.g. mean = std = 0.5 and bicubic for the augreg ViTs); a model trained from scratch on a
+    built-in dataset uses the dataset's statistics. Values set in the config always win.
+    """
+    import timm.data
+
+    timm_cfg = timm.data.resolve_model_data_config(backbone)
+    d = cfg.data
+    channels = int(getattr(dataset, "channels", 3))
+    own_mean, own_std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+    if cfg.model.pretrained or own_mean is None or own_std is None:
+        own_mean, own_std = timm_cfg["mean"], timm_cfg["std"]
+    if d.mean is None:
+        d.mean = [float(v) for v in own_mean]
+    if d.std is None:
+        d.std = [float(v) for v in own_std]
+    d.mean = _channels(d.mean, channels, "mean")
+    d.std = _channels(d.std, channels, "std")
+    if d.interpolation is None:
+        mode = str(timm_cfg.get("interpolation", "bilinear"))
+        d.interpolation = mode if mode in ("bilinear", "bicubic", "nearest") else "bilinear"  # type: ignore[assignment]
+    if d.crop_pct is None:
+        d.crop_pct = float(timm_cfg.get("crop_pct", 0.875))
+
+
+def _scale_size(cfg: Config) -> int:
+    """The short side images are resized to before a crop of ``image_size`` (timm's rule)."""
+    crop_pct = cfg.data.crop_pct if cfg.data.crop_pct is not None else 0.875
+    # + 1e-3: a crop_pct written with few digits (448 / 0.74666667) must still give 600.
+    return math.floor(cfg.data.image_size / crop_pct + 1e-3)
+
+
 def build_transforms(
     cfg: Config, dataset: LabeledImages, *, train: bool
 ) -> Callable[[Any], Tensor]:
-    """``fgvc``: resize the short side to ``data.resize`` (default size/0.875), random crop
-    (center crop at test), flip; ``light``: resize and pad-and-crop shifts (flips only where the
-    dataset allows them); ``none``: resize only. ``auto`` is ``fgvc`` for photographs, else
-    ``light``."""
-    size = cfg.data.image_size
+    """The image pipeline of a split (``data.*`` must be resolved, see :func:`resolve_data_config`).
+
+    Training, by ``data.train_transform``: ``fgvc`` (resize to a square of side
+    image_size / crop_pct, random crop after ``data.random_crop_padding``, flip: the PMG / TransFG
+    recipe), ``rrc`` (RandomResizedCrop(0.08-1) + flip), ``light`` (resize, pad-and-crop shifts,
+    flip), ``none`` (resize); ``auto`` is ``fgvc`` for photographs, else ``light``. Test: the
+    same resize (a square for fgvc, the short side otherwise) and a center crop. Then
+    ``data.color_jitter``, ``data.randaugment`` (timm) and, after normalization,
+    ``data.random_erasing`` (timm). Flips only where the dataset allows them.
+    """
+    d = cfg.data
+    size = d.image_size
     photo = bool(getattr(dataset, "photo", True))
-    mode = cfg.data.augment
+    mode = d.train_transform
     if mode == "auto":
         mode = "fgvc" if photo else "light"
-    mean = getattr(dataset, "mean", IMAGENET_MEAN)
-    std = getattr(dataset, "std", IMAGENET_STD)
+    mean, std = d.mean or [0.5], d.std or [0.5]
     flip_ok = bool(getattr(dataset, "flip_ok", True))
-    if not photo and mode != "fgvc":
+    extras = d.color_jitter > 0 or d.randaugment is not None or d.random_erasing > 0
+    if not photo and mode in ("light", "none") and not extras:
         pad = max(1, size // 8) if mode == "light" else 0
         return TensorTransform(
             size, train=train, pad=pad, flip=flip_ok and mode == "light", mean=mean, std=std
         )
+    interpolation = InterpolationMode(d.interpolation or "bilinear")
     flip = [v2.RandomHorizontalFlip()] if flip_ok else []
-    if mode == "fgvc":
-        resize = cfg.data.resize or round(size / 0.875)
-        if train:
-            ops: list[Any] = [v2.Resize(resize, antialias=True), v2.RandomCrop(size), *flip]
-        else:
-            ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
+    scale = _scale_size(cfg)
+    # fgvc resizes to a square, as PMG and TransFG do (Resize((550, 550)), Resize((600, 600))).
+    resize = (scale, scale) if mode == "fgvc" else scale
+    ops: list[Any]
+    if not train:
+        ops = [v2.Resize(resize, interpolation, antialias=True), v2.CenterCrop(size)]
+    elif mode == "fgvc":
+        crop = v2.RandomCrop(size, padding=d.random_crop_padding or None)
+        ops = [v2.Resize(resize, interpolation, antialias=True), crop, *flip]
+    elif mode == "rrc":
+        ops = [v2.RandomResizedCrop(size, interpolation=interpolation, antialias=True), *flip]
     else:
-        ops = [v2.Resize((size, size), antialias=True)]
-        if train and mode == "light":
+        ops = [v2.Resize((size, size), interpolation, antialias=True)]
+        if mode == "light":
             ops += [v2.RandomCrop(size, padding=max(1, size // 8)), *flip]
+    post: list[Any] = []
+    if train:
+        if d.color_jitter > 0:
+            cj = d.color_jitter
+            ops.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))
+        if d.randaugment is not None:
+            from timm.data.auto_augment import rand_augment_transform
+
+            hparams = {
+                "translate_const": int(size * 0.45),
+                "img_mean": tuple(round(255 * min(max(m, 0.0), 1.0)) for m in mean),
+                "interpolation": interpolation.value,
+            }
+            ops += [v2.ToPILImage(), rand_augment_transform(d.randaugment, hparams)]
+        if d.random_erasing > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            post.append(RandomErasing(d.random_erasing, mode="pixel", device="cpu"))
     return v2.Compose(
-        [v2.ToImage(), *ops, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        [
+            v2.ToImage(),
+            *ops,
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+            *post,
+        ]
     )
 
 
@@ -217,32 +323,71 @@ def _private_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def load_test_split(cfg: Config) -> LabeledImages:
+    """The test split of the configured dataset (no transform)."""
+    return build_dataset(cfg.data.name, root=cfg.data.root, split="test", **dict(cfg.data.options))
+
+
 def build_test_data(
-    cfg: Config, *, rank: int = 0, world_size: int = 1, pin_memory: bool = False
+    cfg: Config,
+    base: LabeledImages | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
 ) -> tuple[LabeledImages, DataLoader[Any]]:
-    """The test split and this rank's shard of it (for ``carrot eval``)."""
-    base = build_dataset(cfg.data.name, root=cfg.data.root, split="test", **dict(cfg.data.options))
+    """The test split and this rank's shard of it (for ``carrot eval``); ``data.*`` resolved."""
+    base = base if base is not None else load_test_split(cfg)
     test = TransformedDataset(base, build_transforms(cfg, base, train=False), cfg.seed)
     return base, _test_loader(cfg, test, rank, world_size, pin_memory)
 
 
-def build_data(
-    cfg: Config, *, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-) -> DataBundle:
-    """Datasets, the P×K training loader and this rank's shard of the test set."""
+@dataclass
+class Splits:
+    """The two splits of a dataset, before any transform."""
+
+    train: LabeledImages
+    test: LabeledImages
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        return int(getattr(self.train, "channels", 3))
+
+
+def load_splits(cfg: Config) -> Splits:
+    """Both splits (the training one cut to ``data.subset_per_class``), with the same classes."""
     train_base = build_dataset(
         cfg.data.name, root=cfg.data.root, split="train", **dict(cfg.data.options)
     )
     if cfg.data.subset_per_class is not None:
         train_base = subset_per_class(train_base, cfg.data.subset_per_class)
-    test_base, test_loader = build_test_data(
-        cfg, rank=rank, world_size=world_size, pin_memory=pin_memory
-    )
+    test_base = load_test_split(cfg)
     if test_base.classes != train_base.classes:
         raise ValueError(
             f"the {cfg.data.name} train and test splits have different class lists "
             f"({len(train_base.classes)} vs {len(test_base.classes)} classes)."
         )
+    return Splits(train_base, test_base)
+
+
+def build_data(
+    cfg: Config,
+    splits: Splits | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataBundle:
+    """The P×K training loader and this rank's shard of the test set (``data.*`` resolved)."""
+    splits = splits if splits is not None else load_splits(cfg)
+    train_base = splits.train
+    _, test_loader = build_test_data(
+        cfg, splits.test, rank=rank, world_size=world_size, pin_memory=pin_memory
+    )
     train = TransformedDataset(train_base, build_transforms(cfg, train_base, train=True), cfg.seed)
     sampler = PKSampler(
         train_base.labels,
@@ -267,7 +412,7 @@ def build_data(
         sampler,
         train_loader,
         test_loader,
-        train_base.num_classes,
+        splits.num_classes,
         list(train_base.classes),
-        int(getattr(train_base, "channels", 3)),
+        splits.in_chans,
     )

@@ -1,10 +1,9 @@
-"""The training loop behind ``carrot train``: AMP, gradient accumulation, DDP, EMA, checkpoints
-that resume exactly, metrics, plots and a final result table."""
+"""The training loop behind ``carrot train``: AMP, gradient accumulation, DDP, EMA, compile,
+checkpoints that resume exactly and cannot run code, metrics, plots and a final result table."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -22,6 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carrot.functional import summarize_stats
 from carrot.memory import ClassMemory
+from carrot.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    check_classes,
+    load_checkpoint,
+    plain_rng_state,
+    remove_stale_temporaries,
+    restore_rng_state,
+)
 from carrot.train.config import (
     Config,
     ConfigError,
@@ -31,20 +39,21 @@ from carrot.train.config import (
     flatten,
     save_config,
 )
-from carrot.train.data import DataBundle, build_data
+from carrot.train.data import DataBundle, Splits, build_data, load_splits, resolve_data_config
 from carrot.train.evaluate import evaluate
-from carrot.train.methods import carrot_settings, compute_loss
-from carrot.train.model import FGVCModel, build_model
+from carrot.train.methods import carrot_settings, compute_loss, lam_at
+from carrot.train.model import build_model
+from carrot.train.monitor import EpochMeter, collapse_reasons
+from carrot.train.optim import build_ema, build_optimizer, learning_rate
 from carrot.train.plots import plot_history
+from carrot.train.progress import Progress
+from carrot.train.report import epoch_line, format_summary, run_header
 from carrot.train.runtime import (
     Runtime,
-    atomic_save,
     atomic_write_text,
     dump_json,
     environment_info,
-    rng_state,
     seed_everything,
-    set_rng_state,
 )
 
 __all__ = [
@@ -56,7 +65,6 @@ __all__ = [
     "format_summary",
 ]
 
-CHECKPOINT_FORMAT = 1
 # Keys that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_KEYS = (
     "train.epochs",
@@ -73,9 +81,9 @@ RESUMABLE_KEYS = (
     "train.plots",
     "train.tensorboard",
     "train.device",
+    "train.compile",
     "data.root",
     "data.num_workers",
-    "output_dir",
 )
 
 
@@ -95,119 +103,24 @@ class _StopAfterSteps(Exception):
     """train.stop_after_steps was reached (a checkpoint has been saved)."""
 
 
-class EMA:
-    """Exponential moving average of a model's parameters and buffers."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_v, v in zip(
-            self.module.state_dict().values(), model.state_dict().values(), strict=True
-        ):
-            if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1.0 - self.decay)
-            else:
-                ema_v.copy_(v)
-
-
 @dataclass
 class TrainState:
     epoch: int = 0
-    """Epochs completed."""
+    """Epochs completed (trained; see eval_pending)."""
     step: int = 0
     """Optimizer steps completed, over the whole run."""
     batch: int = 0
     """Optimizer steps completed in the current epoch."""
     best_top1: float = -math.inf
     best_epoch: int | None = None
+    eval_pending: bool = False
+    """The last completed epoch was saved before its evaluation: evaluate it before going on."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class EpochMeter:
-    """Running sums and maxima of the epoch's losses and CARROT statistics, kept on the device so
-    that logging needs no host sync until it is read."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.maxima: dict[str, Tensor] = {}
-        self.count = 0
-
-    def add(self, values: dict[str, Tensor], maxima: dict[str, Tensor]) -> None:
-        for k, v in values.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k].to(v.device) + v if k in self.sums else v.clone()
-        for k, v in maxima.items():
-            v = v.detach().float()
-            self.maxima[k] = (
-                torch.maximum(self.maxima[k].to(v.device), v) if k in self.maxima else v.clone()
-            )
-        self.count += 1
-
-    def state(self) -> dict[str, Any]:
-        """Host copy, for checkpoints taken mid-epoch."""
-        return {
-            "count": self.count,
-            "sums": {k: float(v) for k, v in self.sums.items()},
-            "maxima": {k: float(v) for k, v in self.maxima.items()},
-        }
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.count = int(state["count"])
-        self.sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
-        self.maxima = {k: torch.tensor(v) for k, v in state["maxima"].items()}
-
-    def means(self) -> dict[str, float]:
-        n = max(self.count, 1)
-        out = {k: float(v) / n for k, v in self.sums.items()}
-        out.update({k: float(v) for k, v in self.maxima.items()})
-        return out
-
-
-def _param_groups(model: FGVCModel, cfg: Config) -> list[dict[str, Any]]:
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_backbone = name.startswith("backbone.")
-        decay = p.ndim > 1 and not name.endswith("log_scale")
-        groups.setdefault((is_backbone, decay), []).append(p)
-    out = []
-    for (is_backbone, decay), params in sorted(groups.items()):
-        out.append(
-            {
-                "params": params,
-                "weight_decay": cfg.train.weight_decay if decay else 0.0,
-                "lr_mult": cfg.train.backbone_lr_mult if is_backbone else 1.0,
-            }
-        )
-    return out
-
-
-def _build_optimizer(model: FGVCModel, cfg: Config) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg)
-    if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg.train.lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0
-        )
-    return torch.optim.AdamW(groups, lr=cfg.train.lr)
-
-
-def learning_rate(cfg: Config, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up from 0, then cosine decay to ``min_lr`` at the last step."""
-    t = cfg.train
-    total = t.epochs * steps_per_epoch
-    warmup = round(t.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return t.lr * (step + 1) / warmup
-    if t.schedule == "constant":
-        return t.lr
-    progress = (step - warmup) / max(1, total - warmup)
-    return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def _is_cnn(model: nn.Module) -> bool:
+    """Convolutional beyond a patch-embedding stem."""
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
 
 class Trainer:
@@ -219,7 +132,6 @@ class Trainer:
         self.cfg = cfg
         self.rt = Runtime.setup(cfg.train.device)
         self.run_dir = run_dir if run_dir is not None else cfg.run_dir()
-        self.log_lines: list[str] = []
         try:
             self._setup(checkpoint)
         except BaseException:
@@ -231,16 +143,14 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Path, overrides: list[str] | None = None) -> Trainer:
         """Continue a run from ``run_dir/checkpoints/last.pt``; only :data:`RESUMABLE_KEYS` may change."""
-        ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
+        run_dir = Path(run_dir)
+        ckpt_path = run_dir / "checkpoints" / "last.pt"
         if not ckpt_path.is_file():
             raise FileNotFoundError(
                 f"{ckpt_path} does not exist: {run_dir} is not a carrot run folder with a checkpoint."
             )
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{ckpt_path} has checkpoint format {checkpoint.get('format')}, expected {CHECKPOINT_FORMAT}."
-            )
+        remove_stale_temporaries(ckpt_path.parent)
+        checkpoint = load_checkpoint(ckpt_path)
         saved = config_from_dict(checkpoint["config"])
         cfg = config_from_dict(checkpoint["config"])
         cfg.train.stop_after_steps = (
@@ -248,6 +158,11 @@ class Trainer:
         )
         apply_overrides(cfg, overrides or [])
         changed = _diff(config_to_dict(saved), config_to_dict(cfg))
+        if "output_dir" in changed:
+            raise ConfigError(
+                f"--resume continues the run in {run_dir}: output_dir cannot point elsewhere. To "
+                "branch a run, copy its folder and resume the copy."
+            )
         frozen = [k for k in changed if k not in RESUMABLE_KEYS]
         if frozen:
             raise ConfigError(
@@ -267,25 +182,61 @@ class Trainer:
             raise ConfigError(
                 f"train.epochs={cfg.train.epochs} is below the {done} epochs already completed."
             )
-        return cls(cfg, run_dir=Path(run_dir), checkpoint=checkpoint)
+        return cls(cfg, run_dir=run_dir, checkpoint=checkpoint)
 
     def _setup(self, checkpoint: dict[str, Any] | None) -> None:
         cfg, rt = self.cfg, self.rt
+        cuda = rt.device.type == "cuda"
         if checkpoint is None:
-            self.run_dir = self._fresh_run_dir(self.run_dir)
-        seed_everything(cfg.seed, deterministic=cfg.train.deterministic, device=rt.device)
-        self.data: DataBundle = build_data(
-            cfg, rank=rt.rank, world_size=rt.world_size, pin_memory=rt.device.type == "cuda"
+            self.run_dir = self._claim_run_dir(self.run_dir)
+        deterministic = cfg.train.deterministic
+        seed_everything(
+            cfg.seed,
+            deterministic=not cuda if deterministic is None else deterministic,
+            device=rt.device,
         )
+        splits = load_splits(cfg)
+        if checkpoint is not None:
+            check_classes(
+                checkpoint.get("classes"),
+                splits.train.classes,
+                self.run_dir / "checkpoints" / "last.pt",
+                f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
+            )
         self.model = build_model(
-            cfg.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans
+            cfg.model,
+            num_classes=splits.num_classes,
+            in_chans=splits.in_chans,
+            image_size=cfg.data.image_size,
         ).to(rt.device)
-        if cfg.train.channels_last:
+        resolve_data_config(cfg, self.model.backbone, splits.train)
+        self.channels_last = (
+            cfg.train.channels_last
+            if cfg.train.channels_last is not None
+            else cuda and _is_cnn(self.model.backbone)
+        )
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if rt.is_main:
+            resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
+            print(
+                run_header(
+                    cfg,
+                    self.run_dir,
+                    world_size=rt.world_size,
+                    device=rt.device,
+                    resumed_at=resumed,
+                ),
+                flush=True,
+            )
+        self._check_images(splits)
+        self.data: DataBundle = build_data(
+            cfg, splits, rank=rt.rank, world_size=rt.world_size, pin_memory=cuda
+        )
         torch.manual_seed(cfg.seed + 1_000_003 * rt.rank)  # per-rank randomness after a common init
-        self.optimizer = _build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.amp == "fp16")
-        self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.ema = build_ema(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.memory: ClassMemory | None = None
         settings = carrot_settings(cfg)
         if cfg.method in ("carrot", "supcon_carrot") and settings.memory:
@@ -309,9 +260,13 @@ class Trainer:
             self._load(checkpoint)
         self.ddp: nn.Module = self.model
         if rt.distributed:
-            self.ddp = DistributedDataParallel(
-                self.model, device_ids=[rt.device] if rt.device.type == "cuda" else None
-            )
+            self.ddp = DistributedDataParallel(self.model, device_ids=[rt.device] if cuda else None)
+        self.forward: Any = self.ddp
+        self.loss_fn: Any = None  # compute_loss, looked up at each call unless compiled
+        if cfg.train.compile:
+            mode = None if cfg.train.compile is True else cfg.train.compile
+            self.forward = torch.compile(self.ddp, mode=mode)
+            self.loss_fn = torch.compile(compute_loss, mode=mode)
         self.writer = None
         if rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -329,18 +284,68 @@ class Trainer:
                 except ImportError:
                     self.writer = None
 
-    def _fresh_run_dir(self, wanted: Path) -> Path:
-        """``wanted``, or ``wanted-2``, ``wanted-3``... if it already holds a run: never overwrite."""
+    def _check_images(self, splits: Splits) -> None:
+        """Decode every image file of both splits once (cached), before any training."""
+        from carrot.data.check import check_images
+
+        problem: list[Any] = [None]
+        if self.rt.is_main:
+            for name, split in (("train", splits.train), ("test", splits.test)):
+                paths = getattr(split, "paths", None)
+                if not paths:
+                    continue
+                what = f"{self.cfg.data.name} ({name} split)"
+                bar = Progress(
+                    total=len(paths),
+                    desc=f"checking {len(paths)} {name} images",
+                    enabled=self.cfg.train.progress and len(paths) > 2000,
+                )
+                try:
+                    check_images(paths, what=what, progress=bar.update)
+                except ValueError as e:
+                    problem[0] = str(e)
+                    break
+                finally:
+                    bar.close()
+        if self.rt.distributed:
+            dist.broadcast_object_list(problem, src=0)
+        if problem[0] is not None:
+            from carrot.data import DatasetError
+
+            raise DatasetError(problem[0])
+
+    def _claim_run_dir(self, wanted: Path) -> Path:
+        """``wanted``, or ``wanted-2``, ``wanted-3``... if it already holds a run: never overwrite.
+
+        The folder is claimed by creating ``.carrot-run`` in it with O_EXCL, so two runs started
+        at the same moment cannot both take it."""
         chosen = [wanted]
         if self.rt.is_main:
             n = 1
-            while (chosen[0] / "checkpoints").exists() or (chosen[0] / "metrics.jsonl").exists():
+            candidate = wanted
+            while True:
+                legacy = (candidate / "checkpoints").exists() or (
+                    candidate / "metrics.jsonl"
+                ).exists()
+                if not legacy:
+                    candidate.mkdir(parents=True, exist_ok=True)
+                    try:
+                        fd = os.open(
+                            candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                        )
+                    except FileExistsError:
+                        pass
+                    else:
+                        os.write(fd, f"{os.getpid()}\n".encode())
+                        os.close(fd)
+                        break
                 n += 1
-                chosen[0] = wanted.with_name(f"{wanted.name}-{n}")
-            if chosen[0] != wanted:
+                candidate = wanted.with_name(f"{wanted.name}-{n}")
+            chosen[0] = candidate
+            if candidate != wanted:
                 print(
                     f"{wanted} already holds a run (continue it with `carrot train --resume {wanted}`); "
-                    f"this run goes to {chosen[0]}.",
+                    f"this run goes to {candidate}.",
                     flush=True,
                 )
         if self.rt.distributed:
@@ -357,10 +362,10 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
-        rngs: list[Any] = [rng_state()]
+        rngs: list[Any] = [plain_rng_state()]
         if self.rt.distributed:
             rngs = [None] * self.rt.world_size
-            dist.all_gather_object(rngs, rng_state())
+            dist.all_gather_object(rngs, plain_rng_state())
         return {
             "format": CHECKPOINT_FORMAT,
             "world_size": self.rt.world_size,
@@ -396,11 +401,10 @@ class Trainer:
         self.collapse_warnings = list(ckpt.get("collapse_warnings", []))
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
-        history = ckpt["history"]
-        self.state = TrainState(**ckpt["state"], history=history)
+        self.state = TrainState(**ckpt["state"], history=list(ckpt["history"]))
         self.meter.load(ckpt["meter"])
         rngs = ckpt["rng"]
-        set_rng_state(rngs[self.rt.rank] if self.rt.rank < len(rngs) else rngs[0])
+        restore_rng_state(rngs[self.rt.rank] if self.rt.rank < len(rngs) else rngs[0])
 
     def _rewrite_metrics(self) -> None:
         lines = "".join(json.dumps(rec) + "\n" for rec in self.state.history)
@@ -440,22 +444,66 @@ class Trainer:
             "or use train.amp=off."
         )
 
+    def _micro_step(self, x: Tensor, y: Tensor, epoch: int, accum: int, sync: bool) -> None:
+        cfg = self.cfg
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # type: ignore[operator]
+        with ctx:
+            with self._autocast():
+                out = self.forward(x)
+                lam = lam_at(
+                    carrot_settings(cfg),
+                    self.state.step / (cfg.train.epochs * self.steps_per_epoch),
+                )
+                loss_fn = self.loss_fn if self.loss_fn is not None else compute_loss
+                result = loss_fn(cfg, out, y, self.model.head, lam=lam, memory=self.memory)
+            self._check_finite(result.loss, result.parts, result.stats, epoch)
+            self.scaler.scale(result.loss / accum).backward()
+        summary = summarize_stats(result.stats) if result.stats else {}
+        values = {"loss": result.loss, **dict(result.parts)}
+        values["train_top1"] = (out.logits.detach().argmax(1) == y).float().mean() * 100
+        values.update(
+            {k: v for k, v in summary.items() if k not in ("gamma_max", "classes_in_batch")}
+        )
+        maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
+        self.meter.add(values, maxima)
+        self._last_stats = result.stats
+        self._last_parts = result.parts
+
+    def _optimizer_step(self, epoch: int) -> None:
+        cfg = self.cfg
+        if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
+            # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
+            # with non-finite gradients must stop the run before the weights are spoilt.
+            self.scaler.unscale_(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(
+                self.model.parameters(), cfg.train.grad_clip or math.inf
+            )
+            if not self.scaler.is_enabled():
+                self._check_finite(
+                    norm, {"grad_norm": norm}, self._last_stats, epoch, what="gradient norm"
+                )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.state.step += 1
+        self.state.batch += 1
+
     def _train_epoch(self, epoch: int) -> None:
         cfg, rt = self.cfg, self.rt
         accum = cfg.train.accum_steps
         self.model.train()
         batches = self._batches(epoch)
-        progress = None
-        if rt.is_main and cfg.train.progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(
-                total=self.steps_per_epoch,
-                initial=self.state.batch,
-                desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
+        progress = Progress(
+            total=self.steps_per_epoch,
+            initial=self.state.batch,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            enabled=rt.is_main and cfg.train.progress,
+            every=cfg.train.log_every,
+        )
         try:
             while self.state.batch < self.steps_per_epoch:
                 lr = learning_rate(cfg, self.state.step, self.steps_per_epoch)
@@ -463,61 +511,15 @@ class Trainer:
                     group["lr"] = lr * group["lr_mult"]
                 for micro in range(accum):
                     x, y = next(batches)
-                    if cfg.train.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
                     sync = micro == accum - 1 or not rt.distributed
-                    ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # type: ignore[operator]
-                    with ctx:
-                        with self._autocast():
-                            out = self.ddp(x)
-                            result = compute_loss(
-                                cfg,
-                                out,
-                                y,
-                                self.model.head,
-                                progress=self.state.step
-                                / (cfg.train.epochs * self.steps_per_epoch),
-                                memory=self.memory,
-                            )
-                        self._check_finite(result.loss, result.parts, result.stats, epoch)
-                        self.scaler.scale(result.loss / accum).backward()
-                    summary = summarize_stats(result.stats) if result.stats else {}
-                    values = {"loss": result.loss, **{f"{k}": v for k, v in result.parts.items()}}
-                    values["train_top1"] = (out.logits.detach().argmax(1) == y).float().mean() * 100
-                    values.update(
-                        {
-                            k: v
-                            for k, v in summary.items()
-                            if k not in ("gamma_max", "classes_in_batch")
-                        }
-                    )
-                    maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
-                    self.meter.add(values, maxima)
-                if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
-                    # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
-                    # with non-finite gradients must stop the run before the weights are spoilt.
-                    self.scaler.unscale_(self.optimizer)
-                    norm = nn.utils.clip_grad_norm_(
-                        self.model.parameters(), cfg.train.grad_clip or math.inf
-                    )
-                    if not self.scaler.is_enabled():
-                        self._check_finite(
-                            norm, {"grad_norm": norm}, result.stats, epoch, what="gradient norm"
-                        )
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.state.step += 1
-                self.state.batch += 1
+                    self._micro_step(x, y, epoch, accum, sync)
+                self._optimizer_step(epoch)
                 if (
                     self.state.step % cfg.train.log_every == 0
                     or self.state.batch == self.steps_per_epoch
                 ):
                     self._log_step(progress, lr)
-                if progress is not None:
-                    progress.update(1)
+                progress.update(1)
                 if cfg.train.checkpoint_every and self.state.step % cfg.train.checkpoint_every == 0:
                     self.save()
                 if (
@@ -533,30 +535,12 @@ class Trainer:
                         f"Continue with: carrot train --resume {self.run_dir}"
                     )
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
 
-    def _collapse_reasons(self, means: dict[str, float]) -> list[str]:
-        """The collapse monitor: runaway γ or a shrinking within-class radius (docs/stability.md)."""
-        t = self.cfg.train
-        reasons = []
-        if means.get("gamma_mean", 1.0) > t.collapse_gamma_mean:
-            reasons.append(f"mean γ {means['gamma_mean']:.3g} > {t.collapse_gamma_mean:g}")
-        if means.get("gamma_max", 1.0) > t.collapse_gamma_max:
-            reasons.append(f"max γ {means['gamma_max']:.3g} > {t.collapse_gamma_max:g}")
-        r = means.get("r_mean")
-        peaks = [h["r_mean"] for h in self.state.history if "r_mean" in h]
-        if r is not None and peaks and r < t.collapse_radius_drop * max(peaks):
-            reasons.append(
-                f"within-class radius {r:.3g} fell below {t.collapse_radius_drop:.0%} of its "
-                f"peak {max(peaks):.3g}"
-            )
-        return reasons
-
-    def _watch_collapse(self, means: dict[str, float], progress: Any) -> None:
+    def _watch_collapse(self, means: dict[str, float], progress: Progress) -> None:
         if self.cfg.method not in ("carrot", "supcon_carrot"):
             return  # the loop it watches for needs the expansion in the loss
-        reasons = self._collapse_reasons(means)
+        reasons = collapse_reasons(self.cfg.train, means, self.state.history)
         if self.rt.distributed:  # every rank acts on the same decision (saving is a collective)
             flag = torch.tensor([1.0 if reasons else 0.0], device=self.rt.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -566,16 +550,11 @@ class Trainer:
             return
         epoch = self.state.epoch + 1
         first_this_epoch = not any(w["epoch"] == epoch for w in self.collapse_warnings)
-        if (
-            len(self.collapse_warnings) < 1000
-        ):  # the checkpoint keeps them; a runaway must not bloat it
+        if len(self.collapse_warnings) < 1000:  # the checkpoint keeps them; bounded
             self.collapse_warnings.append(
                 {"epoch": epoch, "step": self.state.step, "reasons": reasons}
             )
-        if progress is not None:
-            progress.set_postfix_str(
-                f"{progress.postfix}, COLLAPSE?" if progress.postfix else "COLLAPSE?"
-            )
+        progress.set_postfix({**progress.postfix, "COLLAPSE?": "yes"})
         message = (
             f"collapse warning at epoch {epoch}, step {self.state.step}: {'; '.join(reasons)}. "
             "CARROT's feedback loop may be running away (docs/stability.md): consider "
@@ -590,14 +569,13 @@ class Trainer:
         if first_this_epoch and self.rt.is_main:
             print(message, flush=True)
 
-    def _log_step(self, progress: Any, lr: float) -> None:
+    def _log_step(self, progress: Progress, lr: float) -> None:
         means = self.meter.means()
-        if progress is not None:
-            shown = {"loss": means.get("loss", float("nan"))}
-            if "gamma_mean" in means:
-                shown["γ"] = means["gamma_mean"]
-                shown["γmax"] = means.get("gamma_max", float("nan"))
-            progress.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        shown = {"loss": means.get("loss", float("nan"))}
+        if "gamma_mean" in means:
+            shown["γ"] = means["gamma_mean"]
+            shown["γmax"] = means.get("gamma_max", float("nan"))
+        progress.set_postfix(shown)
         self._watch_collapse(means, progress)
         if self.writer is not None:
             for k, v in means.items():
@@ -644,42 +622,62 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         self._sync_buffers()
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             device=self.rt.device,
             num_classes=self.data.num_classes,
             autocast=self._autocast(),
-            channels_last=self.cfg.train.channels_last,
+            channels_last=self.channels_last,
             retrieval=self.cfg.train.retrieval,
+            progress=self.rt.is_main and self.cfg.train.progress,
         )
-        metrics = evaluate(self.model, self.data.test_loader, **kwargs)  # type: ignore[arg-type]
+        metrics = evaluate(self.model, self.data.test_loader, desc="test", **kwargs)
         if self.ema is not None:
-            ema = evaluate(self.ema.module, self.data.test_loader, **kwargs)  # type: ignore[arg-type]
+            ema = evaluate(self.ema.module, self.data.test_loader, desc="test (EMA)", **kwargs)
             metrics.update({f"{k}_ema": v for k, v in ema.items()})
         return metrics
 
-    def _end_epoch(self, epoch: int, seconds: float) -> dict[str, Any]:
-        cfg = self.cfg
+    def _finish_training_epoch(self, epoch: int, seconds: float) -> None:
+        """The epoch's training record; the checkpoint is saved before evaluating, so a failure
+        in evaluation never costs the epoch's training."""
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step}
         for k, v in self.meter.means().items():
             key = k if k.startswith(("gamma", "r_", "m_")) or k == "train_top1" else f"train_{k}"
             record[key] = v
-        record["lr"] = (
-            self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_mult"]
-        )
+        group = self.optimizer.param_groups[0]
+        record["lr"] = group["lr"] / group["lr_mult"] if group["lr_mult"] else group["lr"]
         record["seconds"] = seconds
         record["collapse_warnings"] = sum(w["epoch"] == epoch + 1 for w in self.collapse_warnings)
-        last = epoch + 1 == cfg.train.epochs
-        if (epoch + 1) % cfg.train.eval_every == 0 or last:
-            record.update(self._evaluate())
-            score = record.get("top1_ema", record["top1"])
-            if score > self.state.best_top1:
-                self.state.best_top1 = score
-                self.state.best_epoch = epoch + 1
-                record["is_best"] = True
         self.meter = EpochMeter()
         self.state.history.append(record)
         self.state.epoch = epoch + 1
         self.state.batch = 0
+        self.state.eval_pending = self._evaluates(epoch + 1)
+        self.save("last.pt")
+
+    def _evaluates(self, epoch: int) -> bool:
+        return epoch % self.cfg.train.eval_every == 0 or epoch == self.cfg.train.epochs
+
+    def _finish_evaluation(self) -> dict[str, Any]:
+        """Evaluate the last completed epoch; write best.pt (if best) before last.pt, so that the
+        pair is always consistent (a crash between them re-evaluates on resume)."""
+        record = self.state.history[-1]
+        if self.state.eval_pending:
+            record.update(self._evaluate())
+            score = record.get("top1_ema", record["top1"])
+            self.state.eval_pending = False
+            if score > self.state.best_top1:
+                self.state.best_top1 = score
+                self.state.best_epoch = self.state.epoch
+                record["is_best"] = True
+                self.save("best.pt")
+            self.save("last.pt")
+        if self.rt.is_main:
+            self._rewrite_metrics()
+            if self.writer is not None:
+                for k, v in record.items():
+                    if isinstance(v, (int, float)) and k != "epoch":
+                        self.writer.add_scalar(f"epoch/{k}", v, record["epoch"])
+                self.writer.flush()
         return record
 
     def fit(self) -> dict[str, Any]:
@@ -688,6 +686,10 @@ class Trainer:
         previous = self._install_signal_handlers()
         stopped = False
         try:
+            if self.state.eval_pending:  # saved before its evaluation: finish that first
+                record = self._finish_evaluation()
+                if rt.is_main:
+                    print(epoch_line(record), flush=True)
             for epoch in range(self.state.epoch, cfg.train.epochs):
                 if stopped:
                     break
@@ -695,23 +697,14 @@ class Trainer:
                 try:
                     self._train_epoch(epoch)
                 except _StopAfterSteps:
+                    stopped = True
                     if self.state.batch < self.steps_per_epoch:
-                        stopped = True
                         break
-                    stopped = True  # the epoch is complete: finish its bookkeeping first
-                record = self._end_epoch(epoch, time.perf_counter() - start)
+                    # the epoch is complete: finish its bookkeeping first
+                self._finish_training_epoch(epoch, time.perf_counter() - start)
+                record = self._finish_evaluation()
                 if rt.is_main:
-                    self._rewrite_metrics()
-                    if self.writer is not None:
-                        for k, v in record.items():
-                            if isinstance(v, (int, float)) and k != "epoch":
-                                self.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-                        self.writer.flush()
-                self.save("last.pt")
-                if record.get("is_best"):
-                    self.save("best.pt")
-                if rt.is_main:
-                    print(_epoch_line(record), flush=True)
+                    print(epoch_line(record), flush=True)
             summary = self.summary()
             summary["stopped_early"] = self.state.epoch < cfg.train.epochs
             if rt.is_main:
@@ -760,61 +753,3 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The dotted keys whose values differ between two config dicts."""
     fa, fb = flatten(a), flatten(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
-
-
-def _epoch_line(rec: dict[str, Any]) -> str:
-    parts = [f"epoch {rec['epoch']}", f"loss {rec.get('train_loss', float('nan')):.4f}"]
-    if "top1" in rec:
-        parts.append(f"top1 {rec['top1']:.2f}")
-        parts.append(f"mean-class {rec['mean_class_acc']:.2f}")
-    if "gamma_mean" in rec:
-        parts.append(
-            f"γ mean {rec['gamma_mean']:.3g} max {rec.get('gamma_max', float('nan')):.3g} >1 {100 * rec.get('gamma_frac_gt1', 0):.0f}%"
-        )
-    parts.append(f"{rec['seconds']:.1f}s")
-    return " | ".join(parts)
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The result table printed at the end of ``carrot train``."""
-    cols = [
-        ("top1", "top-1 %"),
-        ("mean_class_acc", "mean per-class %"),
-        ("precision_at_1", "P@1 %"),
-        ("map_at_r", "MAP@R %"),
-        ("top1_ema", "top-1 EMA %"),
-    ]
-    cols = [(k, name) for k, name in cols if k in summary["final"] or k in summary["best"]]
-    header = f"| {'':<22} | " + " | ".join(f"{name:>16}" for _, name in cols) + " |"
-    rule = "|" + "-" * 24 + "|" + "|".join("-" * 18 for _ in cols) + "|"
-    lines = [
-        f"carrot train · {summary['dataset']} · method={summary['method']} · seed {summary['seed']} · "
-        f"{summary['epochs']} epochs · {summary['run_dir']}",
-        header,
-        rule,
-    ]
-    for label, rec in (("final", summary["final"]), ("best", summary["best"])):
-        if not rec:
-            continue
-        name = f"{label} (epoch {rec.get('epoch', '?')})"
-        lines.append(
-            f"| {name:<22} | "
-            + " | ".join(f"{rec[k]:>16.2f}" if k in rec else f"{'':>16}" for k, _ in cols)
-            + " |"
-        )
-    if summary.get("stopped_early"):
-        lines.append("")
-        lines.append(
-            f"stopped after {summary['epochs']} complete epochs (train.stop_after_steps); continue with: "
-            f"carrot train --resume {summary['run_dir']}"
-        )
-    geo = summary.get("carrot_last_epoch", {})
-    if geo:
-        lines.append("")
-        lines.append(
-            "CARROT statistics, last epoch (mean over batches): "
-            f"mean γ {geo.get('gamma_mean', float('nan')):.3f} · γ > 1 for {100 * geo.get('gamma_frac_gt1', 0.0):.1f}% of classes · "
-            f"max γ {geo.get('gamma_max', float('nan')):.3f} · r/m quantiles 10/50/90%: "
-            f"{geo.get('r_over_m_q10', float('nan')):.3f} / {geo.get('r_over_m_q50', float('nan')):.3f} / {geo.get('r_over_m_q90', float('nan')):.3f}"
-        )
-    return "\n".join(lines)

@@ -62,7 +62,7 @@ def compute_loss(
     y: Tensor,
     head: nn.Module,
     *,
-    progress: float = 1.0,
+    lam: float | None = None,
     memory: ClassMemory | None = None,
 ) -> LossResult:
     """The loss of ``cfg.method`` on one P×K batch.
@@ -74,9 +74,9 @@ def compute_loss(
     - ``supcon_carrot``: SupCon with ẑ and normalize(T(ẑ)) as two views.
 
     The SupCon methods train the classifier on detached embeddings (weight ``supcon.probe_weight``)
-    so that accuracy can be reported without the classifier shaping the embedding. ``progress``
-    (fraction of training done) drives ``carrot.lam_warmup``; ``memory`` is the class memory of
-    ``carrot.memory``.
+    so that accuracy can be reported without the classifier shaping the embedding. ``lam``
+    overrides ``carrot.lam`` (the trainer passes :func:`lam_at` for ``carrot.lam_warmup``);
+    ``memory`` is the class memory of ``carrot.memory``.
     """
     method = cfg.method
     logits, z = out.logits, out.embedding
@@ -92,7 +92,7 @@ def compute_loss(
             head,
             logits=logits,
             T=c.T,
-            lam=lam_at(c, progress),
+            lam=c.lam if lam is None else lam,
             kl_direction=c.kl_direction,
             aux_ce_weight=c.aux_ce_weight,
             stop_grad_plus=c.stop_grad_plus,

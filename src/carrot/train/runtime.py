@@ -17,15 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "Runtime",
-    "atomic_save",
-    "atomic_write_text",
-    "environment_info",
-    "rng_state",
-    "seed_everything",
-    "set_rng_state",
-]
+__all__ = ["Runtime", "atomic_write_text", "environment_info", "seed_everything"]
 
 
 @dataclass
@@ -95,38 +87,6 @@ def seed_everything(seed: int, *, deterministic: bool, device: torch.device) -> 
             torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.backends.cudnn.benchmark = True
-
-
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()  # this rank's device only
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,0 +1,73 @@
+"""What the trainer watches during an epoch: running means of the losses and CARROT statistics,
+and the collapse monitor (docs/stability.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from carrot.train.config import TrainConfig
+
+__all__ = ["EpochMeter", "collapse_reasons"]
+
+
+class EpochMeter:
+    """Running sums and maxima of the epoch's losses and CARROT statistics, kept on the device so
+    that logging needs no host sync until it is read."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.maxima: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, Tensor], maxima: dict[str, Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k].to(v.device) + v if k in self.sums else v.clone()
+        for k, v in maxima.items():
+            v = v.detach().float()
+            self.maxima[k] = (
+                torch.maximum(self.maxima[k].to(v.device), v) if k in self.maxima else v.clone()
+            )
+        self.count += 1
+
+    def state(self) -> dict[str, Any]:
+        """Host copy, for checkpoints taken mid-epoch."""
+        return {
+            "count": self.count,
+            "sums": {k: float(v) for k, v in self.sums.items()},
+            "maxima": {k: float(v) for k, v in self.maxima.items()},
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
+        self.maxima = {k: torch.tensor(v) for k, v in state["maxima"].items()}
+
+    def means(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        out = {k: float(v) / n for k, v in self.sums.items()}
+        out.update({k: float(v) for k, v in self.maxima.items()})
+        return out
+
+
+def collapse_reasons(
+    t: TrainConfig, means: dict[str, float], history: list[dict[str, Any]]
+) -> list[str]:
+    """Why the collapse monitor fires, if it does: runaway γ, or a within-class radius that fell
+    below ``collapse_radius_drop`` of its peak over the finished epochs."""
+    reasons = []
+    if means.get("gamma_mean", 1.0) > t.collapse_gamma_mean:
+        reasons.append(f"mean γ {means['gamma_mean']:.3g} > {t.collapse_gamma_mean:g}")
+    if means.get("gamma_max", 1.0) > t.collapse_gamma_max:
+        reasons.append(f"max γ {means['gamma_max']:.3g} > {t.collapse_gamma_max:g}")
+    r = means.get("r_mean")
+    peaks = [h["r_mean"] for h in history if "r_mean" in h]
+    if r is not None and peaks and r < t.collapse_radius_drop * max(peaks):
+        reasons.append(
+            f"within-class radius {r:.3g} fell below {t.collapse_radius_drop:.0%} of its "
+            f"peak {max(peaks):.3g}"
+        )
+    return reasons
