@@ -65,7 +65,10 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         gathered = CarrotViewLoss(
             DistributedLossWrapper(SupConLoss(temperature=0.2)), OperatorOptions()
         )
-        results["gathered_loss"] = gathered(z_loc, y_loc).detach()
+        z = z_loc.clone().requires_grad_(True)
+        loss = gathered(z, y_loc)
+        loss.backward()
+        results["gathered"] = {"loss": loss.detach(), "grad": z.grad}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

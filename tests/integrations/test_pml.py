@@ -306,7 +306,13 @@ def test_statistics_are_global_under_two_ranks(ranks, detach: bool) -> None:
 @pytest.mark.distributed
 def test_distributed_loss_wrapper_inside_contrasts_all_views(ranks) -> None:
     data = scenario()
-    want, _ = carrot_supcon_loss(data["z"], data["y"], temperature=0.2)
-    for res in ranks:
-        # PML's wrapper multiplies by the world size (DDP then averages the gradients).
-        assert_close(res["gathered_loss"] / WORLD, want, rtol=1e-6, atol=1e-9)
+    z = data["z"].clone().requires_grad_(True)
+    want, _ = carrot_supcon_loss(z, data["y"], temperature=0.2)
+    want.backward()
+    for rank, res in enumerate(ranks):
+        # PML's wrapper multiplies by the world size and other ranks' rows carry no gradient, so
+        # DDP's average of the ranks' gradients is the single-process gradient.
+        assert_close(res["gathered"]["loss"] / WORLD, want.detach(), rtol=1e-6, atol=1e-9)
+        assert_close(
+            res["gathered"]["grad"] / WORLD, z.grad[local_slice(rank)], rtol=1e-6, atol=1e-9
+        )
