@@ -3,7 +3,7 @@
 # the tests; the multi-process and the slow end-to-end tests run as their own steps.
 CARROT_EXTRAS=dev source "$(dirname "$0")/_venv.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-echo "== lint"; .venv/bin/ruff check src tests benchmarks
+echo "== lint"; .venv/bin/ruff check src tests benchmarks examples
 echo "== types"; .venv/bin/mypy
 echo "== unit tests"; .venv/bin/python -m pytest -p no:cacheprovider -q -m "not distributed and not slow"
 echo "== multi-process tests"; .venv/bin/python -m pytest -p no:cacheprovider -q -m distributed

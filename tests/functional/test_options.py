@@ -20,6 +20,7 @@ from carrot import (
     carrot_operator,
     carrot_supcon_loss,
 )
+from carrot.integrations.pml import CarrotViewLoss
 from carrot.train.config import CarrotConfig, Config, ConfigError, apply_overrides
 
 FIELDS = {f.name for f in dataclasses.fields(OperatorOptions)}
@@ -29,6 +30,7 @@ TAKERS = (
     CarrotTransform.__init__,
     CarrotCEKLLoss.__init__,
     CarrotSupConLoss.__init__,
+    CarrotViewLoss.__init__,
 )
 
 
