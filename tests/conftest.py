@@ -10,3 +10,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """carrot's cache (the image check) lives in a temporary folder, never in the home."""
+    monkeypatch.setenv("CARROT_CACHE", str(tmp_path_factory.mktemp("carrot-cache")))

@@ -4,6 +4,8 @@ visual classification, in PyTorch.
 The formulas live in :mod:`carrot.functional.geometry`.
 """
 
+import torch
+
 from carrot.functional import (
     ClassGeometry,
     OperatorOptions,
@@ -20,7 +22,15 @@ from carrot.functional import (
 from carrot.modules import CarrotCEKLLoss, CarrotSupConLoss, CarrotTransform, SupConLoss
 from carrot.samplers import PKSampler
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def load_model(path: str) -> torch.nn.Module:
+    """The classifier of a ``carrot export`` folder, in eval mode (see :mod:`carrot.export`)."""
+    from carrot.export import load_model as _load
+
+    return _load(path)
+
 
 __all__ = [
     "CarrotCEKLLoss",
@@ -38,6 +48,7 @@ __all__ = [
     "expand",
     "expansion_factors",
     "kl_consistency",
+    "load_model",
     "summarize_stats",
     "supcon_loss",
 ]

@@ -1,8 +1,11 @@
-"""The ``carrot`` command: ``carrot train``, ``carrot eval``, ``carrot bench``.
+"""The ``carrot`` command: ``train``, ``eval``, ``predict``, ``export``, ``convert``, ``bench``.
 
 carrot train [--config FILE] [section.key=value ...]
 carrot train --resume RUN_DIR [section.key=value ...]
 carrot eval --checkpoint FILE [section.key=value ...]
+carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv]
+carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all]
+carrot convert OLD NEW --trust
 """
 
 from __future__ import annotations
@@ -93,6 +96,47 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from carrot.predict import predict
+
+    result = predict(
+        Path(args.checkpoint),
+        args.paths,
+        out=Path(args.out),
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        device=args.device,
+        ema=args.ema,
+        num_workers=args.workers,
+    )
+    failed = f" ({result['failed']} unreadable, see the error column)" if result["failed"] else ""
+    print(f"carrot predict: {result['images']} images{failed} → {result['out']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from carrot.export import export_model
+
+    result = export_model(
+        Path(args.checkpoint), Path(args.out), fmt=args.format, ema=args.ema, force=args.force
+    )
+    print(f"carrot export: wrote {', '.join(result['files'])} to {result['folder']}")
+    if "onnx_max_abs_diff" in result:
+        print(
+            f"onnxruntime vs PyTorch logits: max |difference| {result['onnx_max_abs_diff']:.3g} "
+            "(tolerance 1e-4)"
+        )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from carrot.train.checkpoint import convert_checkpoint
+
+    convert_checkpoint(Path(args.old), Path(args.new), trust=args.trust)
+    print(f"carrot convert: {args.old} → {args.new} (format 2: tensors and plain values only)")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from carrot.bench.cli import run_bench
 
@@ -102,7 +146,8 @@ def _bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="carrot",
-        description="CARROT for fine-grained visual classification: train, evaluate, benchmark.",
+        description="CARROT for fine-grained visual classification: train, evaluate, predict, "
+        "export, benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"carrot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +173,48 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=... train.device=cpu"
     )
     ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser(
+        "predict",
+        help="predict classes of image files into a CSV",
+        description="One CSV row per image (sorted paths): path, label, prob, top2_label, "
+        "top2_prob, ... and error (filled for an unreadable image). Uses the checkpoint's own "
+        "evaluation transform and class names.",
+    )
+    pr.add_argument("--checkpoint", required=True, help="a run's checkpoints/best.pt or last.pt")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    pr.add_argument("--top-k", type=int, default=5, help="classes per row (default 5)")
+    pr.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    pr.add_argument("--ema", action="store_true", help="use the EMA weights")
+    pr.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
+    pr.set_defaults(func=_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a trained model (safetensors, ONNX) for use elsewhere",
+        description="Writes model.safetensors (the classifier), backbone.safetensors (the timm "
+        "backbone alone), config.json (classes, preprocessing) and, with --format onnx or all, "
+        "model.onnx checked against PyTorch with onnxruntime. Load with carrot.load_model(DIR).",
+    )
+    ex.add_argument("--checkpoint", required=True, help="a run's checkpoints/best.pt or last.pt")
+    ex.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    ex.add_argument("--format", default="safetensors", help="safetensors (default), onnx or all")
+    ex.add_argument("--ema", action="store_true", help="export the EMA weights")
+    ex.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    ex.set_defaults(func=_export)
+
+    cv = sub.add_parser(
+        "convert",
+        help="rewrite a carrot 0.1 checkpoint in the safe format",
+        description="carrot 0.1 checkpoints hold pickled numpy objects; converting unpickles "
+        "them once (only with --trust) and writes tensors and plain values only.",
+    )
+    cv.add_argument("old", help="the old checkpoint")
+    cv.add_argument("new", help="the checkpoint to write")
+    cv.add_argument("--trust", action="store_true", help="I trust OLD: unpickle it")
+    cv.set_defaults(func=_convert)
 
     try:
         from carrot.bench.cli import add_bench_parser

@@ -112,3 +112,21 @@ def test_unreadable_image(root: Path) -> None:
     garbage(ds.paths[4])
     with pytest.raises(DatasetError, match=r"cannot read image .*fox_0\.jpg"):
         ds.load(4)
+
+
+def test_hidden_folders_and_files_are_not_data(root: Path) -> None:
+    for hidden in (".ipynb_checkpoints", ".git"):
+        jpeg(root / "train" / hidden / "stray.jpg")
+        jpeg(root / "test" / hidden / "stray.jpg")
+    jpeg(root / "train" / "cat" / ".ipynb_checkpoints" / "cat_0-checkpoint.jpg")
+    jpeg(root / "train" / "fox" / "._fox_0.jpg")  # a macOS resource fork
+    train, test = ImageFolder(root, "train"), ImageFolder(root, "test")
+    assert train.classes == test.classes == ["cat", "dog", "fox"]
+    assert len(train) == 6 and len(test) == 3
+    assert not any(part.startswith(".") for p in train.paths for part in p.relative_to(root).parts)
+
+
+def test_only_hidden_folders_is_no_classes(tmp_path: Path) -> None:
+    jpeg(tmp_path / "train" / ".ipynb_checkpoints" / "a.jpg")
+    with pytest.raises(DatasetError, match="has no class folders"):
+        ImageFolder(tmp_path, "train")

@@ -219,3 +219,19 @@ def test_error_start_batch() -> None:
     sampler = PKSampler(_imbalanced(), batch_size=32, k=4)
     with pytest.raises(ValueError, match="start_batch must be in"):
         sampler.set_epoch(0, start_batch=10**6)
+
+
+def test_numpy_and_torch_integers_are_accepted() -> None:
+    labels = _imbalanced()
+    plain = PKSampler(labels, batch_size=8, k=4, seed=3)
+    for batch_size, k in ((np.int64(8), np.int32(4)), (torch.tensor(8), torch.tensor(4))):
+        sampler = PKSampler(labels, batch_size=batch_size, k=k, seed=3)
+        assert type(sampler.batch_size) is int and type(sampler.k) is int
+        assert list(sampler) == list(plain)
+    assert len(PKSampler(labels, batch_size=8, k=4, num_replicas=np.int64(2), rank=np.int64(1)))
+
+
+@pytest.mark.parametrize("bad", [8.0, True, "8", np.float32(8)])
+def test_error_non_integer_batch_size(bad) -> None:
+    with pytest.raises(ValueError, match="batch_size must be an integer, got"):
+        PKSampler(_imbalanced(), batch_size=bad, k=4)

@@ -228,3 +228,94 @@ def test_guide_flag_rejects_other_carrot_settings(tmp_path: Path) -> None:
 def test_more_bounds(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides(Config(), [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.min_lr=-0.01", r"train.min_lr must be in \[0, 1000\], got -0.01"),
+        ("train.backbone_lr_mult=-1", r"train.backbone_lr_mult must be >= 0, got -1.0"),
+        ("train.warmup_epochs=.inf", r"train.warmup_epochs must be >= 0, got inf"),
+        ("train.warmup_epochs=.nan", r"train.warmup_epochs must be >= 0, got nan"),
+        ("train.lr=1e300", r"train.lr must be in \(0, 1000\], got 1e\+300"),
+        ("train.warmup_epochs=20", r"train.warmup_epochs must be <= train.epochs=10, got 20.0"),
+        ("train.min_lr=0.5", r"train.min_lr must be <= train.lr=0.05, got 0.5"),
+        ("train.layer_decay=0", r"train.layer_decay must be in \(0, 1\], got 0.0"),
+        ("data.crop_pct=1.5", r"data.crop_pct must be in \(0, 1\], got 1.5"),
+        ("data.random_erasing=2", r"data.random_erasing must be in \[0, 1\], got 2.0"),
+        ("data.std=[0.5,0,0.5]", r"data.std must be in \(0, 10\], got \[0.5, 0.0, 0.5\]"),
+        ("data.mean=[0.5,0.5]", r"data.mean must list 1 or 3 values"),
+        ("data.mean=0.5", r"data.mean must be a list of float or null"),
+        ("model.drop_rate=1", r"model.drop_rate must be in \[0, 1\), got 1.0"),
+        ("data.num_workers=-1", r"data.num_workers must be in \[0, 1024\], got -1"),
+        ("seed=-3", r"seed must be in \[0, 9.22337e\+18\], got -3"),
+        ("data.randaugment=autoaug", r"data.randaugment must be a timm RandAugment spec"),
+    ],
+)
+def test_every_numeric_setting_is_range_checked(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Config(), [override])
+
+
+def _numeric_keys(obj: object, prefix: str = "") -> list[str]:
+    import dataclasses
+    import typing
+
+    from carrot.functional import OperatorOptions
+
+    operator = {f.name for f in dataclasses.fields(OperatorOptions)}
+    out = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _numeric_keys(value, f"{prefix}{f.name}.")
+            continue
+        if prefix == "carrot." and f.name in operator:
+            continue  # checked by OperatorOptions
+        args = set(typing.get_args(hints[f.name])) | {hints[f.name]}
+        args |= {a for t in list(args) for a in typing.get_args(t)}
+        if args & {int, float}:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def test_the_range_table_covers_every_numeric_setting() -> None:
+    from carrot.train.config import RANGES
+
+    keys = _numeric_keys(Config())
+    assert "train.lr" in keys and "data.mean" in keys and "train.layer_decay" in keys
+    missing = sorted(set(keys) - set(RANGES))
+    assert not missing, f"numeric settings without a range in RANGES: {missing}"
+    assert not set(RANGES) - set(keys), "RANGES names keys that are not numeric settings"
+
+
+def test_yaml_aliases_are_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    rows = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        rows.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(rows) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"found the alias \*a; carrot configs do not accept"):
+        load_config(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_renamed_keys_say_what_replaced_them() -> None:
+    with pytest.raises(ConfigError, match="data.augment was renamed: use data.train_transform"):
+        apply_overrides(Config(), ["data.augment=fgvc"])
+    with pytest.raises(ConfigError, match=r"data.resize was renamed: use data.crop_pct"):
+        apply_overrides(Config(), ["data.resize=550"])
+
+
+def test_list_settings_from_yaml_and_overrides(tmp_path: Path) -> None:
+    cfg = apply_overrides(Config(), ["data.mean=[0.5, 0.25, 0.125]", "data.std=[1, 1, 1]"])
+    assert cfg.data.mean == [0.5, 0.25, 0.125] and cfg.data.std == [1.0, 1.0, 1.0]
+    assert all(type(v) is float for v in cfg.data.std)
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  mean: [0.1, 0.2, 0.3]\n  interpolation: bicubic\n")
+    cfg = load_config(path)
+    assert cfg.data.mean == [0.1, 0.2, 0.3] and cfg.data.interpolation == "bicubic"

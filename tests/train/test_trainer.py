@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -156,7 +156,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
         match=r"non-finite loss at epoch 2, step 2 of the epoch \(global step 7\): loss=nan \(ce=.*, kl=.*\)",
     ):
         trainer.fit()
-    saved = torch.load(last, weights_only=False)
+    saved = torch.load(last, weights_only=True)
     assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 5
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
@@ -203,7 +203,7 @@ def test_interrupt_saves_and_resumes(tiny, tmp_path, monkeypatch) -> None:
         trainer.fit()
     monkeypatch.setattr(loop, "compute_loss", real)
     assert (
-        torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["state"][
+        torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["state"][
             "step"
         ]
         == 2
@@ -379,5 +379,5 @@ def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
     )
     trainer.fit()
     assert trainer.memory is not None and bool(trainer.memory.seen[:9].all())
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert torch.equal(saved["memory"]["centers"], trainer.memory.centers.cpu())

@@ -85,6 +85,17 @@ class ImageFolder(LabeledImages):
                 f"{split_dir} holds no images with extensions {list(IMG_EXTENSIONS)}; expected "
                 f"{split_dir}/<class>/<image>."
             )
+        # Hidden files and folders (.ipynb_checkpoints/, .git/, macOS ._img.jpg) are not data.
+        samples = [
+            (p, label)
+            for p, label in samples
+            if not any(part.startswith(".") for part in Path(p).relative_to(split_dir).parts)
+        ]
+        if not samples:
+            raise DatasetError(
+                f"{split_dir} holds no images outside hidden folders; expected "
+                f"{split_dir}/<class>/<image>."
+            )
         self.classes = classes
         self.paths = [Path(p) for p, _ in samples]
         self.labels = np.asarray([label for _, label in samples], dtype=np.int64)
@@ -94,13 +105,18 @@ class ImageFolder(LabeledImages):
 
 
 def _find_classes(directory: Path) -> tuple[list[str], dict[str, int]]:
-    """Sorted class folders of ``directory`` and their labels (torchvision's ``find_classes``)."""
+    """Sorted class folders of ``directory`` and their labels (torchvision's ``find_classes``,
+    without hidden folders)."""
     from torchvision.datasets.folder import find_classes
 
     try:
-        classes, class_to_idx = find_classes(directory)
+        classes, _ = find_classes(directory)
     except FileNotFoundError:
+        classes = []
+    # A hidden folder (.ipynb_checkpoints, .git, .DS_Store's kin) is never a class.
+    classes = [c for c in classes if not c.startswith(".")]
+    if not classes:
         raise DatasetError(
             f"{directory} has no class folders; expected {directory}/<class>/<image>."
-        ) from None
-    return list(classes), dict(class_to_idx)
+        )
+    return classes, {c: i for i, c in enumerate(classes)}

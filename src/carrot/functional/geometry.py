@@ -80,7 +80,8 @@ class ClassGeometry(NamedTuple):
     """
 
     classes: Tensor
-    """Class label of each slot, ascending. Shape: (C,)."""
+    """Class label of each slot: ascending for the compact list; with ``sync_free``, slot i holds
+    sample i's label and is ``valid`` where sample i is its class's first occurrence. Shape: (C,)."""
     inverse: Tensor
     """Slot of each local sample. Shape: (B,)."""
     counts: Tensor
@@ -99,10 +100,10 @@ class ClassGeometry(NamedTuple):
     """Classes without spread (r_c is roundoff): one image, or copies of one. Shape: (C,)."""
     deviation: Tensor
     """z_i - μ_{y_i} of each local sample, in the compute dtype. Shape: (B, D)."""
-    scale: Tensor
-    """``mu``, ``r``, ``m`` and ``deviation`` are in units of this power of two (a 0-d tensor):
-    1 unless the embeddings' magnitudes lie beyond 2^±30. Multiply to get the embeddings' units
-    (:meth:`unscaled`); γ, a ratio, needs no scale."""
+    scale: Tensor | float
+    """``mu``, ``r``, ``m`` and ``deviation`` are in units of this power of two (a 0-d tensor, or
+    the float 1.0 when no rescaling was asked for): 1 unless the embeddings' magnitudes lie beyond
+    2^±30. Multiply to get the embeddings' units (:meth:`unscaled`); γ, a ratio, needs none."""
 
     @property
     def num_slots(self) -> int:
@@ -111,6 +112,8 @@ class ClassGeometry(NamedTuple):
     def unscaled(self, x: Tensor) -> Tensor:
         """``x`` (one of the scaled statistics) in the embeddings' units; ``inf`` where that is
         beyond the dtype's range."""
+        if isinstance(self.scale, float) and self.scale == 1.0:
+            return x
         return x * self.scale
 
 
@@ -217,8 +220,9 @@ def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Ten
     """Class slots of a label vector: ``(classes, inverse, counts, valid)``.
 
     The compact list uses ``torch.unique`` (one host sync to size its output); every slot is
-    used and ``valid`` is ``None``. The sync-free list has one slot per sample: labels are sorted
-    and every new label opens the next slot, so shapes never depend on the data.
+    used and ``valid`` is ``None``. The sync-free list has one slot per sample: a class lives in
+    the slot of its first occurrence, found by comparing all pairs of labels (B × B, no sort),
+    so shapes never depend on the data and the whole step fuses into a few kernels.
     """
     if not sync_free:
         classes, inverse, counts = torch.unique(
@@ -226,17 +230,12 @@ def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Ten
         )
         return classes, inverse, counts, None
     n = y.shape[0]
-    sorted_y, order = torch.sort(y, stable=True)
-    opens = torch.ones(n, dtype=torch.long, device=y.device)
-    opens[1:] = (sorted_y[1:] != sorted_y[:-1]).long()
-    slot_sorted = torch.cumsum(opens, 0) - 1  # (B,)
-    inverse = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)
-    # Unused slots repeat the largest label so that ``classes`` stays sorted.
-    classes = sorted_y[-1:].expand(n).clone().scatter_(0, slot_sorted, sorted_y)
-    counts = torch.zeros_like(slot_sorted).scatter_add_(
-        0, slot_sorted, torch.ones_like(slot_sorted)
-    )
-    return classes, inverse, counts, counts > 0
+    same = y[:, None] == y[None, :]  # (B, B)
+    position = torch.arange(n, device=y.device)
+    inverse = torch.where(same, position[None, :], n).amin(1) if n else position  # (B,)
+    valid = inverse == position
+    counts = torch.where(valid, same.sum(1), 0)
+    return y, inverse, counts, valid
 
 
 def nearest_reference(
@@ -317,6 +316,7 @@ def class_geometry(
     reducer: StatsReducer | None = None,
     space: Space = "euclidean",
     ignore_index: int | None = None,
+    rescale: bool = True,
 ) -> ClassGeometry:
     """Centroid μ_c, RMS radius r_c and nearest-centroid distance m_c of every class in a batch.
 
@@ -349,6 +349,8 @@ def class_geometry(
             (tangent vector of length θ).
         ignore_index: A label whose slot is marked not ``valid``: it is nobody's nearest class
             and its own m_c is ``inf`` (so γ = 1 and its rows are returned unchanged).
+        rescale: Compute in units of a power of two when the magnitudes lie beyond 2^±30
+            (``False``: the caller guarantees they do not, e.g. unit-norm rows; ``scale`` is 1.0).
 
     Returns:
         The :class:`ClassGeometry` of the batch.
@@ -362,17 +364,21 @@ def class_geometry(
         z_c = z.to(dtype)
         if space == "angular":
             z_c = safe_normalize(z_c)
-            exponent = torch.zeros((), dtype=torch.int32, device=z.device)  # angles need no scale
-        else:
-            exponent = _exponent(z_c.detach())
+        scaled = rescale and space != "angular"  # angles need no scale
+        exponent = (
+            _exponent(z_c.detach())
+            if scaled
+            else torch.zeros((), dtype=torch.int32, device=z.device)
+        )
         if reducer is not None:
             labels, offset, exponent = reducer.gather_labels(y, exponent)
         else:
             labels, offset = y, 0
-        if space != "angular":
+        scale: Tensor | float = 1.0
+        if scaled:
             # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
             z_c = torch.ldexp(z_c, -exponent.to(dtype))
-        scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
+            scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
         classes, inverse_all, counts_int, valid = _segment(labels, sync_free=sync_free)
         if ignore_index is not None:
             kept = classes != ignore_index
@@ -438,7 +444,7 @@ def expansion_factors(
         γ_c. Shape: (C,).
     """
     m, r = geometry.m, geometry.r
-    eps_scaled = eps / geometry.scale  # m and r are in units of geometry.scale
+    eps_scaled = eps / geometry.scale  # m and r are in units of geometry.scale (often 1.0)
     # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
     # inf or 0/0 in the unused branch into a NaN gradient.
     inactive = geometry.degenerate | (m == float("inf"))
@@ -453,6 +459,14 @@ def expansion_factors(
     return gamma
 
 
+def _coefficient(gamma_rows: Tensor, scale: Tensor | float) -> Tensor:
+    """(γ - 1) · scale per row, as a column. Shape: (B, 1)."""
+    coef = gamma_rows - 1.0
+    if not (isinstance(scale, float) and scale == 1.0):
+        coef = coef * scale
+    return coef[:, None]
+
+
 class _FrozenExpansion(torch.autograd.Function):
     """z + (γ - 1)·s·(z - μ)/s with μ and γ constants: the backward pass is a row scaling by γ.
 
@@ -462,11 +476,12 @@ class _FrozenExpansion(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor
+        ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | float
     ) -> Tensor:
         ctx.save_for_backward(gamma_rows)
-        coef = ((gamma_rows - 1.0) * scale)[:, None]
-        out = torch.addcmul(z.to(deviation.dtype), deviation, coef, out=deviation)
+        out = torch.addcmul(
+            z.to(deviation.dtype), deviation, _coefficient(gamma_rows, scale), out=deviation
+        )
         return _to_input_dtype(out, z.dtype)
 
     @staticmethod
@@ -485,7 +500,7 @@ def _to_input_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def expand_rows(
-    z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | None = None
+    z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | float = 1.0
 ) -> Tensor:
     """z⁺ = z + (γ - 1)(z - μ) from precomputed deviations ``z - μ`` (see :func:`expand`).
 
@@ -496,19 +511,16 @@ def expand_rows(
         z: Embeddings. Shape: (B, D).
         deviation: z - μ_{y} in the compute dtype, in units of ``scale``. Shape: (B, D).
         gamma_rows: γ of each sample's class. Shape: (B,).
-        scale: Units of ``deviation`` (a 0-d tensor, see :class:`ClassGeometry`); None: 1.
+        scale: Units of ``deviation`` (see :class:`ClassGeometry`).
 
     Returns:
         z⁺ in ``z``'s dtype. Shape: (B, D).
     """
-    if scale is None:
-        scale = torch.ones((), dtype=deviation.dtype, device=deviation.device)
     with no_autocast(z.device.type):
         if not (deviation.requires_grad or gamma_rows.requires_grad):
             out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows, scale)
             return out
-        coef = ((gamma_rows - 1.0) * scale)[:, None]
-        z_plus = torch.addcmul(z.to(deviation.dtype), coef, deviation)
+        z_plus = torch.addcmul(z.to(deviation.dtype), _coefficient(gamma_rows, scale), deviation)
         return _to_input_dtype(z_plus, z.dtype)
 
 

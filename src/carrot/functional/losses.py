@@ -11,7 +11,7 @@ from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
 from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
-from carrot.functional.operator import carrot_operator
+from carrot.functional.operator import apply_operator
 from carrot.functional.options import OperatorOptions
 
 if TYPE_CHECKING:
@@ -39,6 +39,13 @@ def _normalize(z: Tensor) -> Tensor:
     """L2-normalize rows in float32 or wider, overflow-safe (see ``safe_normalize``); ``z``'s dtype."""
     with no_autocast(z.device.type):
         return safe_normalize(_wide(z)).to(z.dtype)
+
+
+def _renormalize(z_plus: Tensor) -> Tensor:
+    """L2-normalize the expansion of unit rows: its magnitudes are bounded (|z⁺| is at most a few
+    times γ), so the plain normalization cannot overflow; ``z_plus``'s dtype."""
+    with no_autocast(z_plus.device.type):
+        return F.normalize(_wide(z_plus), dim=1).to(z_plus.dtype)
 
 
 def check_ce_kl_options(
@@ -203,9 +210,10 @@ def carrot_ce_kl_loss(
         label_smoothing=label_smoothing,
     )
     opts = options if options is not None else OperatorOptions()
+    opts.validate()
     z_hat = _normalize(z)
-    z_plus, stats = carrot_operator(z_hat, y, options=opts, memory=memory)
-    z_plus = _normalize(z_plus)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    z_plus = _renormalize(z_plus)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
@@ -325,9 +333,11 @@ def carrot_supcon_loss(
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
+    opts = options if options is not None else OperatorOptions()
+    opts.validate()
     z_hat = _normalize(z)
-    z_plus, stats = carrot_operator(z_hat, y, options=options, memory=memory)
-    view = _normalize(z_plus)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    view = _renormalize(z_plus)
     features = torch.stack([z_hat, view.detach() if stop_grad_plus else view], dim=1)  # (B, 2, D)
     loss = supcon_loss(features, y, temperature=temperature, gather_global=gather_global)
     stats["supcon"] = loss.detach()

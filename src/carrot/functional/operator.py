@@ -21,7 +21,7 @@ from carrot.functional.options import OperatorOptions
 if TYPE_CHECKING:
     from carrot.memory import ClassMemory
 
-__all__ = ["carrot_operator", "summarize_stats"]
+__all__ = ["apply_operator", "carrot_operator", "summarize_stats"]
 
 
 def carrot_operator(
@@ -76,6 +76,19 @@ def carrot_operator(
         )
     else:
         opts.validate()
+    return apply_operator(z, y, opts, memory=memory)
+
+
+def apply_operator(
+    z: Tensor,
+    y: Tensor,
+    opts: OperatorOptions,
+    *,
+    memory: ClassMemory | None = None,
+    unit_norm: bool = False,
+) -> tuple[Tensor, dict[str, Any]]:
+    """:func:`carrot_operator` with validated options. ``unit_norm=True`` promises rows of norm
+    1 (the losses' ẑ), whose magnitudes need no rescaling: a few kernels fewer per step."""
     reducer = None
     if opts.global_stats:
         from carrot.distributed import default_reducer
@@ -90,6 +103,7 @@ def carrot_operator(
             reducer=reducer,
             space=opts.space,
             ignore_index=opts.ignore_index,
+            rescale=not unit_norm,
         )
         if memory is not None:
             with no_autocast(z.device.type):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,6 +12,16 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 __all__ = ["PKSampler"]
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An integer argument as a Python int: numpy and torch integers are accepted, floats and
+    bools are not (a float batch size is a mistake, not a rounding)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            return int(value)
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    return int(value)
 
 
 class PKSampler(Sampler[list[int]]):
@@ -72,14 +83,20 @@ class PKSampler(Sampler[list[int]]):
                 f"labels must be a non-empty 1-D sequence of integer class labels, got shape "
                 f"{labels.shape} and dtype {labels.dtype}."
             )
-        if not isinstance(k, int) or k < 1:
+        k = _as_int("k", k)
+        batch_size = _as_int("batch_size", batch_size)
+        if k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
-        if not isinstance(batch_size, int) or batch_size < k or batch_size % k:
-            lower = max(k, batch_size // k * k) if isinstance(batch_size, int) else k
+        if batch_size < k or batch_size % k:
+            lower = max(k, batch_size // k * k)
             raise ValueError(
                 f"batch_size must be a positive multiple of k={k}, got {batch_size!r}; "
                 f"use {lower} or {lower + k}, or change k."
             )
+        if num_replicas is not None:
+            num_replicas = _as_int("num_replicas", num_replicas)
+        if rank is not None:
+            rank = _as_int("rank", rank)
         if num_replicas is None:
             dist_ok = dist.is_available() and dist.is_initialized()
             num_replicas = dist.get_world_size() if dist_ok else 1

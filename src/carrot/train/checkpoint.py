@@ -124,6 +124,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # no Python object refused: corrupt bytes
+            raise CheckpointError(
+                f"checkpoint {path} is not readable ({str(e).splitlines()[0]}); it is corrupt or "
+                "not a checkpoint. Use another checkpoint of the run."
+            ) from e
         raise CheckpointError(
             f"checkpoint {path} holds pickled Python objects, which carrot does not load (they "
             "could run code). If it was written by carrot 0.1 and you trust it, convert it: "

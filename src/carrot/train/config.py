@@ -381,7 +381,20 @@ def _assign(obj: Any, path: list[str], value: Any, prefix: str = "") -> None:
 
 class _Loader(yaml.SafeLoader):
     """YAML with YAML 1.2 scalars: only true/false are booleans (``amp: off`` stays the string
-    'off') and ``1e-3`` is a float."""
+    'off') and ``1e-3`` is a float. Aliases (``*name``) are refused: a few hundred bytes of nested
+    aliases expand to gigabytes (a "billion laughs"), and a config never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"found the alias *{event.anchor}; carrot configs do not accept YAML aliases, "
+                "write the values out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -403,6 +416,14 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(e).split())
 
 
 def _yaml(text: str) -> Any:
@@ -467,7 +488,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_error(e)}.") from e
         try:
             cfg = config_from_dict(data, cfg)
         except ConfigError as e:

@@ -33,6 +33,7 @@ __all__ = [
     "build_data",
     "build_test_data",
     "build_transforms",
+    "eval_resize",
     "load_splits",
     "load_test_split",
     "resolve_data_config",
@@ -217,6 +218,23 @@ def _scale_size(cfg: Config) -> int:
     return math.floor(cfg.data.image_size / crop_pct + 1e-3)
 
 
+def train_transform(cfg: Config, dataset: Any) -> str:
+    """``data.train_transform`` with ``auto`` resolved: fgvc for photographs, else light."""
+    mode = cfg.data.train_transform
+    if mode == "auto":
+        return "fgvc" if bool(getattr(dataset, "photo", True)) else "light"
+    return mode
+
+
+def eval_resize(cfg: Config, dataset: Any) -> str:
+    """How the test transform resizes: ``square`` then center crop (fgvc), ``short_side`` then
+    center crop, or ``full`` (the whole image to image_size², the built-in small images)."""
+    mode = train_transform(cfg, dataset)
+    if not bool(getattr(dataset, "photo", True)) and mode in ("light", "none"):
+        return "full"
+    return "square" if mode == "fgvc" else "short_side"
+
+
 def build_transforms(
     cfg: Config, dataset: LabeledImages, *, train: bool
 ) -> Callable[[Any], Tensor]:
@@ -233,13 +251,11 @@ def build_transforms(
     d = cfg.data
     size = d.image_size
     photo = bool(getattr(dataset, "photo", True))
-    mode = d.train_transform
-    if mode == "auto":
-        mode = "fgvc" if photo else "light"
+    mode = train_transform(cfg, dataset)
     mean, std = d.mean or [0.5], d.std or [0.5]
     flip_ok = bool(getattr(dataset, "flip_ok", True))
     extras = d.color_jitter > 0 or d.randaugment is not None or d.random_erasing > 0
-    if not photo and mode in ("light", "none") and not extras:
+    if not photo and mode in ("light", "none") and not (train and extras):
         pad = max(1, size // 8) if mode == "light" else 0
         return TensorTransform(
             size, train=train, pad=pad, flip=flip_ok and mode == "light", mean=mean, std=std
@@ -268,11 +284,12 @@ def build_transforms(
             ops.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))
         if d.randaugment is not None:
             from timm.data.auto_augment import rand_augment_transform
+            from timm.data.transforms import str_to_pil_interp
 
             hparams = {
                 "translate_const": int(size * 0.45),
                 "img_mean": tuple(round(255 * min(max(m, 0.0), 1.0)) for m in mean),
-                "interpolation": interpolation.value,
+                "interpolation": str_to_pil_interp(interpolation.value),
             }
             ops += [v2.ToPILImage(), rand_augment_transform(d.randaugment, hparams)]
         if d.random_erasing > 0:

@@ -256,6 +256,7 @@ class Trainer:
             )
         self.state = TrainState()
         self.meter = EpochMeter()
+        self._micro: list[tuple[Tensor, dict[str, Tensor], dict[str, Any]]] = []
         if checkpoint is not None:
             self._load(checkpoint)
         self.ddp: nn.Module = self.model
@@ -302,9 +303,8 @@ class Trainer:
                 )
                 try:
                     check_images(paths, what=what, progress=bar.update)
-                except ValueError as e:
-                    problem[0] = str(e)
-                    break
+                except ValueError as e:  # keep going: report both splits at once
+                    problem[0] = f"{problem[0]}\n{e}" if problem[0] else str(e)
                 finally:
                     bar.close()
         if self.rt.distributed:
@@ -418,33 +418,46 @@ class Trainer:
         for x, y in self.data.train_loader:
             yield x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
-    def _check_finite(
-        self,
-        loss: Tensor,
-        parts: dict[str, Tensor],
-        stats: dict[str, Any],
-        epoch: int,
-        *,
-        what: str = "loss",
-    ) -> None:
-        ok = torch.isfinite(loss.detach()).float()
+    def _stop_if_not_finite(self, epoch: int, norm: Tensor | None) -> None:
+        """One host sync per optimizer step: every micro-batch's loss and the gradient norm must
+        be finite, on every rank, or the run stops before the optimizer step."""
+        flags = [torch.isfinite(loss.detach()) for loss, _, _ in self._micro]
+        if norm is not None:
+            flags.append(torch.isfinite(norm))
+        ok = torch.stack(flags).all().float()
         if self.rt.distributed:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item() == 1.0:
             return
+        bad = next(
+            (
+                (loss, parts, stats)
+                for loss, parts, stats in self._micro
+                if not torch.isfinite(loss)
+            ),
+            None,
+        )
+        what = "loss"
+        if bad is None:  # a finite loss with non-finite gradients, here or on another rank
+            stats = self._micro[-1][2]
+            what, value = "gradient norm", norm if norm is not None else torch.tensor(math.nan)
+            parts = {"grad_norm": value}
+        else:
+            value, parts, stats = bad
+            value = value.detach()
         summary = summarize_stats(stats, sync=True) if stats else {}
         described = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
         last = self.run_dir / "checkpoints" / "last.pt"
         raise NonFiniteLossError(
             f"non-finite {what} at epoch {epoch + 1}, step {self.state.batch + 1} of the epoch "
-            f"(global step {self.state.step + 1}): {what}={float(loss.detach()):.4g} ({described}); "
+            f"(global step {self.state.step + 1}): {what}={float(value):.4g} ({described}); "
             f"mean γ={summary.get('gamma_mean', float('nan')):.4g}, max γ={summary.get('gamma_max', float('nan')):.4g}. "
             f"The run stopped before the optimizer step; the last good checkpoint is {last}"
             f"{' (none yet)' if not last.exists() else ''}. Lower train.lr, set carrot.max_gamma, "
             "or use train.amp=off."
         )
 
-    def _micro_step(self, x: Tensor, y: Tensor, epoch: int, accum: int, sync: bool) -> None:
+    def _micro_step(self, x: Tensor, y: Tensor, accum: int, sync: bool) -> None:
         cfg = self.cfg
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -457,9 +470,14 @@ class Trainer:
                     self.state.step / (cfg.train.epochs * self.steps_per_epoch),
                 )
                 loss_fn = self.loss_fn if self.loss_fn is not None else compute_loss
-                result = loss_fn(cfg, out, y, self.model.head, lam=lam, memory=self.memory)
-            self._check_finite(result.loss, result.parts, result.stats, epoch)
+                observe = self.state.step % cfg.train.log_every == 0 or (
+                    self.state.batch + 1 == self.steps_per_epoch
+                )
+                result = loss_fn(
+                    cfg, out, y, self.model.head, lam=lam, memory=self.memory, observe=observe
+                )
             self.scaler.scale(result.loss / accum).backward()
+        self._micro.append((result.loss, result.parts, result.stats))
         summary = summarize_stats(result.stats) if result.stats else {}
         values = {"loss": result.loss, **dict(result.parts)}
         values["train_top1"] = (out.logits.detach().argmax(1) == y).float().mean() * 100
@@ -468,11 +486,10 @@ class Trainer:
         )
         maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
         self.meter.add(values, maxima)
-        self._last_stats = result.stats
-        self._last_parts = result.parts
 
     def _optimizer_step(self, epoch: int) -> None:
         cfg = self.cfg
+        norm = None
         if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
             # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
             # with non-finite gradients must stop the run before the weights are spoilt.
@@ -480,10 +497,8 @@ class Trainer:
             norm = nn.utils.clip_grad_norm_(
                 self.model.parameters(), cfg.train.grad_clip or math.inf
             )
-            if not self.scaler.is_enabled():
-                self._check_finite(
-                    norm, {"grad_norm": norm}, self._last_stats, epoch, what="gradient norm"
-                )
+        self._stop_if_not_finite(epoch, norm if not self.scaler.is_enabled() else None)
+        self._micro = []
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -509,10 +524,11 @@ class Trainer:
                 lr = learning_rate(cfg, self.state.step, self.steps_per_epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group["lr_mult"]
+                self._micro = []
                 for micro in range(accum):
                     x, y = next(batches)
                     sync = micro == accum - 1 or not rt.distributed
-                    self._micro_step(x, y, epoch, accum, sync)
+                    self._micro_step(x, y, accum, sync)
                 self._optimizer_step(epoch)
                 if (
                     self.state.step % cfg.train.log_every == 0
@@ -585,11 +601,12 @@ class Trainer:
     # --- interruption ---------------------------------------------------------------------------
 
     def _stop_requested(self) -> bool:
+        if not self.rt.distributed:
+            return self._stop
+        if self.state.step % self.cfg.train.log_every:
+            return False
         flag = torch.tensor([1.0 if self._stop else 0.0], device=self.rt.device)
-        if self.rt.distributed:
-            if self.state.step % self.cfg.train.log_every:
-                return False
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 
     def _install_signal_handlers(self) -> dict[int, Any]:

@@ -64,6 +64,7 @@ def compute_loss(
     *,
     lam: float | None = None,
     memory: ClassMemory | None = None,
+    observe: bool = True,
 ) -> LossResult:
     """The loss of ``cfg.method`` on one P×K batch.
 
@@ -76,14 +77,16 @@ def compute_loss(
     The SupCon methods train the classifier on detached embeddings (weight ``supcon.probe_weight``)
     so that accuracy can be reported without the classifier shaping the embedding. ``lam``
     overrides ``carrot.lam`` (the trainer passes :func:`lam_at` for ``carrot.lam_warmup``);
-    ``memory`` is the class memory of ``carrot.memory``.
+    ``memory`` is the class memory of ``carrot.memory``. For the methods that do not use the
+    operator, ``observe=False`` skips computing the batch's class geometry for logging (the
+    trainer observes at its logging steps only, so that a CE step costs what a plain loop's does).
     """
     method = cfg.method
     logits, z = out.logits, out.embedding
     if method in ("ce", "label_smoothing"):
         smoothing = cfg.train.label_smoothing if method == "label_smoothing" else 0.0
         ce = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-        return LossResult(ce, {"ce": ce.detach()}, _observe(cfg, z, y))
+        return LossResult(ce, {"ce": ce.detach()}, _observe(cfg, z, y) if observe else {})
     if method == "carrot":
         c = carrot_settings(cfg)
         loss, stats = carrot_ce_kl_loss(
@@ -111,7 +114,7 @@ def compute_loss(
             contrastive = supcon_loss(
                 z_hat[:, None], y, temperature=s.temperature, gather_global=s.gather_global
             )
-            stats = _observe(cfg, z, y)
+            stats = _observe(cfg, z, y) if observe else {}
         else:
             c = carrot_settings(cfg)
             contrastive, stats = carrot_supcon_loss(

@@ -215,6 +215,8 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise ValueError(f"{path} is not a readable weights file ({e}).") from e
         raise ValueError(
             f"{path} holds pickled Python objects, not only tensors; carrot does not unpickle "
             "them (that could run code). Save the weights with torch.save(model.state_dict(), "

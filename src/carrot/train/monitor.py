@@ -19,13 +19,16 @@ class EpochMeter:
 
     def __init__(self) -> None:
         self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.maxima: dict[str, Tensor] = {}
         self.count = 0
 
     def add(self, values: dict[str, Tensor], maxima: dict[str, Tensor]) -> None:
+        """One batch's values; a key may be missing from some batches (sampled statistics)."""
         for k, v in values.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k].to(v.device) + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
         for k, v in maxima.items():
             v = v.detach().float()
             self.maxima[k] = (
@@ -37,6 +40,7 @@ class EpochMeter:
         """Host copy, for checkpoints taken mid-epoch."""
         return {
             "count": self.count,
+            "counts": dict(self.counts),
             "sums": {k: float(v) for k, v in self.sums.items()},
             "maxima": {k: float(v) for k, v in self.maxima.items()},
         }
@@ -44,11 +48,11 @@ class EpochMeter:
     def load(self, state: dict[str, Any]) -> None:
         self.count = int(state["count"])
         self.sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
+        self.counts = {k: int(state.get("counts", {}).get(k, self.count)) for k in self.sums}
         self.maxima = {k: torch.tensor(v) for k, v in state["maxima"].items()}
 
     def means(self) -> dict[str, float]:
-        n = max(self.count, 1)
-        out = {k: float(v) / n for k, v in self.sums.items()}
+        out = {k: float(v) / max(self.counts.get(k, 1), 1) for k, v in self.sums.items()}
         out.update({k: float(v) for k, v in self.maxima.items()})
         return out
 

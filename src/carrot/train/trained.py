@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,6 +30,9 @@ class Trained:
     in_chans: int
     has_ema: bool
     """The checkpoint also holds EMA weights (``load_trained(..., ema=True)``)."""
+    dataset_traits: Any
+    """What the transforms need to know of the training dataset without its files: ``photo``,
+    ``channels``, ``flip_ok``, and its own ``mean`` / ``std`` if it has them."""
 
 
 def load_trained(
@@ -74,4 +79,16 @@ def load_trained(
         ) from e
     model.eval().to(device)
     epoch = int(ckpt.get("state", {}).get("epoch", 0))
-    return Trained(model, cfg, list(classes), epoch, path, in_chans, ckpt.get("ema") is not None)
+    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+
+    kind = DATASETS.get(cfg.data.name)
+    traits = types.SimpleNamespace(
+        photo=bool(getattr(kind, "photo", True)),
+        channels=in_chans,
+        flip_ok=bool(getattr(kind, "flip_ok", True)),
+        mean=getattr(kind, "mean", None),
+        std=getattr(kind, "std", None),
+    )
+    return Trained(
+        model, cfg, list(classes), epoch, path, in_chans, ckpt.get("ema") is not None, traits
+    )

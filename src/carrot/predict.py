@@ -1,0 +1,152 @@
+"""``carrot predict``: class predictions for image files, as a CSV (timm's ``inference.py`` style).
+
+One row per image, in sorted path order: ``path``, ``label`` (top-1 class name), ``prob`` (its
+softmax probability), ``top2_label``, ``top2_prob``, ... up to top-k, and ``error``: an image that
+cannot be read gets a row with the error filled in instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "predict"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files among ``paths``: files as given, folders searched recursively for image
+    extensions with hidden files and folders skipped; sorted, without duplicates."""
+    found: set[Path] = set()
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            for f in p.rglob("*"):
+                rel = f.relative_to(p).parts
+                if (
+                    f.is_file()
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
+                    and not any(part.startswith(".") for part in rel)
+                ):
+                    found.add(f)
+        elif p.exists():
+            found.add(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist (PATH must be image files or folders).")
+    return sorted(found, key=str)
+
+
+class _Files(Dataset[tuple[Tensor, int, str]]):
+    """Images through the evaluation transform; an unreadable file yields its error message."""
+
+    def __init__(
+        self, files: Sequence[Path], transform: Any, *, channels: int, photo: bool
+    ) -> None:
+        self.files, self.transform = files, transform
+        self.mode = "L" if channels == 1 else "RGB"
+        self.photo = photo
+        self.shape = (channels, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, str]:
+        from PIL import Image
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert(self.mode)
+            x = self.transform(img if self.photo else pil_to_tensor(img))
+            return x, i, ""
+        except Exception as e:  # PIL and the transforms raise many types for bad files
+            return torch.zeros(0), i, f"{type(e).__name__}: {e}".replace("\n", " ")
+
+
+def _collate(items: list[tuple[Tensor, int, str]]) -> tuple[Tensor | None, list[int], list[str]]:
+    good = [x for x, _, err in items if not err]
+    return (torch.stack(good) if good else None), [i for _, i, _ in items], [e for *_, e in items]
+
+
+def predict(
+    checkpoint: Path,
+    paths: Iterable[str | Path],
+    *,
+    out: Path,
+    top_k: int = 5,
+    batch_size: int = 32,
+    device: str = "cpu",
+    ema: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict every image of ``paths`` with the checkpoint's model, its own evaluation transform
+    and class names; write the CSV to ``out``. Returns counts and the output path."""
+    from carrot.train.data import build_transforms, resolve_data_config
+    from carrot.train.progress import Progress
+    from carrot.train.trained import load_trained
+
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}.")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}.")
+    files = find_images(paths)
+    if not files:
+        raise FileNotFoundError("no image files found in the given paths.")
+    dev = torch.device(device)
+    trained = load_trained(Path(checkpoint), ema=ema, device=dev)
+    cfg, classes = trained.cfg, trained.classes
+    traits = trained.dataset_traits
+    resolve_data_config(cfg, trained.model.backbone, traits)  # a converted 0.1 checkpoint
+    transform = build_transforms(cfg, traits, train=False)
+    loader = DataLoader(
+        _Files(files, transform, channels=trained.in_chans, photo=traits.photo),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    k = min(top_k, len(classes))
+    rows: list[dict[str, Any]] = []
+    bar = Progress(total=len(files), desc="predicting", enabled=progress)
+    try:
+        with torch.no_grad():
+            for x, idx, errors in loader:
+                probs = None
+                if x is not None:
+                    probs = torch.softmax(trained.model(x.to(dev)).logits.float(), dim=1)
+                    top_p, top_i = probs.topk(k, dim=1)
+                j = 0
+                for i, err in zip(idx, errors, strict=True):
+                    row: dict[str, Any] = {"path": str(files[i])}
+                    if err:
+                        row["error"] = err
+                    else:
+                        for rank in range(k):
+                            name = "" if rank == 0 else f"top{rank + 1}_"
+                            row[f"{name}label"] = classes[int(top_i[j, rank])]
+                            row[f"{name}prob"] = f"{float(top_p[j, rank]):.6f}"
+                        row["error"] = ""
+                        j += 1
+                    rows.append(row)
+                bar.update(len(idx))
+    finally:
+        bar.close()
+    columns = ["path", "label", "prob"]
+    for rank in range(2, k + 1):
+        columns += [f"top{rank}_label", f"top{rank}_prob"]
+    columns.append("error")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    failed = sum(bool(r["error"]) for r in rows)
+    return {"out": str(out), "images": len(rows), "failed": failed}
