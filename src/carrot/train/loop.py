@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -20,40 +19,50 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from carrot.functional import summarize_stats
-from carrot.memory import ClassMemory
 from carrot.train.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
     check_classes,
-    load_checkpoint,
     plain_rng_state,
-    remove_stale_temporaries,
     restore_rng_state,
 )
 from carrot.train.config import (
     Config,
-    ConfigError,
-    apply_overrides,
-    config_from_dict,
     config_to_dict,
-    flatten,
-    save_config,
 )
-from carrot.train.data import DataBundle, Splits, build_data, load_splits, resolve_data_config
+from carrot.train.data import DataBundle, build_data, load_splits, resolve_data_config
+from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
 from carrot.train.evaluate import evaluate
 from carrot.train.methods import carrot_settings, compute_loss, lam_at
 from carrot.train.model import build_model
-from carrot.train.monitor import EpochMeter, collapse_reasons
+from carrot.train.monitor import EpochMeter, agreed, collapse_message, collapse_reasons
 from carrot.train.optim import build_ema, build_optimizer, learning_rate
 from carrot.train.plots import plot_history
 from carrot.train.progress import Progress
-from carrot.train.report import epoch_line, format_summary, run_header
+from carrot.train.report import (
+    epoch_line,
+    format_summary,
+    non_finite_message,
+    run_header,
+    run_summary,
+)
 from carrot.train.runtime import (
     Runtime,
     atomic_write_text,
+    broadcast_buffers,
     dump_json,
-    environment_info,
+    install_stop_handlers,
     seed_everything,
+)
+from carrot.train.startup import (
+    RESUMABLE_KEYS,
+    build_memory,
+    channels_last,
+    check_images_once,
+    claim_run_dir,
+    open_run_folder,
+    resume_config,
+    steps_per_epoch,
 )
 
 __all__ = [
@@ -64,39 +73,6 @@ __all__ = [
     "Trainer",
     "format_summary",
 ]
-
-# Keys that may change when a run is resumed; anything else would make it a different run.
-RESUMABLE_KEYS = (
-    "train.epochs",
-    "train.eval_every",
-    "train.eval_batch_size",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.stop_after_steps",
-    "train.stop_on_collapse",
-    "train.collapse_gamma_mean",
-    "train.collapse_gamma_max",
-    "train.collapse_radius_drop",
-    "train.progress",
-    "train.plots",
-    "train.tensorboard",
-    "train.device",
-    "train.compile",
-    "data.root",
-    "data.num_workers",
-)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the run stops before the optimizer step."""
-
-
-class CollapseDetected(RuntimeError):
-    """The collapse monitor fired with ``train.stop_on_collapse``; a checkpoint was saved."""
-
-
-class TrainInterrupted(RuntimeError):
-    """SIGINT/SIGTERM: the run saved a checkpoint at the last completed step and stopped."""
 
 
 class _StopAfterSteps(Exception):
@@ -116,11 +92,6 @@ class TrainState:
     eval_pending: bool = False
     """The last completed epoch was saved before its evaluation: evaluate it before going on."""
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _is_cnn(model: nn.Module) -> bool:
-    """Convolutional beyond a patch-embedding stem."""
-    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
 
 class Trainer:
@@ -143,52 +114,14 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Path, overrides: list[str] | None = None) -> Trainer:
         """Continue a run from ``run_dir/checkpoints/last.pt``; only :data:`RESUMABLE_KEYS` may change."""
-        run_dir = Path(run_dir)
-        ckpt_path = run_dir / "checkpoints" / "last.pt"
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(
-                f"{ckpt_path} does not exist: {run_dir} is not a carrot run folder with a checkpoint."
-            )
-        remove_stale_temporaries(ckpt_path.parent)
-        checkpoint = load_checkpoint(ckpt_path)
-        saved = config_from_dict(checkpoint["config"])
-        cfg = config_from_dict(checkpoint["config"])
-        cfg.train.stop_after_steps = (
-            None  # a stop is for one invocation; set it again to stop again
-        )
-        apply_overrides(cfg, overrides or [])
-        changed = _diff(config_to_dict(saved), config_to_dict(cfg))
-        if "output_dir" in changed:
-            raise ConfigError(
-                f"--resume continues the run in {run_dir}: output_dir cannot point elsewhere. To "
-                "branch a run, copy its folder and resume the copy."
-            )
-        frozen = [k for k in changed if k not in RESUMABLE_KEYS]
-        if frozen:
-            raise ConfigError(
-                f"cannot change {', '.join(frozen)} when resuming: the continued run would differ from "
-                f"the one that was started. On resume you may change {', '.join(RESUMABLE_KEYS)}; "
-                "start a new run (another output_dir) for other changes."
-            )
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if checkpoint.get("world_size", 1) != world:
-            raise ConfigError(
-                f"{run_dir} was trained with {checkpoint.get('world_size', 1)} processes; resume it with the "
-                f"same number (this launch has {world}): the P×K batches, steps per epoch and random "
-                "streams depend on it."
-            )
-        done = checkpoint["state"]["epoch"]
-        if cfg.train.epochs < done:
-            raise ConfigError(
-                f"train.epochs={cfg.train.epochs} is below the {done} epochs already completed."
-            )
-        return cls(cfg, run_dir=run_dir, checkpoint=checkpoint)
+        cfg, checkpoint = resume_config(Path(run_dir), overrides)
+        return cls(cfg, run_dir=Path(run_dir), checkpoint=checkpoint)
 
     def _setup(self, checkpoint: dict[str, Any] | None) -> None:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
         if checkpoint is None:
-            self.run_dir = self._claim_run_dir(self.run_dir)
+            self.run_dir = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic
         seed_everything(
             cfg.seed,
@@ -210,11 +143,7 @@ class Trainer:
             image_size=cfg.data.image_size,
         ).to(rt.device)
         resolve_data_config(cfg, self.model.backbone, splits.train)
-        self.channels_last = (
-            cfg.train.channels_last
-            if cfg.train.channels_last is not None
-            else cuda and _is_cnn(self.model.backbone)
-        )
+        self.channels_last = channels_last(cfg, self.model, rt.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if rt.is_main:
@@ -229,7 +158,7 @@ class Trainer:
                 ),
                 flush=True,
             )
-        self._check_images(splits)
+        check_images_once(splits, cfg, rt)
         self.data: DataBundle = build_data(
             cfg, splits, rank=rt.rank, world_size=rt.world_size, pin_memory=cuda
         )
@@ -237,23 +166,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.amp == "fp16")
         self.ema = build_ema(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        self.memory: ClassMemory | None = None
-        settings = carrot_settings(cfg)
-        if cfg.method in ("carrot", "supcon_carrot") and settings.memory:
-            dim = int(self.model.head.weight.shape[1])  # type: ignore[index]
-            self.memory = ClassMemory(
-                self.data.num_classes, dim, momentum=settings.memory_momentum
-            ).to(rt.device)
+        self.memory = build_memory(cfg, self.model, self.data.num_classes)
+        if self.memory is not None:
+            self.memory.to(rt.device)
         self.collapse_warnings: list[dict[str, Any]] = []
-        micro = len(self.data.sampler) + self.data.sampler.state_dict()["start_batch"]
-        self.steps_per_epoch = micro // cfg.train.accum_steps
-        if cfg.train.max_steps_per_epoch is not None:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
-        if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"an epoch of {micro} P×K batches makes no optimizer step with train.accum_steps="
-                f"{cfg.train.accum_steps}; lower train.accum_steps or train.batch_size."
-            )
+        self.steps_per_epoch = steps_per_epoch(cfg, self.data.sampler)
         self.state = TrainState()
         self.meter = EpochMeter()
         self._micro: list[tuple[Tensor, dict[str, Tensor], dict[str, Any]]] = []
@@ -268,89 +185,9 @@ class Trainer:
             mode = None if cfg.train.compile is True else cfg.train.compile
             self.forward = torch.compile(self.ddp, mode=mode)
             self.loss_fn = torch.compile(compute_loss, mode=mode)
-        self.writer = None
+        self.writer = open_run_folder(cfg, self.run_dir, rt) if rt.is_main else None
         if rt.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            atomic_write_text(
-                self.run_dir / "environment.json",
-                dump_json(environment_info(rt.world_size, rt.device)),
-            )
             self._rewrite_metrics()
-            if cfg.train.tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-                except ImportError:
-                    self.writer = None
-
-    def _check_images(self, splits: Splits) -> None:
-        """Decode every image file of both splits once (cached), before any training."""
-        from carrot.data.check import check_images
-
-        problem: list[Any] = [None]
-        if self.rt.is_main:
-            for name, split in (("train", splits.train), ("test", splits.test)):
-                paths = getattr(split, "paths", None)
-                if not paths:
-                    continue
-                what = f"{self.cfg.data.name} ({name} split)"
-                bar = Progress(
-                    total=len(paths),
-                    desc=f"checking {len(paths)} {name} images",
-                    enabled=self.cfg.train.progress and len(paths) > 2000,
-                )
-                try:
-                    check_images(paths, what=what, progress=bar.update)
-                except ValueError as e:  # keep going: report both splits at once
-                    problem[0] = f"{problem[0]}\n{e}" if problem[0] else str(e)
-                finally:
-                    bar.close()
-        if self.rt.distributed:
-            dist.broadcast_object_list(problem, src=0)
-        if problem[0] is not None:
-            from carrot.data import DatasetError
-
-            raise DatasetError(problem[0])
-
-    def _claim_run_dir(self, wanted: Path) -> Path:
-        """``wanted``, or ``wanted-2``, ``wanted-3``... if it already holds a run: never overwrite.
-
-        The folder is claimed by creating ``.carrot-run`` in it with O_EXCL, so two runs started
-        at the same moment cannot both take it."""
-        chosen = [wanted]
-        if self.rt.is_main:
-            n = 1
-            candidate = wanted
-            while True:
-                legacy = (candidate / "checkpoints").exists() or (
-                    candidate / "metrics.jsonl"
-                ).exists()
-                if not legacy:
-                    candidate.mkdir(parents=True, exist_ok=True)
-                    try:
-                        fd = os.open(
-                            candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                        )
-                    except FileExistsError:
-                        pass
-                    else:
-                        os.write(fd, f"{os.getpid()}\n".encode())
-                        os.close(fd)
-                        break
-                n += 1
-                candidate = wanted.with_name(f"{wanted.name}-{n}")
-            chosen[0] = candidate
-            if candidate != wanted:
-                print(
-                    f"{wanted} already holds a run (continue it with `carrot train --resume {wanted}`); "
-                    f"this run goes to {candidate}.",
-                    flush=True,
-                )
-        if self.rt.distributed:
-            dist.broadcast_object_list(chosen, src=0)
-        return chosen[0]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         amp = self.cfg.train.amp
@@ -445,16 +282,17 @@ class Trainer:
         else:
             value, parts, stats = bad
             value = value.detach()
-        summary = summarize_stats(stats, sync=True) if stats else {}
-        described = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-        last = self.run_dir / "checkpoints" / "last.pt"
         raise NonFiniteLossError(
-            f"non-finite {what} at epoch {epoch + 1}, step {self.state.batch + 1} of the epoch "
-            f"(global step {self.state.step + 1}): {what}={float(value):.4g} ({described}); "
-            f"mean γ={summary.get('gamma_mean', float('nan')):.4g}, max γ={summary.get('gamma_max', float('nan')):.4g}. "
-            f"The run stopped before the optimizer step; the last good checkpoint is {last}"
-            f"{' (none yet)' if not last.exists() else ''}. Lower train.lr, set carrot.max_gamma, "
-            "or use train.amp=off."
+            non_finite_message(
+                what,
+                float(value),
+                {k: float(v) for k, v in parts.items()},
+                summarize_stats(stats, sync=True) if stats else {},
+                epoch=epoch + 1,
+                batch=self.state.batch + 1,
+                step=self.state.step + 1,
+                last=self.run_dir / "checkpoints" / "last.pt",
+            )
         )
 
     def _micro_step(self, x: Tensor, y: Tensor, accum: int, sync: bool) -> None:
@@ -556,12 +394,7 @@ class Trainer:
     def _watch_collapse(self, means: dict[str, float], progress: Progress) -> None:
         if self.cfg.method not in ("carrot", "supcon_carrot"):
             return  # the loop it watches for needs the expansion in the loss
-        reasons = collapse_reasons(self.cfg.train, means, self.state.history)
-        if self.rt.distributed:  # every rank acts on the same decision (saving is a collective)
-            flag = torch.tensor([1.0 if reasons else 0.0], device=self.rt.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() and not reasons:
-                reasons = ["another rank's statistics crossed a collapse threshold"]
+        reasons = agreed(collapse_reasons(self.cfg.train, means, self.state.history), self.rt)
         if not reasons:
             return
         epoch = self.state.epoch + 1
@@ -571,11 +404,7 @@ class Trainer:
                 {"epoch": epoch, "step": self.state.step, "reasons": reasons}
             )
         progress.set_postfix({**progress.postfix, "COLLAPSE?": "yes"})
-        message = (
-            f"collapse warning at epoch {epoch}, step {self.state.step}: {'; '.join(reasons)}. "
-            "CARROT's feedback loop may be running away (docs/stability.md): consider "
-            "carrot.max_gamma, carrot.stop_grad_plus, a smaller carrot.lam or carrot.lam_warmup."
-        )
+        message = collapse_message(reasons, epoch=epoch, step=self.state.step)
         if self.cfg.train.stop_on_collapse:
             path = self.save()
             raise CollapseDetected(
@@ -611,34 +440,21 @@ class Trainer:
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         self._stop = False
-        previous: dict[int, Any] = {}
 
-        def request_stop(signum: int, frame: Any) -> None:
+        def request_stop() -> None:
             if self._stop:  # a second signal: stop now
                 raise KeyboardInterrupt
             self._stop = True
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, request_stop)
-            except ValueError:  # not in the main thread
-                pass
-        return previous
+        return install_stop_handlers(request_stop)
 
     # --- epochs ---------------------------------------------------------------------------------
 
-    def _sync_buffers(self) -> None:
-        """Give every rank rank 0's BatchNorm statistics (DDP only broadcasts them at the start
-        of a training forward), so that evaluation uses the model that is saved."""
-        if not self.rt.distributed:
-            return
-        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
-        for module in modules:
-            for buf in module.buffers():
-                dist.broadcast(buf, src=0)
-
     def _evaluate(self) -> dict[str, float]:
-        self._sync_buffers()
+        # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
+        broadcast_buffers(
+            [self.model] + ([self.ema.module] if self.ema is not None else []), self.rt
+        )
         kwargs: dict[str, Any] = dict(
             device=self.rt.device,
             num_classes=self.data.num_classes,
@@ -738,35 +554,4 @@ class Trainer:
             rt.teardown()
 
     def summary(self) -> dict[str, Any]:
-        history = self.state.history
-        evaluated = [r for r in history if "top1" in r]
-        final = evaluated[-1] if evaluated else {}
-        best = next((r for r in evaluated if r["epoch"] == self.state.best_epoch), final)
-        keys = ("epoch", "top1", "mean_class_acc", "precision_at_1", "map_at_r", "top1_ema")
-        geometry = (
-            "gamma_mean",
-            "gamma_max",
-            "gamma_frac_gt1",
-            "r_mean",
-            "m_mean",
-            "r_over_m_q10",
-            "r_over_m_q50",
-            "r_over_m_q90",
-        )
-        last = history[-1] if history else {}
-        return {
-            "run_dir": str(self.run_dir),
-            "dataset": self.cfg.data.name,
-            "method": self.cfg.method,
-            "seed": self.cfg.seed,
-            "epochs": self.state.epoch,
-            "final": {k: final[k] for k in keys if k in final},
-            "best": {k: best[k] for k in keys if k in best},
-            "carrot_last_epoch": {k: last[k] for k in geometry if k in last},
-        }
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between two config dicts."""
-    fa, fb = flatten(a), flatten(b)
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+        return run_summary(self.cfg, self.state, self.run_dir)

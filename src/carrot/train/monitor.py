@@ -10,7 +10,7 @@ from torch import Tensor
 
 from carrot.train.config import TrainConfig
 
-__all__ = ["EpochMeter", "collapse_reasons"]
+__all__ = ["EpochMeter", "agreed", "collapse_message", "collapse_reasons"]
 
 
 class EpochMeter:
@@ -75,3 +75,25 @@ def collapse_reasons(
             f"peak {max(peaks):.3g}"
         )
     return reasons
+
+
+def agreed(reasons: list[str], rt: Any) -> list[str]:
+    """Under DDP every rank must act on the same decision (stopping saves, a collective): if any
+    rank's statistics crossed a threshold, all ranks see a reason."""
+    if not rt.distributed:
+        return reasons
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if reasons else 0.0], device=rt.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not reasons:
+        return ["another rank's statistics crossed a collapse threshold"]
+    return reasons
+
+
+def collapse_message(reasons: list[str], *, epoch: int, step: int) -> str:
+    return (
+        f"collapse warning at epoch {epoch}, step {step}: {'; '.join(reasons)}. CARROT's feedback "
+        "loop may be running away (docs/stability.md): consider carrot.max_gamma, "
+        "carrot.stop_grad_plus, a smaller carrot.lam or carrot.lam_warmup."
+    )

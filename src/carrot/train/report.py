@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["epoch_line", "format_summary", "run_header"]
+__all__ = ["epoch_line", "format_summary", "non_finite_message", "run_header", "run_summary"]
 
 
 def run_header(cfg: Any, run_dir: Any, *, world_size: int, device: Any, resumed_at: int) -> str:
@@ -15,6 +15,59 @@ def run_header(cfg: Any, run_dir: Any, *, world_size: int, device: Any, resumed_
         f"seed {cfg.seed} · {cfg.train.epochs} epochs · {world_size} process(es) on {device} · "
         f"{start} · run folder {run_dir}"
     )
+
+
+def non_finite_message(
+    what: str,
+    value: float,
+    parts: dict[str, float],
+    geometry: dict[str, Any],
+    *,
+    epoch: int,
+    batch: int,
+    step: int,
+    last: Any,
+) -> str:
+    """Why the run stopped before an optimizer step, and where its last good checkpoint is."""
+    described = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+    gamma = geometry.get("gamma_mean", float("nan")), geometry.get("gamma_max", float("nan"))
+    return (
+        f"non-finite {what} at epoch {epoch}, step {batch} of the epoch (global step {step}): "
+        f"{what}={value:.4g} ({described}); mean γ={gamma[0]:.4g}, max γ={gamma[1]:.4g}. The run "
+        f"stopped before the optimizer step; the last good checkpoint is {last}"
+        f"{' (none yet)' if not last.exists() else ''}. Lower train.lr, set carrot.max_gamma, or "
+        "use train.amp=off."
+    )
+
+
+def run_summary(cfg: Any, state: Any, run_dir: Any) -> dict[str, Any]:
+    """What summary.json holds: final and best test metrics, the last epoch's geometry."""
+    history = state.history
+    evaluated = [r for r in history if "top1" in r]
+    final = evaluated[-1] if evaluated else {}
+    best = next((r for r in evaluated if r["epoch"] == state.best_epoch), final)
+    keys = ("epoch", "top1", "mean_class_acc", "precision_at_1", "map_at_r", "top1_ema")
+    geometry = (
+        "gamma_mean",
+        "gamma_max",
+        "gamma_frac_gt1",
+        "r_mean",
+        "m_mean",
+        "r_over_m_q10",
+        "r_over_m_q50",
+        "r_over_m_q90",
+    )
+    last = history[-1] if history else {}
+    return {
+        "run_dir": str(run_dir),
+        "dataset": cfg.data.name,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "epochs": state.epoch,
+        "final": {k: final[k] for k in keys if k in final},
+        "best": {k: best[k] for k in keys if k in best},
+        "carrot_last_epoch": {k: last[k] for k in geometry if k in last},
+    }
 
 
 def epoch_line(rec: dict[str, Any]) -> str:

@@ -6,9 +6,11 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Runtime", "atomic_write_text", "environment_info", "seed_everything"]
+__all__ = [
+    "Runtime",
+    "atomic_write_text",
+    "broadcast_buffers",
+    "environment_info",
+    "install_stop_handlers",
+    "seed_everything",
+]
 
 
 @dataclass
@@ -74,6 +83,28 @@ class Runtime:
     def teardown(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def broadcast_buffers(modules: list[torch.nn.Module], rt: Runtime) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics: DDP only broadcasts them at the
+    start of a training forward)."""
+    if not rt.distributed:
+        return
+    for module in modules:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def install_stop_handlers(on_signal: Callable[[], None]) -> dict[int, Any]:
+    """Call ``on_signal`` on SIGINT and SIGTERM (from the main thread only); returns the previous
+    handlers, to restore with ``signal.signal``."""
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal())
+        except ValueError:  # not in the main thread
+            pass
+    return previous
 
 
 def seed_everything(seed: int, *, deterministic: bool, device: torch.device) -> None:
