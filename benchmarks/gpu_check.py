@@ -1,15 +1,22 @@
-"""GPU check, for a machine with CUDA (finishes in a few minutes):
+"""GPU check, for a machine with CUDA (one short run, a few minutes):
 
-1. CUDA correctness of ``carrot_operator`` in float32, bfloat16 and float16 (direct half inputs and
-   under autocast) against the CPU float64 result, and of the ``detach_stats=False`` gradient.
-2. Host synchronizations in the operator's forward and backward, counted with
-   ``torch.cuda.set_sync_debug_mode``, for the default path (``torch.unique``) and ``sync_free=True``.
-3. Operator forward+backward time against the guide's straightforward formulas on the GPU.
-4. The cost of CARROT in a training step: timm resnet50 at 224 px, batch 64 (P=16, K=4), synthetic
-   tensors, bf16 autocast, CE vs CARROT CE+KL, steps interleaved; time and peak memory ratios.
+1. ``correctness``: CUDA results of ``carrot_operator`` in float32, bfloat16 and float16 (direct
+   half inputs and under autocast) against the CPU float64 result; the ``detach_stats=False``
+   gradient; sync-free vs compact; angular space; the class memory.
+2. ``host_syncs``: host synchronizations of the operator and the losses, counted with
+   ``torch.cuda.set_sync_debug_mode``, for the default path (``torch.unique``) and ``sync_free``,
+   and of one trainer step (its one finiteness check).
+3. ``operator_speed``: operator forward+backward at B = 256, D = 512 (target <= 0.2 ms) and
+   B = 1024, D = 2048: eager (compact, sync-free), compiled (sync-free, fullgraph) and CUDA graphs
+   (``mode="reduce-overhead"``).
+4. ``step_overhead``: the CARROT step's cost over CE on the same model and batch, timm resnet50 at
+   224 and 448 px, batch 64 (P=16, K=4), bf16 autocast, channels-last; the loss eager, sync-free,
+   compiled and under CUDA graphs (targets <= 1% at 224, <= 0.5% at 448); steps interleaved.
+5. ``trainer_vs_minimal``: the trainer's CE step against a minimal hand-written timm loop on the
+   same model, batch, AMP and memory format (target: within 5%).
 
-Run: PYTHONPATH=src python benchmarks/gpu_check.py [--out FILE.json] [--dry-run]
-(--dry-run runs the correctness parts on the CPU, to check the script itself.)
+Run: PYTHONPATH=src python benchmarks/gpu_check.py [--out FILE.json] [--only PART ...]
+``--dry-run`` runs every part on the CPU at toy sizes (no CUDA graphs), to check the script.
 """
 
 import sys
@@ -160,19 +167,21 @@ def count_syncs(device: str) -> dict[str, Any]:
 
     head = torch.nn.Linear(512, 64).to(device)
     memory = ClassMemory(64, 512).to(device)
-    for label, kwargs in (
-        ("CE+KL loss, default", {}),
-        ("CE+KL loss, sync_free + memory", {"sync_free": True, "memory": memory}),
+    for label, options, mem in (
+        ("CE+KL loss, default", OperatorOptions(), None),
+        ("CE+KL loss, sync_free + memory", OperatorOptions(sync_free=True), memory),
     ):
         for _ in range(2):
-            loss, _ = carrot_ce_kl_loss(z0.clone().requires_grad_(True), y, head, **kwargs)
+            loss, _ = carrot_ce_kl_loss(
+                z0.clone().requires_grad_(True), y, head, options=options, memory=mem
+            )
             loss.backward()
         torch.cuda.synchronize()
         z = z0.clone().requires_grad_(True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
-            loss, _ = carrot_ce_kl_loss(z, y, head, **kwargs)
+            loss, _ = carrot_ce_kl_loss(z, y, head, options=options, memory=mem)
             loss.backward()
             torch.cuda.set_sync_debug_mode("default")
         ws = [w for w in caught if "synchroniz" in str(w.message)]
@@ -180,138 +189,303 @@ def count_syncs(device: str) -> dict[str, Any]:
             "forward+backward": len(ws),
             "where": [f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in ws],
         }
+    result["trainer step"] = _trainer_step_syncs(device)
     return result
 
 
-def operator_speed(device: str) -> list[dict[str, Any]]:
-    from carrot.bench.speed import operator_timings
+def _trainer_step_syncs(device: str) -> dict[str, Any]:
+    """Host syncs of one trainer step (CARROT, sync-free statistics): the one finiteness check."""
+    import tempfile
 
-    return [
-        {
-            "B": t.batch,
-            "D": t.dim,
-            "detach": t.detach_stats,
-            "guide_ms": 1e3 * t.guide_s,
-            "carrot_ms": 1e3 * t.carrot_s,
-            "ratio": t.ratio,
-        }
-        for t in operator_timings(batches=(256, 1024), dims=(512, 2048), repeats=30, device=device)
-    ]
+    trainer = _tiny_trainer(device, "carrot", ["carrot.sync_free=true"], tempfile.mkdtemp())
+    x = torch.randn(16, 3, 64, 64, device=device)
+    y = torch.arange(4, device=device).repeat_interleave(4)
+
+    def step() -> None:
+        trainer._micro = []
+        trainer._micro_step(x, y, 1, True)
+        trainer._optimizer_step(0)
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        step()
+        torch.cuda.set_sync_debug_mode("default")
+    ws = [w for w in caught if "synchroniz" in str(w.message)]
+    trainer.rt.teardown()
+    return {"syncs": len(ws), "where": [f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in ws]}
 
 
-def step_cost(device: str) -> dict[str, Any]:
+def _tiny_trainer(
+    device: str,
+    method: str,
+    extra: list[str],
+    out_dir: str,
+    *,
+    size: int = 64,
+    backbone: str = "resnet18",
+    batch_size: int = 16,
+) -> Any:
+    from carrot.train import Trainer, load_config
+
+    cfg = load_config(
+        None,
+        [
+            f"method={method}",
+            "data.name=synthetic",
+            "data.options.num_superclasses=4",
+            "data.options.classes_per_superclass=5",
+            "data.options.train_per_class=8",
+            "data.options.test_per_class=2",
+            f"data.image_size={size}",
+            f"model.backbone={backbone}",
+            f"train.batch_size={batch_size}",
+            "train.k=4",
+            "train.amp=bf16",
+            f"train.device={device}",
+            "train.progress=false",
+            "train.retrieval=false",
+            "train.tensorboard=false",
+            f"output_dir={out_dir}/run",
+            *extra,
+        ],
+    )
+    return Trainer(cfg)
+
+
+def _cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def _sync(device: str) -> None:
+    if _cuda(device):
+        torch.cuda.synchronize()
+
+
+def _median_ms(fns: dict[str, Any], device: str, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per call of each function, calls interleaved round by round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def operator_speed(device: str, dry: bool = False) -> dict[str, Any]:
+    """Operator forward + backward, eager / compiled / CUDA graphs."""
+    shapes = ((64, 32),) if dry else ((256, 512), (1024, 2048))
+    return {f"B={b}, D={d}": _operator_case(device, b, d, dry) for b, d in shapes}
+
+
+def _operator_case(device: str, b: int, d: int, dry: bool) -> dict[str, float]:
+    z64, y = batch(b // 4, 4, d, seed=5)
+    z0, y = z64.float().to(device), y.to(device)
+    w = torch.randn_like(z0)
+
+    def run(options: OperatorOptions) -> Any:
+        def fn(z: torch.Tensor) -> torch.Tensor:
+            return (carrot_operator(z, y, options=options)[0] * w).sum()
+
+        return fn
+
+    fns: dict[str, Any] = {
+        "eager compact": run(OperatorOptions()),
+        "eager sync_free": run(OperatorOptions(sync_free=True)),
+    }
+    torch._dynamo.reset()
+    fns["compiled sync_free"] = torch.compile(run(OperatorOptions(sync_free=True)), fullgraph=True)
+    if _cuda(device):
+        fns["cuda graphs sync_free"] = torch.compile(
+            run(OperatorOptions(sync_free=True)), fullgraph=True, mode="reduce-overhead"
+        )
+
+    def step(fn: Any) -> Any:
+        def go() -> None:
+            z = z0.detach().clone().requires_grad_(True)
+            fn(z).backward()
+
+        return go
+
+    return _median_ms({k: step(f) for k, f in fns.items()}, device, 5 if dry else 50)
+
+
+def _resnet(device: str, dry: bool) -> Any:
     import timm
 
+    name = "resnet18" if dry else "resnet50"
+    return timm.create_model(name, num_classes=0).to(device).to(memory_format=torch.channels_last)
+
+
+def step_overhead(device: str, dry: bool = False) -> dict[str, Any]:
+    """CE vs CARROT training steps on one model and batch, per loss-execution variant."""
+    torch.backends.cudnn.benchmark = True
+    sizes = (64,) if dry else (224, 448)
+    name = "resnet18" if dry else "resnet50"
+    return {f"{name} @ {size}": _step_case(device, size, dry) for size in sizes}
+
+
+def _step_case(device: str, size: int, dry: bool) -> dict[str, Any]:
     from carrot.functional import carrot_ce_kl_loss
     from carrot.train.model import CosineClassifier
 
-    torch.backends.cudnn.benchmark = True
-    results: dict[str, Any] = {}
-    models = {}
-    variants = {
-        "ce": {},
-        "carrot": {},
-        "carrot_sync_free": {"sync_free": True},
-        "carrot_max_gamma_1.5": {"max_gamma": 1.5},
-    }
-    for method in variants:
-        torch.manual_seed(0)
-        backbone = (
-            timm.create_model("resnet50", num_classes=0)
-            .to(device)
-            .to(memory_format=torch.channels_last)
-        )
-        head = CosineClassifier(backbone.num_features, 1000, scale=16.0, learn_scale=False).to(
-            device
-        )
-        params = list(backbone.parameters()) + list(head.parameters())
-        models[method] = (backbone, head, torch.optim.SGD(params, lr=0.01, momentum=0.9))
-    x = torch.randn(64, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.arange(16, device=device).repeat_interleave(4)
+    batch_size, classes = (16, 50) if dry else (64, 1000)
+    amp = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    backbone = _resnet(device, dry)
+    head = CosineClassifier(backbone.num_features, classes, scale=16.0, learn_scale=False)
+    head = head.to(device)
+    opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=1e-3)
+    x = torch.randn(batch_size, 3, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.arange(batch_size // 4, device=device).repeat_interleave(4)
 
-    def step(method: str) -> None:
-        backbone, head, opt = models[method]
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            z = backbone(x)
-            logits = head(F.normalize(z.float(), dim=1))
-            if method == "ce":
-                loss = F.cross_entropy(logits.float(), y)
-            else:
-                loss, _ = carrot_ce_kl_loss(z, y, head, logits=logits, **variants[method])
+    def ce(z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y)
+
+    def carrot(options: OperatorOptions) -> Any:
+        def loss(z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            return carrot_ce_kl_loss(z, y, head, logits=logits, options=options)[0]
+
+        return loss
+
+    losses: dict[str, Any] = {
+        "eager: CE": ce,
+        "eager: carrot (torch.unique)": carrot(OperatorOptions()),
+        "eager: carrot sync_free": carrot(OperatorOptions(sync_free=True)),
+    }
+    torch._dynamo.reset()
+    losses["compiled: CE"] = torch.compile(ce, fullgraph=True)
+    losses["compiled: carrot sync_free"] = torch.compile(
+        carrot(OperatorOptions(sync_free=True)), fullgraph=True
+    )
+    if _cuda(device):
+        losses["cuda graphs: CE"] = torch.compile(ce, fullgraph=True, mode="reduce-overhead")
+        losses["cuda graphs: carrot sync_free"] = torch.compile(
+            carrot(OperatorOptions(sync_free=True)), fullgraph=True, mode="reduce-overhead"
+        )
+
+    def train_step(loss_fn: Any) -> Any:
+        def go() -> None:
+            with amp:
+                z = backbone(x)
+                logits = head(F.normalize(z.float(), dim=1))
+                loss = loss_fn(z, logits)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return go
+
+    ms = _median_ms({k: train_step(f) for k, f in losses.items()}, device, 3 if dry else 20)
+    row: dict[str, Any] = {"ms": ms}
+    for mode in ("eager", "compiled", "cuda graphs"):
+        base = ms.get(f"{mode}: CE")
+        for label, t in ms.items():
+            if base is not None and label.startswith(mode) and label != f"{mode}: CE":
+                row[f"{label} / CE"] = t / base
+    return row
+
+
+def trainer_vs_minimal(device: str, dry: bool = False) -> dict[str, Any]:
+    """The trainer's own CE step (its micro-step and optimizer step, fed fixed tensors) against a
+    minimal timm loop with the same model, head, batch, bf16 autocast and channels-last."""
+    import tempfile
+
+    from carrot.train.model import CosineClassifier
+
+    size, batch_size = (64, 16) if dry else (224, 64)
+    name = "resnet18" if dry else "resnet50"
+    trainer = _tiny_trainer(
+        device, "ce", [], tempfile.mkdtemp(), size=size, backbone=name, batch_size=batch_size
+    )
+    x = torch.randn(batch_size, 3, size, size, device=device)
+    y = torch.arange(batch_size // 4, device=device).repeat_interleave(4)
+    y = y % trainer.data.num_classes
+
+    def trainer_step() -> None:
+        trainer._micro = []
+        trainer._micro_step(x, y, 1, True)
+        trainer._optimizer_step(0)
+
+    torch.manual_seed(0)
+    backbone = _resnet(device, dry)
+    head = CosineClassifier(
+        backbone.num_features, trainer.data.num_classes, scale=16.0, learn_scale=False
+    ).to(device)
+    opt = torch.optim.SGD(
+        list(backbone.parameters()) + list(head.parameters()), lr=0.05, momentum=0.9, nesterov=True
+    )
+    xc = x.contiguous(memory_format=torch.channels_last)
+
+    def minimal_step() -> None:
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            logits = head(F.normalize(backbone(xc).float(), dim=1))
+            loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for method in models:
-        for _ in range(5):
-            step(method)
-    torch.cuda.synchronize()
-    times: dict[str, list[float]] = {m: [] for m in variants}
-    for _ in range(20):
-        for method in times:
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            step(method)
-            torch.cuda.synchronize()
-            times[method].append(time.perf_counter() - start)
-    peaks = {}
-    for method in times:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        step(method)
-        torch.cuda.synchronize()
-        peaks[method] = torch.cuda.max_memory_allocated() / 2**20
-    med = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
-    for m in variants:
-        results[m] = {
-            "ms": 1e3 * med[m],
-            "time_ratio_vs_ce": med[m] / med["ce"],
-            "peak_mib": peaks[m],
-            "memory_ratio_vs_ce": peaks[m] / peaks["ce"],
-        }
-    return results
+    ms = _median_ms(
+        {"trainer": trainer_step, "minimal loop": minimal_step}, device, 3 if dry else 20
+    )
+    trainer.rt.teardown()
+    return {"ms": ms, "trainer / minimal": ms["trainer"] / ms["minimal loop"]}
+
+
+PARTS = ("correctness", "host_syncs", "operator_speed", "step_overhead", "trainer_vs_minimal")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", help="also write the results as JSON here")
-    parser.add_argument("--dry-run", action="store_true", help="correctness on the CPU only")
-    parser.add_argument("--only", nargs="+", help="run only these parts")
+    parser.add_argument("--dry-run", action="store_true", help="every part on the CPU, toy sizes")
+    parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     args = parser.parse_args()
     start = time.perf_counter()
     report: dict[str, Any] = {"torch": torch.__version__}
-    if args.dry_run:
-        report["correctness"] = correctness("cpu")
-    else:
+    device = "cpu" if args.dry_run else "cuda"
+    if not args.dry_run:
         if not torch.cuda.is_available():
             raise SystemExit("gpu_check needs CUDA (use --dry-run to check the script on a CPU).")
         report["gpu"] = torch.cuda.get_device_name()
         report["cuda"] = torch.version.cuda
-        for name, fn in (
-            ("correctness", correctness),
-            ("host_syncs", count_syncs),
-            ("operator_speed", operator_speed),
-            ("train_step", step_cost),
-        ):
-            if args.only and name not in args.only:
-                continue
-            t0 = time.perf_counter()
-            try:
-                report[name] = fn("cuda")
-            except Exception as e:  # report and go on: the machine time is precious
-                report[name] = {"error": f"{type(e).__name__}: {e}"}
-            report[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
-            print(
-                f"== {name} ({report[f'{name}_seconds']} s)\n{json.dumps(report[name], indent=1)}",
-                flush=True,
-            )
+    parts: dict[str, Any] = {
+        "correctness": lambda: correctness(device),
+        "host_syncs": lambda: count_syncs(device),
+        "operator_speed": lambda: operator_speed(device, args.dry_run),
+        "step_overhead": lambda: step_overhead(device, args.dry_run),
+        "trainer_vs_minimal": lambda: trainer_vs_minimal(device, args.dry_run),
+    }
+    for name, fn in parts.items():
+        if args.only and name not in args.only:
+            continue
+        if args.dry_run and name == "host_syncs":
+            continue  # torch.cuda.set_sync_debug_mode needs CUDA
+        t0 = time.perf_counter()
+        try:
+            report[name] = fn()
+        except Exception as e:  # report and go on: the machine time is precious
+            report[name] = {"error": f"{type(e).__name__}: {e}"}
+        report[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
+        print(
+            f"== {name} ({report[f'{name}_seconds']} s)\n{json.dumps(report[name], indent=1)}",
+            flush=True,
+        )
     report["seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(report, indent=1)
-    if args.dry_run:
-        print(text)
     if args.out:
         with open(args.out, "w") as fh:
-            fh.write(text)
+            fh.write(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

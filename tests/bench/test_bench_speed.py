@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from carrot.bench.speed import operator_timings, sampler_timings, straightforward_operator
@@ -29,3 +30,16 @@ def test_operator_and_sampler_timings_produce_ratios() -> None:
     samplers = list(sampler_timings((("tiny", 400, 20),), batch_size=16, k=4))
     pk = next(s for s in samplers if s.sampler == "PKSampler")
     assert pk.coverage > 0.95 and pk.epoch_s >= 0
+
+
+@pytest.mark.slow
+def test_the_compiled_carrot_step_adds_at_most_ten_kernels_to_ce() -> None:
+    from carrot.bench.kernels import kernel_counts
+
+    counts = {c.step: c for c in kernel_counts(batch=32, dim=64, classes=20)}
+    ce, carrot = counts["CE alone"], counts["carrot, sync_free"]
+    assert ce.eager_ops > 0 and carrot.eager_ops > ce.eager_ops
+    assert counts["guide's code"].eager_ops > ce.eager_ops
+    assert ce.compiled_kernels is not None and carrot.compiled_kernels is not None
+    assert ce.compiled_kernels < carrot.compiled_kernels <= ce.compiled_kernels + 10
+    assert counts["carrot (torch.unique)"].compiled_kernels is None

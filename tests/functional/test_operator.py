@@ -153,10 +153,11 @@ def test_close_centroids_are_accurate_where_cdist_is_not() -> None:
     assert rel(stats["r"], ref["r"]) <= 1e-3
     assert rel(stats["gamma"], ref["gamma"]) <= 2e-3
     assert_close(got.double(), want, rtol=2e-3, atol=2e-3)
-    # The matmul-based distance in float32 is off here by far more than 1e-3: the case is hard.
+    # The matmul-based distance in float32 is off here by far more than 1e-3 (16% measured, as
+    # docs/operator.md says): the case is hard.
     mu = ref["mu"].float()
     naive = torch.cdist(mu, mu).fill_diagonal_(float("inf")).min(1).values
-    assert rel(naive, ref["m"]) > 1e-2
+    assert 0.1 < rel(naive, ref["m"]) < 0.25
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

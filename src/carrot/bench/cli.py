@@ -63,6 +63,12 @@ def add_bench_parser(
         "--quick", action="store_true", help="fewer repeats, no iNaturalist-size sampler case"
     )
     speed.add_argument("--device", default="cpu")
+    speed.add_argument(
+        "--only",
+        nargs="+",
+        choices=("operator", "sampler", "step", "kernels"),
+        help="run only these sections",
+    )
     speed.set_defaults(func=handler)
 
 
@@ -90,33 +96,48 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from carrot.bench.speed import operator_timings, sampler_timings, step_cost
 
+    sections = set(args.only or ("operator", "sampler", "step", "kernels"))
     torch.set_num_threads(1)
     repeats = 5 if args.quick else 20
-    print(
-        f"== operator: forward+backward, carrot vs the guide's formulas, one thread, {args.device}"
-    )
-    print(f"{'B':>5} {'D':>5} {'detach':>6} {'guide ms':>9} {'carrot ms':>9} {'ratio':>6}")
-    for t in operator_timings(repeats=repeats, device=args.device):
+    if "operator" in sections:
         print(
-            f"{t.batch:>5} {t.dim:>5} {t.detach_stats!s:>6} {1e3 * t.guide_s:>9.3f} {1e3 * t.carrot_s:>9.3f} {t.ratio:>6.2f}"
+            f"== operator: forward+backward, carrot vs the guide's formulas, one thread, {args.device}"
         )
-    cases = (
-        (("NABirds-size", 48_562, 555),)
-        if args.quick
-        else (("NABirds-size", 48_562, 555), ("iNat-size", 2_700_000, 10_000))
-    )
-    print("\n== sampler: one epoch, batch 64 (P=16, K=4)")
-    for s in sampler_timings(cases):
-        print(
-            f"{s.name:<13} {s.sampler:<17} init {s.init_s:7.3f} s  epoch {s.epoch_s:7.3f} s  coverage {s.coverage:6.1%}"
+        print(f"{'B':>5} {'D':>5} {'detach':>6} {'guide ms':>9} {'carrot ms':>9} {'ratio':>6}")
+        for t in operator_timings(repeats=repeats, device=args.device):
+            print(
+                f"{t.batch:>5} {t.dim:>5} {t.detach_stats!s:>6} {1e3 * t.guide_s:>9.3f} {1e3 * t.carrot_s:>9.3f} {t.ratio:>6.2f}"
+            )
+    if "sampler" in sections:
+        cases = (
+            (("NABirds-size", 48_562, 555),)
+            if args.quick
+            else (("NABirds-size", 48_562, 555), ("iNat-size", 2_700_000, 10_000))
         )
+        print("\n== sampler: one epoch, batch 64 (P=16, K=4)")
+        for s in sampler_timings(cases):
+            print(
+                f"{s.name:<13} {s.sampler:<17} init {s.init_s:7.3f} s  epoch {s.epoch_s:7.3f} s  coverage {s.coverage:6.1%}"
+            )
     torch.set_num_threads(torch.get_num_threads() if args.device != "cpu" else 2)
-    print(
-        "\n== training step: timm resnet18 @ 112 px, batch 64 (P=16, K=4), CE vs CARROT CE+KL, interleaved"
-    )
-    cost = step_cost(repeats=5 if args.quick else 15, device=args.device)
-    print(
-        f"time/step: ce {1e3 * cost.ce_s:.1f} ms, carrot {1e3 * cost.carrot_s:.1f} ms, ratio {cost.time_ratio:.3f}\n"
-        f"peak memory: ce {cost.ce_peak_mb:.0f} MiB, carrot {cost.carrot_peak_mb:.0f} MiB, ratio {cost.memory_ratio:.3f}"
-    )
+    if "step" in sections:
+        print(
+            "\n== training step: timm resnet18 @ 112 px, batch 64 (P=16, K=4), CE vs CARROT CE+KL, interleaved"
+        )
+        cost = step_cost(repeats=5 if args.quick else 15, device=args.device)
+        print(
+            f"time/step: ce {1e3 * cost.ce_s:.1f} ms, carrot {1e3 * cost.carrot_s:.1f} ms, ratio {cost.time_ratio:.3f}\n"
+            f"peak memory: ce {cost.ce_peak_mb:.0f} MiB, carrot {cost.carrot_peak_mb:.0f} MiB, ratio {cost.memory_ratio:.3f}"
+        )
+    if "kernels" in sections:
+        from carrot.bench.kernels import kernel_counts
+
+        print(
+            "\n== kernels per step: loss forward + backward on given embeddings, B = 64 (P=16, K=4), "
+            f"D = 512, cosine head, {args.device}"
+        )
+        print(f"{'step':<24} {'eager aten ops':>15} {'compiled kernels':>17}")
+        for c in kernel_counts(device=args.device):
+            compiled = "n/a" if c.compiled_kernels is None else str(c.compiled_kernels)
+            print(f"{c.step:<24} {c.eager_ops:>15} {compiled:>17}")
     return 0
