@@ -43,3 +43,31 @@ def test_the_compiled_carrot_step_adds_at_most_ten_kernels_to_ce() -> None:
     assert ce.compiled_kernels is not None and carrot.compiled_kernels is not None
     assert ce.compiled_kernels < carrot.compiled_kernels <= ce.compiled_kernels + 10
     assert counts["carrot (torch.unique)"].compiled_kernels is None
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_its_parts_on_the_cpu(tmp_path) -> None:
+    """The GPU minutes go to measuring: every part of benchmarks/gpu_check.py runs here first."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=600,
+    )
+    report = json.loads(out.read_text())
+    for part in ("correctness", "operator_speed", "step_overhead", "trainer_vs_minimal"):
+        assert part in report and "error" not in report[part], (part, report.get(part))
+    assert report["correctness"]["sync_free_vs_compact_max_abs"] < 1e-6
+    row = next(iter(report["step_overhead"].values()))
+    assert {"eager: carrot sync_free / CE", "compiled: carrot sync_free / CE"} <= row.keys()

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from carrot.functional.geometry import check_batch
-from carrot.functional.losses import _normalize
-from carrot.functional.operator import carrot_operator
+from carrot.functional.losses import _normalize, _renormalize
+from carrot.functional.operator import apply_operator
 from carrot.functional.options import OperatorOptions
 from carrot.memory import ClassMemory
 from carrot.modules import _KeepsStats, _options
@@ -151,8 +151,11 @@ class CarrotViewLoss(_KeepsStats):
         """
         check_batch(embeddings, labels)
         z_hat = _normalize(embeddings)
-        z_plus, stats = carrot_operator(z_hat, labels, options=self.options, memory=self.memory)
-        view = _normalize(z_plus)
+        self.options.validate()
+        z_plus, stats = apply_operator(
+            z_hat, labels, self.options, memory=self.memory, unit_norm=True
+        )
+        view = _renormalize(z_plus)
         both = torch.cat([z_hat, view.detach() if self.stop_grad_plus else view])  # (2B, D)
         both_labels = torch.cat([labels, labels])  # (2B,)
         ignore = self.options.ignore_index
