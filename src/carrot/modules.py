@@ -101,21 +101,22 @@ class CarrotTransform(_KeepsStats):
 class CarrotCEKLLoss(_KeepsStats):
     """CE + λ·KL CARROT regularization: ``forward(z, y, classifier) -> loss``.
 
-    See :func:`carrot.functional.carrot_ce_kl_loss` for the arguments; the stats of the last
-    call (operator statistics and loss parts) are in ``last_stats``.
+    ``CarrotCEKLLoss(options, *, memory, T, lam, ...)``: the operator's options first, as on
+    :class:`CarrotTransform`, then the loss's own (see :func:`carrot.functional.carrot_ce_kl_loss`).
+    The stats of the last call (operator statistics and loss parts) are in ``last_stats``.
     """
 
     def __init__(
         self,
+        options: OperatorOptions | None = None,
         *,
+        memory: ClassMemory | None = None,
         T: float = 1.0,
         lam: float = 1.0,
         kl_direction: KLDirection = "plus_z",
         aux_ce_weight: float = 0.0,
         stop_grad_plus: bool = False,
         label_smoothing: float = 0.0,
-        options: OperatorOptions | None = None,
-        memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         self.loss_options: dict[str, Any] = dict(
@@ -185,12 +186,12 @@ class CarrotSupConLoss(_KeepsStats):
 
     def __init__(
         self,
+        options: OperatorOptions | None = None,
         *,
+        memory: ClassMemory | None = None,
         temperature: float = 0.1,
         gather_global: bool = False,
         stop_grad_plus: bool = False,
-        options: OperatorOptions | None = None,
-        memory: ClassMemory | None = None,
     ) -> None:
         super().__init__()
         _check_temperature("temperature", temperature)
