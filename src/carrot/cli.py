@@ -230,13 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     from carrot.data import DatasetError
     from carrot.train.config import ConfigError
     from carrot.train.loop import CollapseDetected, NonFiniteLossError, TrainInterrupted
+    from carrot.train.model import PretrainedWeightsError
 
     try:
         return int(args.func(args))
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (
+        ConfigError,
+        DatasetError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+        PretrainedWeightsError,
+    ) as e:
         if os.environ.get("CARROT_DEBUG"):
             raise
-        kind = "" if isinstance(e, (ConfigError, DatasetError)) else f"{type(e).__name__}: "
+        quiet = (ConfigError, DatasetError, PretrainedWeightsError, ImportError)
+        kind = "" if isinstance(e, quiet) else f"{type(e).__name__}: "
         print(
             f"carrot {args.command}: error: {kind}{e} (CARROT_DEBUG=1 shows the traceback)",
             file=sys.stderr,

@@ -94,6 +94,36 @@ def test_hub_weights_offline_give_a_clear_error(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
     with pytest.raises(RuntimeError, match="set model.pretrained_path"):
         build_model(ModelConfig(backbone="test_resnet", pretrained=True), num_classes=4)
+    # A hub name, from the command line: one line, exit code 2.
+    import subprocess
+    import sys
+
+    env = {
+        **__import__("os").environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "empty-cache"),
+        "TORCH_HOME": str(tmp_path / "empty-torch"),
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carrot.cli",
+            "train",
+            "model.backbone=timm/vit_tiny_patch16_224.augreg_in21k",
+            "model.pretrained=true",
+            "data.image_size=32",
+            "train.device=cpu",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "set model.pretrained_path" in err[0], out.stderr
 
 
 def test_unknown_backbone() -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "CosineClassifier",
     "FGVCModel",
     "ModelOutput",
+    "PretrainedWeightsError",
     "SmallCNN",
     "build_model",
     "create_backbone",
@@ -168,6 +169,11 @@ class FGVCModel(nn.Module):
         return ModelOutput(self.classify(z), z)
 
 
+class PretrainedWeightsError(RuntimeError):
+    """timm's pretrained weights could not be fetched (offline, no cache): the message names
+    model.pretrained_path as the offline route."""
+
+
 def timm_name(name: str) -> str:
     """timm's spelling of a model name: ``timm/<name>`` (a Hugging Face repo id, as the hub shows
     it) becomes ``hf-hub:timm/<name>``; ``hf_hub:`` becomes ``hf-hub:``."""
@@ -282,7 +288,7 @@ def create_backbone(
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:
-            raise RuntimeError(
+            raise PretrainedWeightsError(
                 f"could not load timm's pretrained weights for {cfg.backbone!r} "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Without network "
                 "access, download the weights on another machine and set model.pretrained_path "
