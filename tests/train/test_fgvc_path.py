@@ -121,3 +121,37 @@ def test_compiled_training_equals_eager(tiny, tmp_path: Path) -> None:
     ha, hb = a["history"][0], b["history"][0]
     assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
     assert hb["gamma_mean"] == pytest.approx(ha["gamma_mean"], rel=1e-4)
+
+
+def test_a_carrot_backbone_keeps_the_preprocessing_it_was_trained_with(
+    tiny, tmp_path: Path
+) -> None:
+    from carrot.cli import main
+
+    base = [a for a in tiny if not a.startswith("output_dir=")] + [
+        "train.epochs=1",
+        "train.retrieval=false",
+    ]
+    Trainer(load_config(None, [*base, f"output_dir={tmp_path / 'pre'}"])).fit()
+    ckpt = tmp_path / "pre" / "checkpoints" / "last.pt"
+    pre = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())["data"]
+    assert pre["std"] == [0.25, 0.25, 0.25]  # the synthetic set's own statistics
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    for i, weights in enumerate((ckpt, tmp_path / "exp" / "backbone.safetensors")):
+        out = tmp_path / f"fine{i}"
+        cfg = load_config(
+            None,
+            [
+                *base,
+                "model.pretrained=true",
+                f"model.pretrained_path={weights}",
+                f"output_dir={out}",
+            ],
+        )
+        trainer = Trainer(cfg)
+        assert trainer.cfg.data.mean == pre["mean"] and trainer.cfg.data.std == pre["std"]
+        assert torch.equal(
+            trainer.model.backbone.features[0].weight,
+            load_checkpoint(ckpt)["model"]["backbone.features.0.weight"],
+        )
+        trainer.rt.teardown()

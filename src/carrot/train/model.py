@@ -29,6 +29,7 @@ __all__ = [
     "create_backbone",
     "read_weights",
     "timm_name",
+    "weights_preprocessing",
 ]
 
 
@@ -205,6 +206,38 @@ def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct")
+
+
+def weights_preprocessing(path: Path) -> dict[str, Any]:
+    """The preprocessing the weights in ``path`` were trained with, when carrot knows it: from a
+    carrot checkpoint's config, or from the ``config.json`` beside a ``carrot export`` file. A
+    backbone fine-tuned further should see its inputs as it was trained on them."""
+    config: dict[str, Any] | None = None
+    sidecar = path.parent / "config.json"
+    if path.suffix == ".safetensors" and sidecar.is_file():
+        import json
+
+        try:
+            config = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            config = None
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # read_weights reports what is wrong with the file
+            return {}
+        if isinstance(ckpt, dict) and "format" in ckpt and isinstance(ckpt.get("config"), dict):
+            config = ckpt["config"].get("data")
+    if not isinstance(config, dict):
+        return {}
+    out = {k: config[k] for k in _PREPROCESS_KEYS if config.get(k) is not None}
+    for k in ("mean", "std"):
+        if k in out:
+            out[k] = tuple(float(v) for v in out[k])
+    return out
+
+
 def read_weights(path: Path) -> dict[str, Tensor]:
     """A state dict from a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file, read without
     running any pickled code (``torch.load(weights_only=True)``); one clear error otherwise."""
@@ -303,7 +336,7 @@ def create_backbone(
         state.pop(f"{head}.bias", None)
     # num_classes=0 in the overlay keeps timm's load strict (it relaxes it when the class counts
     # differ); the classifier is gone from both sides.
-    overlay = {"state_dict": state, "num_classes": 0}
+    overlay = {"state_dict": state, "num_classes": 0, **weights_preprocessing(path)}
     try:
         backbone = timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
