@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from carrot.bench.accuracy import analyze, markdown
+from carrot.bench.report import analyze, comparison_rows, markdown
 from carrot.bench.stats import bootstrap_interval, paired_comparison, wilcoxon_p
 
 
@@ -80,10 +80,24 @@ def test_analyze_pairs_by_seed_and_baseline() -> None:
     rows += [_row("d", "carrot_l1", s, 49.0 + s) for s in (0, 2)]  # seed 1 missing
     rows += [_row("d", "supcon", s, 40.0) for s in range(3)]
     rows += [_row("d", "supcon_carrot", s, 41.0 + s) for s in range(3)]
-    comps = {(c.method, c.metric): c for c in analyze(rows)}
+    baselines = {"ce": None, "carrot_l1": "ce", "supcon": "ce", "supcon_carrot": "supcon"}
+    comps = {(c.method, c.metric): c for c in analyze(rows, baselines)}
     carrot = comps[("carrot_l1", "final_top1")]
     assert carrot.baseline == "ce" and carrot.seeds == [0, 2] and carrot.stats.diff == -1.0
     assert comps[("supcon_carrot", "final_top1")].baseline == "supcon"
     assert comps[("supcon_carrot", "final_top1")].stats.diff == pytest.approx(2.0)
-    table = markdown(rows, analyze(rows))
+    table = markdown(rows, analyze(rows, baselines), method_labels={"carrot_l1": "CARROT λ=1"})
     assert "(baseline)" in table and "-1.00 [" in table and "vs supcon" in table
+    assert "| CARROT λ=1 | 2 |" in table and "r/m median" in table
+
+
+def test_comparisons_csv_columns() -> None:
+    rows = [_row("d", "ce", s, 50.0 + s) for s in range(3)]
+    rows += [_row("d", "carrot", s, 51.0 + s * 1.1) for s in range(3)]
+    (first, *_) = comparison_rows(analyze(rows, {"carrot": "ce"}))
+    assert list(first) == [
+        "dataset", "method", "baseline", "metric", "n", "baseline_mean", "method_mean", "diff",
+        "ci_low", "ci_high", "wins", "ties", "p_value", "wilcoxon_p", "boot_low", "boot_high",
+        "seeds",
+    ]  # fmt: skip
+    assert first["seeds"] == "0 1 2" and first["wins"] == 3
