@@ -17,6 +17,7 @@ from carrot.bench.grid import (
     cell_job,
     cells,
     check_data,
+    pretrain_job,
     run_parallel,
     slot_envs,
 )
@@ -50,7 +51,7 @@ GUIDE_PINS = [
 
 
 def test_packaged_suites() -> None:
-    assert packaged_suites() == ["full", "heldout", "quick", "variants", "variants2"]
+    assert packaged_suites() == ["full", "heldout", "quick", "transfer", "variants", "variants2"]
     for name in packaged_suites():
         suite = load_suite(name)
         for dataset, methods in suite.grid:
@@ -94,6 +95,26 @@ def test_method_names_and_what_they_run() -> None:
     assert (guide.max_gamma, guide.guide, guide.lam) == (None, True, 1.0)
     assert methods["carrot_guide"].baseline == "ce"
     assert methods["supcon_carrot_guide"].baseline == "supcon"
+
+
+def test_transfer_suite_fine_tunes_the_pretrained_backbone_of_the_same_seed() -> None:
+    suite = load_suite("transfer")
+    out = Path("/tmp/bench-out")
+    job = cell_job(suite, Cell("synth_hard", "carrot", 3), out)
+    cfg = job.load()
+    assert cfg.model.pretrained and cfg.train.backbone_lr_mult == 0.1
+    assert cfg.model.pretrained_path == str(out / "pretrain/synth200/s3/backbone.safetensors")
+    assert job.ignore == ("model.pretrained_path",)
+    source = pretrain_job(suite, "synth200", 3, out).load()
+    assert (source.method, source.seed, source.model.pretrained) == ("ce", 3, False)
+    # Disjoint classes: the source's synthetic set is drawn with another dataset seed.
+    for name, _ in suite.grid:
+        data = cell_job(suite, Cell(name, "ce", 0), out).load().data
+        assert data.name == "fashion_mnist" or data.options["seed"] != source.data.options["seed"]
+    methods = dict(suite.grid)["synth_hard"]
+    assert {"ce", "label_smoothing", "carrot_guide", "carrot", "supcon", "supcon_carrot"} <= set(
+        methods
+    )
 
 
 def _suite(**changes: object) -> dict:

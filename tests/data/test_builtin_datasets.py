@@ -130,6 +130,24 @@ def test_synthetic_difficulty_brings_sibling_classes_together() -> None:
     assert sibling_gap(0.0) > 2 * sibling_gap(0.8) > 0
 
 
+def test_synthetic_dataset_seeds_draw_disjoint_classes() -> None:
+    """The transfer suite pretrains on one dataset seed and fine-tunes on others: every class of
+    another seed is far from every source class, farther than sibling classes are from each
+    other, so the target's classes are not the source's."""
+
+    def class_means(seed: int) -> torch.Tensor:
+        x, y, *_ = generate(4, 3, 20, 1, 0.75, 16, seed)
+        return torch.stack(
+            [x[torch.from_numpy(y == c)].float().mean(0).flatten() for c in range(12)]
+        )
+
+    source, target = class_means(100), class_means(1)
+    across = torch.cdist(target, source).min()  # the target class nearest to any source class
+    within = torch.cdist(target, target) + 1e9 * torch.eye(12)
+    siblings = within.min(dim=1).values.max()  # the farthest nearest neighbour inside the target
+    assert across > 1.5 * siblings
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
