@@ -302,3 +302,17 @@ def test_cli_flags() -> None:
         parser.parse_args(["bench", "accuracy", "--config", "a.yaml", "--suite", "quick"])
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "accuracy", "--devices", "cuda:0"])
+
+
+def test_overrides_after_the_method_list_are_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    import carrot.bench.accuracy as acc
+    from carrot.cli import main
+
+    seen = {}
+    monkeypatch.setattr(acc, "run_suite", lambda suite, out, **kw: seen.update(kw) or "")
+    argv = (
+        "bench accuracy --suite quick --methods ce carrot_l1 train.lr=0.1 --datasets digits x.y=1"
+    )
+    assert main(argv.split()) == 0
+    assert (seen["methods"], seen["datasets"]) == (["ce", "carrot_l1"], ["digits"])
+    assert seen["extra"] == ["train.lr=0.1", "x.y=1"]

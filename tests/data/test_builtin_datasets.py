@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from carrot.data import DatasetError, build_dataset
-from carrot.data.fashion_mnist import read_idx
+from carrot.data.fashion_mnist import files_present, read_idx
 from carrot.data.synthetic import generate
 
 
@@ -50,6 +50,15 @@ def fashion_root(tmp_path: Path) -> Path:
         _idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=gz)
         _idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz=gz)
     return tmp_path
+
+
+def test_fashion_mnist_files_present(
+    fashion_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert files_present(fashion_root)  # gzipped train files, plain test files
+    assert not files_present(tmp_path_factory.mktemp("empty"))
+    (fashion_root / "t10k-labels-idx1-ubyte").unlink()
+    assert not files_present(fashion_root)
 
 
 def test_fashion_mnist_reads_idx_files(fashion_root: Path) -> None:

@@ -112,6 +112,13 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
         from carrot.bench.accuracy import config_suite, load_suite, run_suite
 
+        # KEY=VALUE written after --methods or --datasets (argparse gives them to the list).
+        for name in ("methods", "datasets"):
+            given = getattr(args, name)
+            if given:
+                setattr(args, name, [x for x in given if "=" not in x] or None)
+                args.overrides = [*args.overrides, *(x for x in given if "=" in x)]
+
         if args.config is not None:
             suite = config_suite(
                 args.config,

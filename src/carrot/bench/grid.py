@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrot.bench.suites import Suite
+
+if TYPE_CHECKING:
+    from carrot.train.config import Config
 
 __all__ = [
     "Cell",
@@ -59,7 +62,8 @@ class Job:
     def log(self) -> Path:
         return self.run_dir.parent / f"{self.run_dir.name}.log"
 
-    def load(self) -> Any:
+    def load(self) -> Config:
+        """The run's config, as ``carrot train`` would build it."""
         from carrot.train.config import load_config
 
         return load_config(self.config, list(self.overrides))
@@ -162,7 +166,7 @@ def check_same_settings(job: Job) -> None:
 
 def check_data(named_jobs: Iterable[tuple[str, Job]]) -> None:
     """Fail before training when a run needs Fashion-MNIST and its files are missing."""
-    from carrot.data.fashion_mnist import _FILES, DEFAULT_ROOT
+    from carrot.data.fashion_mnist import DEFAULT_ROOT, files_present
 
     missing: dict[Path, list[str]] = {}
     for name, job in named_jobs:
@@ -170,11 +174,8 @@ def check_data(named_jobs: Iterable[tuple[str, Job]]) -> None:
         if cfg.data.name != "fashion_mnist":
             continue
         root = Path(cfg.data.root).expanduser() if cfg.data.root else DEFAULT_ROOT
-        stems = [s for pair in _FILES.values() for s in pair]
-        if not all((root / s).is_file() or (root / f"{s}.gz").is_file() for s in stems):
-            missing.setdefault(root, [])
-            if name not in missing[root]:
-                missing[root].append(name)
+        if not files_present(root) and name not in missing.setdefault(root, []):
+            missing[root].append(name)
     if missing:
         where = "; ".join(
             f"{', '.join(names)} read it from {root}" for root, names in missing.items()
