@@ -150,7 +150,9 @@ def test_transfer_pretrains_once_per_seed_and_fine_tunes_its_backbone(tmp_path: 
     source = [*TINY[:-2], "data.options.seed=7", "method=ce", "train.epochs=1"]
     suite = tiny_suite(
         pins=[],
-        variants={"scratch": {"baseline": "ce", "overrides": {"model.pretrained": False}}},
+        variants={
+            "scratch": {"baseline": "ce", "overrides": {"method": "ce", "model.pretrained": False}}
+        },
         pretrain={"src": {"label": "source", "overrides": source}},
         datasets={
             "tgt": {

@@ -105,6 +105,12 @@ def test_transfer_suite_fine_tunes_the_pretrained_backbone_of_the_same_seed() ->
     assert cfg.model.pretrained and cfg.train.backbone_lr_mult == 0.1
     assert cfg.model.pretrained_path == str(out / "pretrain/synth200/s3/backbone.safetensors")
     assert job.ignore == ("model.pretrained_path",)
+    scratch = cell_job(suite, Cell("synth_hard", "ce_scratch", 3), out).load()
+    assert (scratch.method, scratch.model.pretrained, scratch.train.backbone_lr_mult) == (
+        "ce",
+        False,
+        1,
+    )
     source = pretrain_job(suite, "synth200", 3, out).load()
     assert (source.method, source.seed, source.model.pretrained) == ("ce", 3, False)
     # Disjoint classes: the source's synthetic set is drawn with another dataset seed.
@@ -167,6 +173,7 @@ def test_suite_schema_overrides_as_mapping_and_variants() -> None:
         ({"variants": {"ce": {"overrides": ["method=ce"]}}}, "'ce' is already defined \\(by the trainer\\)"),
         ({"variants": {"x": {"baseline": "y", "overrides": ["method=ce"]}}}, "baseline 'y' is not a method"),
         ({"variants": {"x": {"baseline": "ce"}}}, r"variants.x needs overrides"),
+        ({"variants": {"x": {"overrides": {"carrot.lam": 2}}}}, r"variants.x.overrides must set method"),
         ({"methods": None, "grid": [{"datasets": ["e"], "methods": ["ce"]}]}, "names dataset 'e'"),
     ],
 )  # fmt: skip

@@ -187,6 +187,12 @@ def parse_methods(
         spec = _check_keys(spec, _METHOD_KEYS, source, where)
         if "overrides" not in spec:
             raise ValueError(f"{_where(source, where)} needs overrides, e.g. {{method: carrot}}.")
+        overrides = _overrides(spec["overrides"], source, f"{where}.overrides")
+        if not any(o.startswith("method=") for o in overrides):
+            raise ValueError(
+                f"{_where(source, where)}.overrides must set method (e.g. method: carrot); "
+                "without it the variant would run whatever method the base config names."
+            )
         baseline = spec.get("baseline")
         if baseline is not None and not isinstance(baseline, str):
             raise ValueError(f"{_where(source, where)}.baseline must be a method name or null.")
@@ -194,7 +200,7 @@ def parse_methods(
             str(name),
             str(spec.get("label", name)),
             baseline,
-            _overrides(spec["overrides"], source, f"{where}.overrides"),
+            overrides,
         )
     everything = {**known, **out}
     for m in out.values():
