@@ -132,7 +132,7 @@ def test_unknown_names(tmp_path: Path) -> None:
 def test_parallel_processes_give_the_serial_results(tmp_path: Path) -> None:
     """--jobs 2 runs each cell in a process of its own; with the same threads per cell (results
     on CPU depend on the thread count), every number and every weight is the serial one."""
-    suite = tiny_suite()
+    suite = tiny_suite(seeds=[0])  # two cells: both processes run at once
     acc.run_suite(suite, tmp_path / "serial", progress=False, threads=1)
     acc.run_suite(suite, tmp_path / "jobs", progress=False, jobs=2, threads=1)
     assert _rows(tmp_path / "serial/test/results.csv") == _rows(tmp_path / "jobs/test/results.csv")
