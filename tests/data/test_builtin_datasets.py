@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from carrot.data import DatasetError, build_dataset
-from carrot.data.fashion_mnist import read_idx
+from carrot.data.fashion_mnist import files_present, read_idx
 from carrot.data.synthetic import generate
 
 
@@ -50,6 +50,15 @@ def fashion_root(tmp_path: Path) -> Path:
         _idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=gz)
         _idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz=gz)
     return tmp_path
+
+
+def test_fashion_mnist_files_present(
+    fashion_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert files_present(fashion_root)  # gzipped train files, plain test files
+    assert not files_present(tmp_path_factory.mktemp("empty"))
+    (fashion_root / "t10k-labels-idx1-ubyte").unlink()
+    assert not files_present(fashion_root)
 
 
 def test_fashion_mnist_reads_idx_files(fashion_root: Path) -> None:
@@ -128,6 +137,24 @@ def test_synthetic_difficulty_brings_sibling_classes_together() -> None:
         return float(torch.stack(siblings).mean())
 
     assert sibling_gap(0.0) > 2 * sibling_gap(0.8) > 0
+
+
+def test_synthetic_dataset_seeds_draw_disjoint_classes() -> None:
+    """The transfer suite pretrains on one dataset seed and fine-tunes on others: every class of
+    another seed is far from every source class, farther than sibling classes are from each
+    other, so the target's classes are not the source's."""
+
+    def class_means(seed: int) -> torch.Tensor:
+        x, y, *_ = generate(4, 3, 20, 1, 0.75, 16, seed)
+        return torch.stack(
+            [x[torch.from_numpy(y == c)].float().mean(0).flatten() for c in range(12)]
+        )
+
+    source, target = class_means(100), class_means(1)
+    across = torch.cdist(target, source).min()  # the target class nearest to any source class
+    within = torch.cdist(target, target) + 1e9 * torch.eye(12)
+    siblings = within.min(dim=1).values.max()  # the farthest nearest neighbour inside the target
+    assert across > 1.5 * siblings
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,6 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from carrot.bench.accuracy import DATASETS, METHODS, SUITES
-
 
 def _seeds(text: str) -> list[int]:
     """``0-4`` or ``0,2,5``."""
@@ -23,6 +21,14 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def _devices(text: str) -> list[str]:
+    """``0,1,3``: GPU indices."""
+    out = [part.strip() for part in text.split(",") if part.strip()]
+    if not out or not all(part.isdigit() for part in out):
+        raise argparse.ArgumentTypeError(f"--devices must look like 0,1, got {text!r}")
+    return out
+
+
 def add_bench_parser(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg, unused-ignore]
     handler: Callable[[argparse.Namespace], int],
@@ -32,17 +38,52 @@ def add_bench_parser(
     acc = kinds.add_parser(
         "accuracy",
         help="methods × datasets × paired seeds through the trainer",
-        description="Suites: "
-        + "; ".join(f"{k}: {v.description}" for k, v in SUITES.items())
-        + f". Datasets: {', '.join(DATASETS)}. Methods: {', '.join(METHODS)}.",
+        description="Paired-seed comparison of methods, each cell a full `carrot train` run. "
+        "Either --suite (a packaged suite: quick, full, variants, variants2, heldout, transfer; or "
+        "a suite file) or --config BASE.yaml [KEY=VALUE ...] (any carrot train config: every cell "
+        "is BASE with the method's overrides and the seed). Methods: the trainer's (ce, "
+        "label_smoothing, carrot, supcon, supcon_carrot) and named variants (carrot_guide, "
+        "supcon_carrot_guide, those of --methods-file and of the suite). Suites on Fashion-MNIST "
+        "need its files: sudo apt-get install dataset-fashion-mnist. See docs/results.md.",
     )
-    acc.add_argument("--suite", default="quick", choices=sorted(SUITES))
+    what = acc.add_mutually_exclusive_group()
+    what.add_argument("--suite", help="a packaged suite name or a suite file (default: quick)")
+    what.add_argument(
+        "--config", help="a carrot train config: run its dataset and model with each method"
+    )
     acc.add_argument(
-        "--out", help="results folder (default results/<suite>); an interrupted grid resumes"
+        "--methods-file", help="YAML of named variants: NAME: {label, baseline, overrides}"
     )
-    acc.add_argument("--seeds", type=_seeds, help="override the suite's seeds, e.g. 5-9")
-    acc.add_argument("--datasets", nargs="+", help="restrict to these datasets")
-    acc.add_argument("--methods", nargs="+", help="restrict to these methods")
+    acc.add_argument(
+        "--out",
+        help="results folder (default results/<suite or config>); an interrupted grid resumes",
+    )
+    acc.add_argument(
+        "--seeds", type=_seeds, help="override the seeds (suite's, or 0-4 with --config), e.g. 5-9"
+    )
+    acc.add_argument("--datasets", nargs="+", help="restrict to these datasets of the suite")
+    acc.add_argument(
+        "--methods",
+        nargs="+",
+        help="restrict to these methods (--suite); the methods to run, with their baselines "
+        "added (--config; default: ce carrot)",
+    )
+    acc.add_argument(
+        "--jobs",
+        type=int,
+        help="run N cells at once, each a process of its own (default: 1, in this process)",
+    )
+    acc.add_argument(
+        "--devices",
+        type=_devices,
+        help="GPU indices, e.g. 0,1: one cell per GPU at a time (CUDA_VISIBLE_DEVICES)",
+    )
+    acc.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per cell (default: all cores, or cores // jobs); CPU results are "
+        "bit-identical for the same number of threads per cell",
+    )
     acc.add_argument(
         "--report-only", action="store_true", help="tables and plots from the finished runs only"
     )
@@ -53,7 +94,8 @@ def add_bench_parser(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="applied to every run, e.g. train.device=cuda",
+        help="with --suite: applied to every run, last (e.g. train.device=cuda); with --config: "
+        "part of BASE, before each method's overrides",
     )
     acc.set_defaults(func=handler)
     speed = kinds.add_parser(
@@ -74,22 +116,45 @@ def add_bench_parser(
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
-        from carrot.bench.accuracy import run_suite
+        from carrot.bench.accuracy import config_suite, load_suite, run_suite
 
-        out = Path(args.out) if args.out else Path("results") / args.suite
+        # KEY=VALUE written after --methods or --datasets (argparse gives them to the list).
+        for name in ("methods", "datasets"):
+            given = getattr(args, name)
+            if given:
+                setattr(args, name, [x for x in given if "=" not in x] or None)
+                args.overrides = [*args.overrides, *(x for x in given if "=" in x)]
+
+        if args.config is not None:
+            suite = config_suite(
+                args.config,
+                args.overrides,
+                methods=args.methods,
+                seeds=args.seeds or (0, 1, 2, 3, 4),
+                methods_file=args.methods_file,
+            )
+            methods, extra = None, []
+        else:
+            suite = load_suite(args.suite or "quick", methods_file=args.methods_file)
+            methods, extra = args.methods, args.overrides
+        out = Path(args.out) if args.out else Path("results") / suite.name
         table = run_suite(
-            args.suite,
+            suite,
             out,
             seeds=args.seeds,
             datasets=args.datasets,
-            methods=args.methods,
-            extra=args.overrides,
+            methods=methods,
+            extra=extra,
             report_only=args.report_only,
             report_name=args.report_name,
+            jobs=args.jobs,
+            devices=args.devices,
+            threads=args.threads,
         )
         print(table)
+        report = out / (args.report_name or suite.name)
         print(
-            f"results: {out / (args.report_name or args.suite)}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
+            f"results: {report}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
         )
         return 0
     import torch

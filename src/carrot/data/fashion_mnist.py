@@ -12,7 +12,7 @@ from torch import Tensor
 
 from carrot.data.base import DatasetError, LabeledImages, register
 
-__all__ = ["DEFAULT_ROOT", "FashionMNIST", "read_idx"]
+__all__ = ["DEFAULT_ROOT", "FashionMNIST", "files_present", "read_idx"]
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [
@@ -34,6 +34,13 @@ def _find(root: Path, stem: str) -> Path:
         "on Debian/Ubuntu `apt-get install dataset-fashion-mnist` puts them in "
         f"{DEFAULT_ROOT}, or set data.root to a folder holding them."
     )
+
+
+def files_present(root: Path | None = None) -> bool:
+    """Whether ``root`` (default: Debian's folder) holds the four IDX files, gzipped or not."""
+    root = DEFAULT_ROOT if root is None else root
+    stems = [stem for pair in _FILES.values() for stem in pair]
+    return all((root / s).is_file() or (root / f"{s}.gz").is_file() for s in stems)
 
 
 def read_idx(path: Path, *, expected_dims: int) -> np.ndarray:

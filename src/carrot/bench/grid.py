@@ -1,0 +1,340 @@
+"""The runs of a suite and how they are carried out: one ``carrot train`` run per cell (and per
+pretraining), reused when finished, resumed when cut off, refused when made with other settings,
+run in this process or fanned out over processes (``--jobs``) and GPUs (``--devices``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from carrot.bench.suites import Suite
+
+if TYPE_CHECKING:
+    from carrot.train.config import Config
+
+__all__ = [
+    "Cell",
+    "Job",
+    "cell_job",
+    "cells",
+    "check_data",
+    "check_same_settings",
+    "finished",
+    "pretrain_job",
+    "run_jobs",
+    "slot_envs",
+    "weights_path",
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        return out / "runs" / self.dataset / self.method / f"s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``carrot train`` run: ``carrot train [--config CONFIG] OVERRIDES...`` into ``run_dir``."""
+
+    run_dir: Path
+    config: Path | None
+    overrides: tuple[str, ...]
+    ignore: tuple[str, ...] = ()
+    """Keys not compared with a saved run (besides output_dir): what depends only on --out."""
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir.parent / f"{self.run_dir.name}.log"
+
+    def load(self) -> Config:
+        """The run's config, as ``carrot train`` would build it."""
+        from carrot.train.config import load_config
+
+        return load_config(self.config, list(self.overrides))
+
+
+def cells(
+    suite: Suite,
+    *,
+    seeds: Sequence[int] | None = None,
+    datasets: Iterable[str] | None = None,
+    methods: Iterable[str] | None = None,
+) -> list[Cell]:
+    """The grid of a suite, optionally restricted; seed-major so that partial grids stay paired."""
+    keep_d = set(datasets) if datasets else None
+    keep_m = set(methods) if methods else None
+    out = []
+    for seed in seeds if seeds is not None else suite.seeds:
+        for dataset, ms in suite.grid:
+            if keep_d is not None and dataset not in keep_d:
+                continue
+            for m in ms:
+                if keep_m is None or m in keep_m:
+                    out.append(Cell(dataset, m, seed))
+    return out
+
+
+def weights_path(out: Path, source: str, seed: int) -> Path:
+    """The backbone weights of a pretraining run (written by :func:`export_backbone`)."""
+    return out.resolve() / "pretrain" / source / f"s{seed}" / "backbone.safetensors"
+
+
+def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> Job:
+    dataset = suite.datasets[cell.dataset]
+    pretrained: tuple[str, ...] = ()
+    if dataset.pretrained is not None:
+        pretrained = (
+            "model.pretrained=true",
+            f"model.pretrained_path={weights_path(out, dataset.pretrained, cell.seed)}",
+        )
+    run = cell.run_dir(out)
+    overrides = (
+        *suite.common,
+        *dataset.overrides,
+        *pretrained,
+        *suite.pins,
+        *suite.methods[cell.method].overrides,
+        f"seed={cell.seed}",
+        f"output_dir={run}",
+        *extra,
+    )
+    # The weights' path follows --out; the pretraining run they come from is matched on its own.
+    ignore = ("model.pretrained_path",) if pretrained else ()
+    return Job(run, dataset.config, overrides, ignore)
+
+
+def pretrain_job(suite: Suite, source: str, seed: int, out: Path, extra: Sequence[str] = ()) -> Job:
+    spec = suite.pretrain[source]
+    run = out / "pretrain" / source / f"s{seed}"
+    overrides = (*suite.common, *spec.overrides, f"seed={seed}", f"output_dir={run}", *extra)
+    return Job(run, spec.config, overrides)
+
+
+def finished(run: Path) -> bool:
+    summary = run / "summary.json"
+    if not summary.is_file():
+        return False
+    return not json.loads(summary.read_text()).get("stopped_early", False)
+
+
+def check_same_settings(job: Job) -> None:
+    """A finished or half-finished run is reused only if it was made with today's settings. A key
+    added to the schema after the run counts as its default value (the run had no such option),
+    so a cell that sets it to anything else is not paired with that run."""
+    import yaml
+
+    from carrot.train.config import RESOLVED_DATA_KEYS, Config, config_to_dict, flatten
+
+    saved = job.run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    old = yaml.safe_load(saved.read_text())
+    want = config_to_dict(job.load())
+    old_f, want_f, default_f = flatten(old), flatten(want), flatten(config_to_dict(Config()))
+    # A data key left null is resolved by the run itself (and saved resolved).
+    resolved = {f"data.{k}" for k in RESOLVED_DATA_KEYS}
+    skip = {"output_dir", *job.ignore}
+    changed = [
+        k
+        for k, v in want_f.items()
+        if k not in skip
+        and not (k in resolved and v is None)
+        and old_f.get(k, default_f.get(k)) != v
+    ]
+    if changed:
+        raise ValueError(
+            f"{job.run_dir} was run with other settings ({', '.join(changed)}); results from "
+            "different settings cannot be paired. Use another --out, or delete that run."
+        )
+
+
+def check_data(named_jobs: Iterable[tuple[str, Job]]) -> None:
+    """Fail before training when a run needs Fashion-MNIST and its files are missing."""
+    from carrot.data.fashion_mnist import DEFAULT_ROOT, files_present
+
+    missing: dict[Path, list[str]] = {}
+    for name, job in named_jobs:
+        cfg = job.load()
+        if cfg.data.name != "fashion_mnist":
+            continue
+        root = Path(cfg.data.root).expanduser() if cfg.data.root else DEFAULT_ROOT
+        if not files_present(root) and name not in missing.setdefault(root, []):
+            missing[root].append(name)
+    if missing:
+        where = "; ".join(
+            f"{', '.join(names)} read it from {root}" for root, names in missing.items()
+        )
+        raise ValueError(
+            f"Fashion-MNIST is missing ({where}). Install it with `sudo apt-get install "
+            "dataset-fashion-mnist` (Debian/Ubuntu: it puts the IDX files in "
+            f"{DEFAULT_ROOT}), set data.root to a folder holding them, or leave those datasets "
+            "out with --datasets."
+        )
+
+
+def _prepare(job: Job) -> str | None:
+    """What a job needs: None (finished), "resume" (checkpoint) or "start" (a fresh folder)."""
+    check_same_settings(job)
+    if finished(job.run_dir):
+        return None
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if (job.run_dir / "checkpoints" / "last.pt").is_file():
+        return "resume"
+    if job.run_dir.exists():
+        shutil.rmtree(job.run_dir)  # a start that never reached a checkpoint
+    return "start"
+
+
+def run_in_process(job: Job) -> None:
+    """Train ``job`` here (resuming a checkpoint if an earlier grid was cut off); stdout to its log."""
+    from carrot.train import Trainer
+
+    action = _prepare(job)
+    if action is None:
+        return
+    with open(job.log, "a") as fh, contextlib.redirect_stdout(fh):
+        trainer = Trainer.resume(job.run_dir) if action == "resume" else Trainer(job.load())
+        trainer.fit()
+
+
+def command(job: Job, action: str) -> list[str]:
+    """The ``carrot train`` command line of a job."""
+    cmd = [sys.executable, "-m", "carrot.cli", "train"]
+    if action == "resume":
+        return [*cmd, "--resume", str(job.run_dir)]
+    if job.config is not None:
+        cmd += ["--config", str(job.config)]
+    return [*cmd, *job.overrides]
+
+
+def run_subprocess(job: Job, env: dict[str, str]) -> None:
+    """Train ``job`` in a process of its own with ``env`` (threads, GPU); output to its log."""
+    action = _prepare(job)
+    if action is None:
+        return
+    full = {**os.environ, **env}
+    # The child imports the same carrot as this process, installed or not.
+    import carrot
+
+    src = str(Path(carrot.__file__).resolve().parent.parent)
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    with open(job.log, "a") as fh:
+        fh.write(f"$ {' '.join(command(job, action))}\n{json.dumps(env)}\n")
+        fh.flush()
+        rc = subprocess.run(
+            command(job, action), env=full, stdout=fh, stderr=subprocess.STDOUT, check=False
+        ).returncode
+    if rc != 0:
+        tail = "\n".join(job.log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(
+            f"{job.run_dir} failed (exit code {rc}); its log {job.log} ends:\n{tail}"
+        )
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def slot_envs(
+    *, jobs: int | None, devices: Sequence[str] | None, threads: int | None, cores: int
+) -> list[dict[str, str]]:
+    """The environment of each of the parallel slots a grid runs in: with ``devices``, slot i
+    sees only GPU devices[i % len(devices)] (CUDA_VISIBLE_DEVICES; ``jobs`` defaults to one slot
+    per GPU); every slot gets ``threads`` CPU threads (default: cores // slots, at least 1)."""
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}.")
+    if devices is not None and not devices:
+        raise ValueError("--devices must list at least one GPU index, e.g. 0,1.")
+    n = jobs if jobs is not None else len(devices) if devices else 1
+    t = str(threads if threads is not None else max(1, cores // n))
+    envs = []
+    for i in range(n):
+        env = {"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = str(devices[i % len(devices)])
+        envs.append(env)
+    return envs
+
+
+def run_parallel(
+    items: Sequence[Any],
+    slots: Sequence[dict[str, str]],
+    run_one: Callable[[Any, dict[str, str]], None],
+    *,
+    done: Callable[[Any], None] = lambda item: None,
+) -> None:
+    """Run ``run_one(item, slot)`` for every item, each slot used by one item at a time. After a
+    failure no new item starts; the running ones finish, then the first error is raised."""
+    free: queue.SimpleQueue[dict[str, str]] = queue.SimpleQueue()
+    for slot in slots:
+        free.put(slot)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def work(item: Any) -> None:
+        if stop.is_set():
+            return
+        slot = free.get()
+        try:
+            run_one(item, slot)
+        except BaseException as e:
+            stop.set()
+            errors.append(e)
+        else:
+            done(item)
+        finally:
+            free.put(slot)
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        list(pool.map(work, items))
+    if errors:
+        raise errors[0]
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    parallel: int | None = None,
+    devices: Sequence[str] | None = None,
+    threads: int | None = None,
+    done: Callable[[Job], None] = lambda job: None,
+) -> None:
+    """Every job: one after another in this process (``parallel`` None or 1 and no ``devices``;
+    with ``threads`` torch threads if given), else in ``parallel`` processes at a time (one per
+    GPU of ``devices`` by default), see :func:`slot_envs`."""
+    if (parallel is None or parallel == 1) and not devices:
+        import torch
+
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            for job in jobs:
+                run_in_process(job)
+                done(job)
+        finally:
+            torch.set_num_threads(before)
+        return
+    slots = slot_envs(jobs=parallel, devices=devices, threads=threads, cores=cpu_count())
+    run_parallel(jobs, slots, run_subprocess, done=done)

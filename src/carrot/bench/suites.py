@@ -1,0 +1,435 @@
+"""Suites as data: what ``carrot bench accuracy`` runs, read from YAML.
+
+A suite file (the packaged ones are in ``carrot/bench/suites/``)::
+
+    description: what the suite measures
+    seeds: [0, 1, 2, 3, 4]
+    common: [train.progress=false]        # every run of the suite, first
+    pins: []                              # every method's runs, just before the method's own
+    variants:                             # named methods of this suite (the --methods-file schema)
+      carrot_l5: {label: "CARROT, λ=5", baseline: ce, overrides: {method: carrot, carrot.lam: 5}}
+    pretrain:                             # optional: backbones pretrained once per seed
+      source: {label: ..., config: base.yaml, overrides: [method=ce, data.name=synthetic]}
+    datasets:
+      digits:
+        label: sklearn digits
+        config: base.yaml                 # optional carrot train config, relative to this file
+        pretrained: source                # optional: fine-tune the backbone of that pretraining
+        overrides: [data.name=digits, train.epochs=6]
+    methods: [ce, carrot]                 # every dataset × these methods, or per dataset:
+    grid:
+      - {datasets: [digits], methods: [ce, carrot_l5]}
+
+Overrides are ``key=value`` strings (as on the ``carrot train`` command line) or a mapping
+``{key: value}``. A run's settings are, in order: the dataset's ``config`` file, ``common``, the
+dataset's overrides, the pretrained weights (if ``pretrained``), ``pins``, the method's overrides,
+the seed and the run folder.
+
+Methods are the trainer's five (:data:`TRAINER_METHODS`), the packaged named variants
+(``carrot/bench/methods.yaml``), those of ``--methods-file`` and the suite's ``variants``; each
+names the baseline it is compared with on the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TRAINER_METHODS",
+    "DatasetSpec",
+    "MethodSpec",
+    "Suite",
+    "config_suite",
+    "load_methods",
+    "load_suite",
+    "packaged_suites",
+    "parse_methods",
+    "suite_from_dict",
+]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    label: str
+    baseline: str | None
+    """The method it is compared with (same seeds); None for a baseline."""
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    config: Path | None = None
+    """A ``carrot train`` config file the overrides apply to (None: the trainer's defaults)."""
+    pretrained: str | None = None
+    """The suite's pretraining source whose backbone (same seed) this dataset fine-tunes."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    datasets: Mapping[str, DatasetSpec]
+    methods: Mapping[str, MethodSpec]
+    """Every method the suite can run (the trainer's, the variants), by name."""
+    grid: tuple[tuple[str, tuple[str, ...]], ...]
+    """(dataset, methods) pairs, in the order the cells run."""
+    common: tuple[str, ...] = ()
+    pins: tuple[str, ...] = ()
+    pretrain: Mapping[str, DatasetSpec] = field(default_factory=dict)
+
+
+TRAINER_METHODS: dict[str, MethodSpec] = {
+    m.name: m
+    for m in (
+        MethodSpec("ce", "CE", None, ("method=ce",)),
+        MethodSpec(
+            "label_smoothing", "CE + label smoothing 0.1", "ce", ("method=label_smoothing",)
+        ),
+        MethodSpec("carrot", "CARROT (carrot section as configured)", "ce", ("method=carrot",)),
+        MethodSpec("supcon", "SupCon", "ce", ("method=supcon",)),
+        MethodSpec("supcon_carrot", "SupCon + CARROT view", "supcon", ("method=supcon_carrot",)),
+    )
+}
+"""``method=NAME`` of the trainer, nothing else: the carrot section is whatever the suite's pins and
+the base config leave it at (by default the recommended configuration, γ capped at 1.5)."""
+
+_SUITE_KEYS = (
+    "description", "seeds", "common", "pins", "variants", "pretrain", "datasets", "methods", "grid",
+)  # fmt: skip
+_DATASET_KEYS = ("label", "config", "pretrained", "overrides")
+_METHOD_KEYS = ("label", "baseline", "overrides")
+
+
+def _where(source: str, key: str) -> str:
+    return f"{source}: {key}" if key else source
+
+
+def _check_keys(data: Any, valid: Sequence[str], source: str, key: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{_where(source, key)} must be a mapping, got {type(data).__name__} ({data!r})."
+        )
+    unknown = sorted(set(map(str, data)) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{_where(source, key)} has unknown key(s) {unknown}; valid keys: {', '.join(valid)}."
+        )
+    return data
+
+
+def _mapping(data: Any, source: str, key: str) -> dict[str, Any]:
+    """A mapping of names (None: empty)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{_where(source, key)} must be a mapping of names, got {type(data).__name__} ({data!r})."
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def _value_text(value: Any) -> str:
+    """A YAML value as the text of a ``key=value`` override (parsed back as YAML)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _overrides(data: Any, source: str, key: str) -> tuple[str, ...]:
+    if data is None:
+        return ()
+    if isinstance(data, dict):
+        return tuple(f"{k}={_value_text(v)}" for k, v in data.items())
+    if isinstance(data, list) and all(isinstance(x, str) and "=" in x for x in data):
+        return tuple(data)
+    raise ValueError(
+        f"{_where(source, key)} must be a list of key=value strings or a mapping of keys to "
+        f"values, got {data!r}."
+    )
+
+
+def _names(data: Any, source: str, key: str) -> tuple[str, ...]:
+    if isinstance(data, str):
+        return (data,)
+    if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
+        return tuple(data)
+    raise ValueError(f"{_where(source, key)} must be a non-empty list of names, got {data!r}.")
+
+
+def parse_methods(
+    data: Any, source: str, *, known: Mapping[str, MethodSpec], key: str = ""
+) -> dict[str, MethodSpec]:
+    """Named variants from a mapping ``name: {label, baseline, overrides}`` (a --methods-file, a
+    suite's ``variants``). A name may not repeat one of ``known``; a baseline must be a method
+    of ``known`` or of the same mapping."""
+    out: dict[str, MethodSpec] = {}
+    for name, spec in _mapping(data, source, key).items():
+        where = f"{key}.{name}" if key else str(name)
+        if name in known:
+            raise ValueError(
+                f"{_where(source, where)}: method {name!r} is already defined "
+                f"({'by the trainer' if name in TRAINER_METHODS else 'elsewhere'}); choose another name."
+            )
+        spec = _check_keys(spec, _METHOD_KEYS, source, where)
+        if "overrides" not in spec:
+            raise ValueError(f"{_where(source, where)} needs overrides, e.g. {{method: carrot}}.")
+        overrides = _overrides(spec["overrides"], source, f"{where}.overrides")
+        if not any(o.startswith("method=") for o in overrides):
+            raise ValueError(
+                f"{_where(source, where)}.overrides must set method (e.g. method: carrot); "
+                "without it the variant would run whatever method the base config names."
+            )
+        baseline = spec.get("baseline")
+        if baseline is not None and not isinstance(baseline, str):
+            raise ValueError(f"{_where(source, where)}.baseline must be a method name or null.")
+        out[str(name)] = MethodSpec(
+            str(name),
+            str(spec.get("label", name)),
+            baseline,
+            overrides,
+        )
+    everything = {**known, **out}
+    for m in out.values():
+        if m.baseline is not None and m.baseline not in everything:
+            raise ValueError(
+                f"{_where(source, f'{key}.{m.name}' if key else m.name)}: baseline {m.baseline!r} "
+                f"is not a method; known methods: {', '.join(everything)}."
+            )
+    return out
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{source} is not valid YAML: {e}") from e
+
+
+def _resources() -> Any:
+    return resources.files("carrot.bench")
+
+
+def packaged_methods() -> dict[str, MethodSpec]:
+    """The trainer's methods and the packaged named variants (``carrot/bench/methods.yaml``)."""
+    text = (_resources() / "methods.yaml").read_text(encoding="utf-8")
+    variants = parse_methods(
+        _read_yaml(text, "methods.yaml"), "methods.yaml", known=TRAINER_METHODS
+    )
+    return {**TRAINER_METHODS, **variants}
+
+
+def load_methods(path: str | Path | None) -> dict[str, MethodSpec]:
+    """The packaged methods plus those of a ``--methods-file`` (if given)."""
+    known = packaged_methods()
+    if path is None:
+        return known
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--methods-file {p} does not exist.")
+    return {**known, **parse_methods(_read_yaml(p.read_text(), str(p)), str(p), known=known)}
+
+
+def packaged_suites() -> list[str]:
+    """Names of the suites shipped with carrot (``--suite NAME``)."""
+    folder = _resources() / "suites"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def _dataset(name: str, spec: Any, source: str, key: str, base_dir: Path | None) -> DatasetSpec:
+    spec = _check_keys(spec, _DATASET_KEYS, source, key)
+    config = spec.get("config")
+    path = None
+    if config is not None:
+        path = Path(str(config)).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise ValueError(f"{_where(source, key)}.config: {path} does not exist.")
+    pretrained = spec.get("pretrained")
+    return DatasetSpec(
+        name,
+        str(spec.get("label", name)),
+        _overrides(spec.get("overrides"), source, f"{key}.overrides"),
+        config=path,
+        pretrained=None if pretrained is None else str(pretrained),
+    )
+
+
+def _seeds(data: Any, source: str) -> tuple[int, ...]:
+    if (
+        not isinstance(data, list)
+        or not data
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data)
+    ):
+        raise ValueError(
+            f"{source}: seeds must be a non-empty list of integers >= 0, got {data!r}."
+        )
+    return tuple(data)
+
+
+def suite_from_dict(
+    data: Any,
+    *,
+    name: str,
+    source: str,
+    base_dir: Path | None = None,
+    methods: Mapping[str, MethodSpec] | None = None,
+) -> Suite:
+    """A suite from its YAML mapping; ``methods`` are the ones it may name besides its own
+    ``variants`` (default: the packaged ones)."""
+    data = _check_keys(data, _SUITE_KEYS, source, "")
+    for required in ("seeds", "datasets"):
+        if required not in data:
+            raise ValueError(f"{source} needs {required!r}.")
+    if ("methods" in data) == ("grid" in data):
+        raise ValueError(
+            f"{source} needs exactly one of 'methods' (every dataset × these methods) and 'grid' "
+            "(a list of {datasets: [...], methods: [...]})."
+        )
+    known = dict(packaged_methods() if methods is None else methods)
+    known.update(parse_methods(data.get("variants"), source, known=known, key="variants"))
+    datasets = {
+        k: _dataset(k, v, source, f"datasets.{k}", base_dir)
+        for k, v in _mapping(data["datasets"], source, "datasets").items()
+    }
+    if not datasets:
+        raise ValueError(f"{source}: datasets must define at least one dataset.")
+    pretrain = {
+        k: _dataset(k, v, source, f"pretrain.{k}", base_dir)
+        for k, v in _mapping(data.get("pretrain"), source, "pretrain").items()
+    }
+    for spec in datasets.values():
+        if spec.pretrained is not None and spec.pretrained not in pretrain:
+            raise ValueError(
+                f"{source}: datasets.{spec.name}.pretrained names {spec.pretrained!r}, which is "
+                f"not in pretrain ({', '.join(pretrain) or 'none defined'})."
+            )
+    if "methods" in data:
+        entries = [{"datasets": list(datasets), "methods": data["methods"]}]
+    else:
+        entries = data["grid"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{source}: grid must be a non-empty list.")
+    grid: list[tuple[str, tuple[str, ...]]] = []
+    for i, entry in enumerate(entries):
+        where = "methods" if "methods" in data else f"grid[{i}]"
+        entry = _check_keys(entry, ("datasets", "methods"), source, where)
+        ms = _names(entry.get("methods"), source, f"{where}.methods")
+        for m in ms:
+            if m not in known:
+                raise ValueError(
+                    f"{source}: {where} names method {m!r}, which is not defined; known methods: "
+                    f"{', '.join(known)}. Define it under variants or in a --methods-file."
+                )
+        for dataset in _names(entry.get("datasets"), source, f"{where}.datasets"):
+            if dataset not in datasets:
+                raise ValueError(
+                    f"{source}: {where} names dataset {dataset!r}, which is not under datasets "
+                    f"({', '.join(datasets)})."
+                )
+            grid.append((dataset, ms))
+    return Suite(
+        name=name,
+        description=str(data.get("description", name)).strip(),
+        seeds=_seeds(data["seeds"], source),
+        datasets=datasets,
+        methods=known,
+        grid=tuple(grid),
+        common=_overrides(data.get("common"), source, "common"),
+        pins=_overrides(data.get("pins"), source, "pins"),
+        pretrain=pretrain,
+    )
+
+
+def load_suite(suite: str | Path, *, methods_file: str | Path | None = None) -> Suite:
+    """A packaged suite by name (``quick``, ``transfer``...) or a suite file."""
+    methods = load_methods(methods_file)
+    names = packaged_suites()
+    if str(suite) in names:
+        text = (_resources() / "suites" / f"{suite}.yaml").read_text(encoding="utf-8")
+        return suite_from_dict(
+            _read_yaml(text, f"{suite}.yaml"),
+            name=str(suite),
+            source=f"suite {suite}",
+            methods=methods,
+        )
+    path = Path(suite).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"--suite must be one of {names} or a suite file (.yaml), got {str(suite)!r}."
+        )
+    return suite_from_dict(
+        _read_yaml(path.read_text(), str(path)),
+        name=path.stem,
+        source=str(path),
+        base_dir=path.parent,
+        methods=methods,
+    )
+
+
+CONFIG_COMMON = ("train.progress=false",)
+"""What ``--config`` mode adds to every run: the progress goes to each run's log file."""
+
+
+def config_suite(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    methods_file: str | Path | None = None,
+) -> Suite:
+    """``carrot bench accuracy --config BASE.yaml KEY=VALUE ...``: one dataset, BASE with the
+    overrides; ``methods`` (default ce, carrot) plus the baselines they name."""
+    from carrot.train.config import load_config
+
+    path = Path(config).expanduser()
+    cfg = load_config(path, list(overrides))  # fails early on a bad file or override
+    known = load_methods(methods_file)
+    wanted: list[str] = []
+
+    def add(m: str) -> None:
+        if m not in known:
+            raise ValueError(f"unknown method {m!r}; known methods: {', '.join(known)}.")
+        base = known[m].baseline
+        if base is not None and base not in wanted:
+            add(base)
+        if m not in wanted:
+            wanted.append(m)
+
+    for m in methods or ("ce", "carrot"):
+        add(m)
+    name = path.stem
+    dataset = DatasetSpec(
+        name,
+        f"{path}: {cfg.data.name}, {cfg.model.backbone}",
+        tuple(overrides),
+        config=path,
+    )
+    return Suite(
+        name=name,
+        description=f"{path} {' '.join(overrides)}".strip(),
+        seeds=tuple(seeds),
+        datasets={name: dataset},
+        methods=known,
+        grid=((name, tuple(wanted)),),
+        common=CONFIG_COMMON,
+    )
