@@ -144,7 +144,8 @@ def _commands() -> list[tuple[str, str]]:
                     break
     for page in PAGES:
         for m in re.finditer(r"`carrot ([a-z][^`]*)`", page.read_text(encoding="utf-8")):
-            found.append((f"{page.name} inline", m.group(1)))
+            if not m.group(1).split()[-1].startswith("-"):  # `carrot train --resume`: a flag named
+                found.append((f"{page.name} inline", m.group(1)))
     return found
 
 

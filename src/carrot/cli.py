@@ -261,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainInterrupted as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        from carrot.bench.grid import CellFailed
+
+        if not isinstance(e, CellFailed) or os.environ.get("CARROT_DEBUG"):
+            raise
+        print(f"carrot {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Cell",
+    "CellFailed",
     "Job",
     "cell_job",
     "cells",
@@ -242,9 +243,13 @@ def run_subprocess(job: Job, env: dict[str, str]) -> None:
         ).returncode
     if rc != 0:
         tail = "\n".join(job.log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(
+        raise CellFailed(
             f"{job.run_dir} failed (exit code {rc}); its log {job.log} ends:\n{tail}"
         )
+
+
+class CellFailed(RuntimeError):
+    """A grid cell's training process failed; the message ends with its log's last lines."""
 
 
 def cpu_count() -> int:

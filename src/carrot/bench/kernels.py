@@ -54,7 +54,7 @@ def count_compiled_kernels(step: Callable[[Tensor], Tensor], z: Tensor) -> list[
     from torch._inductor.utils import run_and_get_code
 
     torch._dynamo.reset()
-    compiled = torch.compile(step, fullgraph=True)
+    compiled = torch.compile(step, fullgraph=True, dynamic=False)  # static: history-free counts
     x = z.detach().clone().requires_grad_(True)
     _, codes = run_and_get_code(lambda: compiled(x).backward())
     calls: list[str] = []
@@ -118,9 +118,17 @@ def kernel_counts(
     """
     z = torch.randn(batch, dim, generator=torch.Generator().manual_seed(0)).to(device)
     out = []
-    for name, step in _steps(batch, dim, classes, k, device).items():
-        n_compiled = None
-        if compiled and name in ("CE alone", "carrot, sync_free"):
-            n_compiled = len(count_compiled_kernels(step, z))
-        out.append(KernelCount(name, len(count_eager_ops(step, z)), n_compiled))
+    # Deterministic algorithms (the trainer's CPU default) change what Inductor generates: count
+    # the default, as a GPU run has it, and leave the setting as it was.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        for name, step in _steps(batch, dim, classes, k, device).items():
+            n_compiled = None
+            if compiled and name in ("CE alone", "carrot, sync_free"):
+                n_compiled = len(count_compiled_kernels(step, z))
+            out.append(KernelCount(name, len(count_eager_ops(step, z)), n_compiled))
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     return out
