@@ -104,6 +104,9 @@ class ClassGeometry(NamedTuple):
     """``mu``, ``r``, ``m`` and ``deviation`` are in units of this power of two (a 0-d tensor, or
     the float 1.0 when no rescaling was asked for): 1 unless the embeddings' magnitudes lie beyond
     2^±30. Multiply to get the embeddings' units (:meth:`unscaled`); γ, a ratio, needs none."""
+    num_classes: int | Tensor
+    """Classes present (valid slots): an int for the compact list, a 0-d tensor (no host sync)
+    with ``sync_free``."""
 
     @property
     def num_slots(self) -> int:
@@ -196,10 +199,17 @@ def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
 
 def _exponent(x: Tensor) -> Tensor:
     """e such that ``x * 2^-e`` has its largest magnitude inside [2^-30, 2^30] (0 when it already
-    has, or when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync."""
+    has, or when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync on a GPU (on a
+    CPU, reading a number back is free, and fewer ops are faster)."""
     if x.numel() == 0:
         return torch.zeros((), dtype=torch.int32, device=x.device)
-    _, e = torch.frexp(torch.linalg.vector_norm(x, ord=math.inf))
+    amax = torch.linalg.vector_norm(x, ord=math.inf)
+    if x.device.type == "cpu":
+        value = float(amax)
+        exp = math.frexp(value)[1] if math.isfinite(value) else 0
+        exp -= max(-_SCALE_FREE_EXPONENT, min(_SCALE_FREE_EXPONENT, exp))
+        return torch.tensor(exp, dtype=torch.int32)
+    _, e = torch.frexp(amax)
     return e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
 
 
@@ -216,26 +226,37 @@ def safe_normalize(x: Tensor) -> Tensor:
     return F.normalize(torch.ldexp(x, -e.clamp(-125, 128).to(x.dtype)), dim=1)
 
 
-def _segment(y: Tensor, *, sync_free: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Class slots of a label vector: ``(classes, inverse, counts, valid)``.
+def _segment(
+    y: Tensor, *, sync_free: bool, ignore_index: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, int | Tensor]:
+    """Class slots of a label vector: ``(classes, inverse, counts, valid, num_classes)``.
 
-    The compact list uses ``torch.unique`` (one host sync to size its output); every slot is
-    used and ``valid`` is ``None``. The sync-free list has one slot per sample: a class lives in
-    the slot of its first occurrence, found by comparing all pairs of labels (B × B, no sort),
-    so shapes never depend on the data and the whole step fuses into a few kernels.
+    The compact list uses ``torch.unique`` (one host sync to size its output) and ``valid`` is
+    ``None`` when every slot holds a class; a slot of ``ignore_index`` is marked not valid (which
+    reads one number back: free on a CPU, a second small wait on a GPU). The sync-free list has
+    one slot per sample: a class lives in the slot of its first occurrence, found by comparing all
+    pairs of labels (B × B, no sort), so shapes never depend on the data and the whole step fuses
+    into a few kernels; there ``num_classes`` is a 0-d tensor.
     """
     if not sync_free:
         classes, inverse, counts = torch.unique(
             y, sorted=True, return_inverse=True, return_counts=True
         )
-        return classes, inverse, counts, None
+        n = int(classes.shape[0])
+        if ignore_index is None or n == 0:
+            return classes, inverse, counts, None, n
+        ignored = int((classes == ignore_index).sum())
+        valid = classes != ignore_index if ignored else None
+        return classes, inverse, counts, valid, n - ignored
     n = y.shape[0]
     same = y[:, None] == y[None, :]  # (B, B)
     position = torch.arange(n, device=y.device)
     inverse = torch.where(same, position[None, :], n).amin(1) if n else position  # (B,)
     valid = inverse == position
-    counts = torch.where(valid, same.sum(1), 0)
-    return y, inverse, counts, valid
+    if ignore_index is not None:
+        valid &= y != ignore_index
+    counts = torch.where(inverse == position, same.sum(1), 0)
+    return y, inverse, counts, valid, valid.sum()
 
 
 def nearest_reference(
@@ -375,14 +396,15 @@ def class_geometry(
         else:
             labels, offset = y, 0
         scale: Tensor | float = 1.0
+        if scaled and z.device.type == "cpu" and int(exponent) == 0:
+            scaled = False  # reading the exponent is free on a CPU; multiplying by 1 is a no-op
         if scaled:
             # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
             z_c = torch.ldexp(z_c, -exponent.to(dtype))
             scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
-        classes, inverse_all, counts_int, valid = _segment(labels, sync_free=sync_free)
-        if ignore_index is not None:
-            kept = classes != ignore_index
-            valid = kept if valid is None else valid & kept
+        classes, inverse_all, counts_int, valid, num_classes = _segment(
+            labels, sync_free=sync_free, ignore_index=ignore_index
+        )
         inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
         c = classes.shape[0]
         counts = counts_int.to(dtype)
@@ -423,7 +445,18 @@ def class_geometry(
     if valid is None:
         valid = torch.ones(c, dtype=torch.bool, device=z.device)
     return ClassGeometry(
-        classes, inverse, counts, valid, mu, r, m, nearest, degenerate, deviation, scale
+        classes,
+        inverse,
+        counts,
+        valid,
+        mu,
+        r,
+        m,
+        nearest,
+        degenerate,
+        deviation,
+        scale,
+        num_classes,
     )
 
 
@@ -482,7 +515,7 @@ class _FrozenExpansion(torch.autograd.Function):
         out = torch.addcmul(
             z.to(deviation.dtype), deviation, _coefficient(gamma_rows, scale), out=deviation
         )
-        return _to_input_dtype(out, z.dtype)
+        return _to_input_dtype(out, z.dtype, rescaled=not _is_one(scale))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
@@ -490,13 +523,20 @@ class _FrozenExpansion(torch.autograd.Function):
         return (grad.to(gamma_rows.dtype) * gamma_rows[:, None]).to(grad.dtype), None, None, None
 
 
-def _to_input_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+def _to_input_dtype(x: Tensor, dtype: torch.dtype, *, rescaled: bool = True) -> Tensor:
     """Cast to the input dtype, saturating at its largest finite value instead of inf (a finite
-    input whose expansion lies beyond the dtype's range comes back finite)."""
+    input whose expansion lies beyond the dtype's range comes back finite). In the same dtype,
+    only an expansion computed in rescaled units can exceed the range: below 2^30 it cannot."""
     big = torch.finfo(dtype).max
     if x.dtype == dtype:
+        if not rescaled:
+            return x
         return x.clamp(-big, big) if x.requires_grad else x.clamp_(-big, big)
     return x.clamp_(-big, big).to(dtype)
+
+
+def _is_one(scale: Tensor | float) -> bool:
+    return isinstance(scale, float) and scale == 1.0
 
 
 def expand_rows(
@@ -547,7 +587,7 @@ def expand_angular(z: Tensor, inverse: Tensor, u: Tensor, gamma: Tensor) -> Tens
         direction = v / torch.where(theta > 0, theta, 1.0)[:, None]  # unit tangent (0 at θ = 0)
         out = torch.cos(phi)[:, None] * u_rows + torch.sin(phi)[:, None] * direction
         out = torch.where((g == 1.0)[:, None], z.to(u.dtype), out)
-        return _to_input_dtype(out, z.dtype)
+        return _to_input_dtype(out, z.dtype, rescaled=False)  # unit vectors
 
 
 def expand(z: Tensor, inverse: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:

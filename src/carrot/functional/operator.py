@@ -127,19 +127,13 @@ def apply_operator(
             )
         gamma = expansion_factors(geometry, eps=opts.eps, max_gamma=opts.max_gamma)
 
-    classes_in_batch: int | Tensor
-    if opts.sync_free:
-        classes_in_batch = geometry.valid.sum()
-        skipped: bool | Tensor = classes_in_batch < 2
+    classes_in_batch = geometry.num_classes
+    skipped: bool | Tensor = classes_in_batch < 2
+    if isinstance(skipped, Tensor):  # sync-free: no host sync
         if memory is not None:  # a remembered class must not expand a one-class batch either
-            gamma = torch.where(classes_in_batch < 2, 1.0, gamma)
-    else:
-        classes_in_batch = geometry.num_slots
-        if opts.ignore_index is not None and classes_in_batch > 0:
-            classes_in_batch = int(geometry.valid.sum())  # a second host sync, CPU-cheap
-        skipped = classes_in_batch < 2
-        if skipped and memory is not None:
-            gamma = torch.ones_like(gamma)
+            gamma = torch.where(skipped, 1.0, gamma)
+    elif skipped and memory is not None:
+        gamma = torch.ones_like(gamma)
     stats: dict[str, Any] = {
         "classes": geometry.classes,
         "gamma": gamma.detach(),
