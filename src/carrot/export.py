@@ -44,7 +44,7 @@ def _config_json(trained: Any) -> dict[str, Any]:
     head = trained.model.head
     scale = float(head.log_scale.exp()) if hasattr(head, "log_scale") else None
     return {
-        "architecture": m.backbone,
+        "architecture": timm_name(m.backbone),
         "timm_kwargs": timm_kwargs,
         "num_classes": len(trained.classes),
         "label_names": list(trained.classes),

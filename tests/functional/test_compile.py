@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from carrot import OperatorOptions, carrot_ce_kl_loss, carrot_supcon_loss
+from carrot import OperatorOptions, carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +40,17 @@ def test_compiled_carrot_step_equals_eager_without_graph_breaks() -> None:
     assert_close(gc, ge, rtol=1e-5, atol=1e-6)
     assert_close(gzc, gze, rtol=1e-4, atol=1e-6)
     assert_close(ghc, ghe, rtol=1e-4, atol=1e-6)
+
+
+def test_the_operator_alone_compiles_as_one_graph() -> None:
+    """On raw embeddings (the magnitude check included) as the losses' unit rows."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(6).repeat_interleave(4)
+    z = torch.randn(6, 16, generator=g)[y] * 3 + torch.randn(24, 16, generator=g)
+    options = OperatorOptions(sync_free=True)
+    compiled = torch.compile(lambda z, y: carrot_operator(z, y, options=options), fullgraph=True)
+    got, stats = compiled(z, y)
+    want, want_stats = carrot_operator(z, y, options=options)
+    assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_close(stats["gamma"], want_stats["gamma"], rtol=1e-5, atol=1e-6)

@@ -203,3 +203,53 @@ def test_losses_are_scale_invariant_at_any_finite_magnitude(scale: float) -> Non
     assert_close(b.grad.double() * scale, a.grad.double(), rtol=1e-3, atol=1e-6)
     sc, _ = carrot_supcon_loss(z * scale, y)
     assert_close(sc, carrot_supcon_loss(z, y)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sync_free", MODES)
+def test_supcon_losses_leave_ignored_rows_out(sync_free: bool) -> None:
+    from carrot import supcon_loss
+
+    z, y = _batch(seed=4)
+    zz, yy, real = _with_ignored(z, y)
+    options = OperatorOptions(sync_free=sync_free)
+    a = z.clone().requires_grad_(True)
+    b = zz.clone().requires_grad_(True)
+    want, _ = carrot_supcon_loss(a, y, options=options)
+    got, _ = carrot_supcon_loss(b, yy, options=options)
+    assert_close(got, want)
+    want.backward()
+    got.backward()
+    assert_close(b.grad[real], a.grad)
+    assert not b.grad[yy == -100].any()
+    views = torch.stack([zz, zz.flip(1)], dim=1)
+    plain = supcon_loss(views, yy, ignore_index=-100)
+    assert_close(plain, supcon_loss(views[real], y))
+    # Every row ignored: 0, with a zero (not NaN) gradient.
+    c = zz.clone().requires_grad_(True)
+    loss, _ = carrot_supcon_loss(c, torch.full_like(yy, -100), options=options)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(c.grad).all() and not c.grad.any()
+
+
+@pytest.mark.parametrize("scale", [1e250, 1e-300, 1e-318])
+def test_float64_at_its_extremes(scale: float) -> None:
+    from carrot.functional import safe_normalize
+
+    z64, y = _batch(seed=6)
+    z = z64 * scale
+    got, stats = carrot_operator(z, y, eps=0.0)
+    want, want_stats = carrot_operator(z64, y, eps=0.0)
+    assert torch.isfinite(got).all() and torch.isfinite(stats["gamma"]).all()
+    rtol = 1e-6 if scale > 1e-308 else 1e-3  # subnormal inputs carry fewer bits
+    assert_close(stats["gamma"], want_stats["gamma"], rtol=rtol, atol=0)
+    if scale > 1e-308:
+        assert_close(got, want * scale, rtol=rtol, atol=0)
+    assert_close(safe_normalize(z).norm(dim=1), torch.ones(len(z), dtype=torch.float64))
+
+
+def test_an_empty_rank_does_not_outvote_tiny_embeddings() -> None:
+    """The scale exponent of no data is below any real one (a rank with an empty batch reports it)."""
+    from carrot.functional.geometry import _NO_DATA, _exponent
+
+    assert int(_exponent(torch.zeros(0, 4))) == _NO_DATA == int(_exponent(torch.zeros(3, 4)))
+    assert int(_exponent(torch.full((2, 2), 1e-25))) < 0

@@ -138,3 +138,28 @@ def test_timm_kwargs_reach_timm() -> None:
         ModelConfig(backbone="test_vit", timm_kwargs={"img_size": 64}), num_classes=3
     )
     assert model(torch.randn(1, 3, 64, 64)).logits.shape == (1, 3)
+
+
+def test_hub_names_of_timm_weights_work_offline_with_a_local_file(tmp_path: Path) -> None:
+    from carrot.train.model import timm_name
+
+    path = tmp_path / "vit.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), path)
+    for name in (
+        "timm/vit_tiny_patch16_224.augreg_in21k",
+        "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k",
+    ):
+        assert timm_name(name) == "vit_tiny_patch16_224.augreg_in21k"
+        model = build_model(
+            ModelConfig(backbone=name, pretrained=True, pretrained_path=str(path)),
+            num_classes=3,
+            image_size=64,
+        )
+        assert model(torch.randn(1, 3, 64, 64)).logits.shape == (1, 3)  # img_size set, resampled
+    with pytest.raises(ValueError, match="model.pretrained_path needs an architecture timm knows"):
+        build_model(
+            ModelConfig(
+                backbone="hf-hub:someone/custom", pretrained=True, pretrained_path=str(path)
+            ),
+            num_classes=3,
+        )

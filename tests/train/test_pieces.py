@@ -216,3 +216,51 @@ def test_progress_off_a_terminal_logs_lines_not_carriage_returns() -> None:
     quiet = io.StringIO()
     Progress(total=10, desc="x", stream=quiet, enabled=False).update(10)
     assert quiet.getvalue() == ""
+
+
+def test_converted_0_1_configs_keep_0_1_preprocessing() -> None:
+    """carrot 0.1 resized the short side to data.resize (default size / 0.875), cropped, and
+    normalized with the dataset's or ImageNet's statistics: a converted run must see the same."""
+    from torchvision.transforms import v2
+
+    from carrot.train.checkpoint import _convert_config
+    from carrot.train.config import config_from_dict
+
+    old = {"data": {"name": "imagefolder", "image_size": 16, "resize": 20, "augment": "fgvc"}}
+    cfg = config_from_dict(_convert_config(old))
+    d = cfg.data
+    assert (d.train_transform, d.resize_mode, d.interpolation) == ("fgvc", "short_side", "bilinear")
+    assert d.mean == [0.485, 0.456, 0.406] and d.crop_pct == pytest.approx(0.8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    img = _photo()
+    for train, middle in (
+        (False, [v2.Resize(20, antialias=True), v2.CenterCrop(16)]),
+        (True, [v2.Resize(20, antialias=True), v2.RandomCrop(16), v2.RandomHorizontalFlip()]),
+    ):
+        torch.manual_seed(3)
+        want = v2.Compose([v2.ToImage(), *middle, *tail])(img)
+        torch.manual_seed(3)
+        got = build_transforms(cfg, _traits(), train=train)(img)
+        assert_close(got, want)
+    digits = config_from_dict(_convert_config({"data": {"name": "digits", "image_size": 16}}))
+    assert digits.data.mean == [0.5] and digits.data.std == [0.5]
+
+
+def test_light_and_none_test_like_they_train() -> None:
+    from torchvision.transforms import v2
+
+    img = _photo()
+    for mode in ("light", "none"):
+        got = build_transforms(_resolved(f"data.train_transform={mode}"), _traits(), train=False)(
+            img
+        )
+        want = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((32, 32), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.5] * 3, [0.5] * 3),
+            ]
+        )(img)
+        assert_close(got, want)

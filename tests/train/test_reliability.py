@@ -312,3 +312,16 @@ def test_atomic_save_survives_a_failure_mid_write(tmp_path, monkeypatch) -> None
     with pytest.raises(CheckpointError, match="could not write checkpoint .*iostream error"):
         atomic_save({"x": torch.zeros(3)}, path)
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_start_that_fails_leaves_the_folder_free(tmp_path) -> None:
+    run = tmp_path / "run"
+    args = _folder_args(tmp_path / "missing", run)
+    with pytest.raises(DatasetError):
+        Trainer(load_config(None, args))
+    assert not run.exists()
+    (run).mkdir()
+    (run / "notes.txt").write_text("mine")  # a folder the user made is kept, with its files
+    with pytest.raises(DatasetError):
+        Trainer(load_config(None, args))
+    assert (run / "notes.txt").exists() and not (run / ".carrot-run").exists()

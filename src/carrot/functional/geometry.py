@@ -197,20 +197,49 @@ def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+# The exponent of a batch with no data (empty, or all zeros): below any real one, so that under
+# DDP an empty rank does not outvote the others' tiny embeddings; read as 0 after the max.
+_NO_DATA = -(2**30)
+
+
 def _exponent(x: Tensor) -> Tensor:
     """e such that ``x * 2^-e`` has its largest magnitude inside [2^-30, 2^30] (0 when it already
-    has, or when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync on a GPU (on a
-    CPU, reading a number back is free, and fewer ops are faster)."""
+    has; :data:`_NO_DATA` when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync on
+    a GPU (on a CPU, reading a number back is free, and fewer ops are faster)."""
     if x.numel() == 0:
-        return torch.zeros((), dtype=torch.int32, device=x.device)
+        return torch.full((), _NO_DATA, dtype=torch.int32, device=x.device)
     amax = torch.linalg.vector_norm(x, ord=math.inf)
-    if x.device.type == "cpu":
+    if _eager_cpu(x):
         value = float(amax)
-        exp = math.frexp(value)[1] if math.isfinite(value) else 0
+        if value == 0.0 or not math.isfinite(value):
+            return torch.tensor(_NO_DATA if value == 0.0 else 0, dtype=torch.int32)
+        exp = math.frexp(value)[1]
         exp -= max(-_SCALE_FREE_EXPONENT, min(_SCALE_FREE_EXPONENT, exp))
         return torch.tensor(exp, dtype=torch.int32)
     _, e = torch.frexp(amax)
-    return e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
+    e = e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
+    return torch.where(amax == 0, _NO_DATA, e).to(torch.int32)
+
+
+def _eager_cpu(x: Tensor) -> bool:
+    """On a CPU, outside torch.compile, reading a number back costs nothing: data-dependent
+    shortcuts are worth taking there (a compiled graph must not branch on data)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _ldexp(x: Tensor, e: Tensor) -> Tensor:
+    """x · 2^e, exact, for any e a float of x's dtype can reach: float64's 2^e itself overflows
+    beyond |e| = 1023, so there it is applied in two halves."""
+    if x.dtype == torch.float64:
+        half = torch.div(e, 2, rounding_mode="floor")
+        return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (e - half).to(x.dtype))
+    return torch.ldexp(x, e.to(x.dtype))
+
+
+def _exponent_range(dtype: torch.dtype) -> tuple[int, int]:
+    """Exponents e with 2^-e a normal number of ``dtype`` (float32: -125..128)."""
+    info = torch.finfo(dtype)
+    return math.frexp(info.tiny)[1], math.frexp(info.max)[1]
 
 
 def safe_normalize(x: Tensor) -> Tensor:
@@ -222,8 +251,8 @@ def safe_normalize(x: Tensor) -> Tensor:
         x: Shape: (B, D).
     """
     _, e = torch.frexp(torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True))
-    # 2^-e must itself be representable: float32's exponents run from -149 to 127.
-    return F.normalize(torch.ldexp(x, -e.clamp(-125, 128).to(x.dtype)), dim=1)
+    lo, hi = _exponent_range(x.dtype)  # 2^-e must itself be representable
+    return F.normalize(torch.ldexp(x, -e.clamp(lo, hi).to(x.dtype)), dim=1)
 
 
 def _segment(
@@ -282,10 +311,11 @@ def nearest_reference(
         e = _exponent(query.detach())
         if not same:
             e = torch.maximum(e, _exponent(refs.detach()))
-        scaled = torch.ldexp(query, -e.to(query.dtype))
-        scaled_refs = scaled if same else torch.ldexp(refs.to(query.dtype), -e.to(query.dtype))
+        e = torch.where(e == _NO_DATA, 0, e)
+        scaled = _ldexp(query, -e)
+        scaled_refs = scaled if same else _ldexp(refs.to(query.dtype), -e)
         dist, nearest = nearest_reference(scaled, scaled_refs, blocked, same=same)
-        return torch.ldexp(dist, e.to(dist.dtype)), nearest
+        return _ldexp(dist, e), nearest
     c, d = query.shape
     r = refs.shape[0]
     k = min(r - 1 if same else r, _NEAREST_CANDIDATES)
@@ -395,12 +425,13 @@ def class_geometry(
             labels, offset, exponent = reducer.gather_labels(y, exponent)
         else:
             labels, offset = y, 0
+        exponent = torch.where(exponent == _NO_DATA, 0, exponent)
         scale: Tensor | float = 1.0
-        if scaled and z.device.type == "cpu" and int(exponent) == 0:
+        if scaled and _eager_cpu(z) and int(exponent) == 0:
             scaled = False  # reading the exponent is free on a CPU; multiplying by 1 is a no-op
         if scaled:
             # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
-            z_c = torch.ldexp(z_c, -exponent.to(dtype))
+            z_c = _ldexp(z_c, -exponent)
             scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
         classes, inverse_all, counts_int, valid, num_classes = _segment(
             labels, sync_free=sync_free, ignore_index=ignore_index
@@ -477,7 +508,14 @@ def expansion_factors(
         γ_c. Shape: (C,).
     """
     m, r = geometry.m, geometry.r
-    eps_scaled = eps / geometry.scale  # m and r are in units of geometry.scale (often 1.0)
+    # m and r are in units of geometry.scale (often the float 1.0). A true division: eps / scale
+    # with a Python float multiplies by 1/scale, which overflows for scale = 2^-1024.
+    scale = geometry.scale
+    eps_scaled: float | Tensor = eps
+    if isinstance(scale, Tensor):
+        eps_scaled = torch.full_like(scale, eps) / scale
+    elif scale != 1.0:
+        eps_scaled = eps / scale
     # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
     # inf or 0/0 in the unused branch into a NaN gradient.
     inactive = geometry.degenerate | (m == float("inf"))

@@ -245,6 +245,7 @@ def supcon_loss(
     *,
     temperature: float = 0.1,
     gather_global: bool = False,
+    ignore_index: int | None = None,
 ) -> Tensor:
     """Supervised contrastive loss (Khosla et al., 2020, L_out) over V views of B samples.
 
@@ -269,6 +270,8 @@ def supcon_loss(
             of all ranks (an autograd-aware all-gather). Under DDP's gradient averaging, each
             rank's loss must then be a mean over the *global* anchors times the world size,
             which the plain local mean is when every rank has the same batch size.
+        ignore_index: Samples with this label are neither anchors, nor positives, nor in any
+            contrast set (None: every label is a class).
 
     Returns:
         The loss, a 0-d tensor in float32 (float64 for float64 input).
@@ -298,12 +301,22 @@ def supcon_loss(
         idx = torch.arange(v * b, device=features.device)
         is_self = torch.zeros_like(logits, dtype=torch.bool)
         is_self[idx, idx + offset] = True
-        logits = logits - logits.masked_fill(is_self, float("-inf")).amax(1, keepdim=True).detach()
-        log_prob = logits - torch.logsumexp(logits.masked_fill(is_self, float("-inf")), 1, True)
-        positive = (anchor_labels[:, None] == contrast_labels[None, :]) & ~is_self
+        contrasted = ~is_self  # (V·B, ΣV·B)
+        anchor_ok: Tensor | bool = True
+        if ignore_index is not None:
+            contrasted &= (contrast_labels != ignore_index)[None, :]
+            anchor_ok = anchor_labels != ignore_index
+        # A row with nothing to contrast (every other view ignored) gets finite stand-ins, so
+        # that no inf - inf reaches the gradient; it is left out of the mean below.
+        has_contrast = contrasted.any(1, keepdim=True)
+        masked = torch.where(contrasted, logits, float("-inf"))
+        masked = torch.where(has_contrast, masked, 0.0)
+        logits = logits - masked.amax(1, keepdim=True).detach()
+        log_prob = logits - torch.logsumexp(masked - masked.amax(1, keepdim=True).detach(), 1, True)
+        positive = (anchor_labels[:, None] == contrast_labels[None, :]) & contrasted
         n_pos = positive.sum(1)
         mean_log_prob_pos = torch.where(positive, log_prob, 0.0).sum(1) / n_pos.clamp_min(1)
-        has_pos = n_pos > 0
+        has_pos = (n_pos > 0) & anchor_ok
         return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
@@ -339,6 +352,12 @@ def carrot_supcon_loss(
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     view = _renormalize(z_plus)
     features = torch.stack([z_hat, view.detach() if stop_grad_plus else view], dim=1)  # (B, 2, D)
-    loss = supcon_loss(features, y, temperature=temperature, gather_global=gather_global)
+    loss = supcon_loss(
+        features,
+        y,
+        temperature=temperature,
+        gather_global=gather_global,
+        ignore_index=opts.ignore_index,
+    )
     stats["supcon"] = loss.detach()
     return loss, stats

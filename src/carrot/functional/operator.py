@@ -42,7 +42,8 @@ def carrot_operator(
     close centroids, ``detach_stats=False`` has a correct gradient, and any finite input gives a
     finite result (magnitudes up to float32's largest).
 
-    A batch with fewer than two classes is returned unchanged (the very tensor ``z``) and
+    A batch with fewer than two classes is returned unchanged (the very tensor ``z``; with
+    ``sync_free``, an equal tensor, and ``skipped`` is a 0-d tensor) and
     ``stats["skipped"]`` is true; so is an empty batch. Rows labelled ``options.ignore_index``
     (-100, as in cross-entropy) are left out of the statistics and come back unchanged. Under
     ``torch.distributed`` with more than one rank, the statistics see all ranks' embeddings and

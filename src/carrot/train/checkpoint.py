@@ -209,14 +209,29 @@ def _convert_rng(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
 def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
-    """carrot 0.1 config keys in today's spelling (data.augment, data.resize)."""
+    """carrot 0.1 config keys in today's spelling (data.augment, data.resize), with the
+    preprocessing 0.1 used pinned, so that the model is evaluated and resumed as it was trained:
+    the dataset's or ImageNet's mean/std, bilinear resizing, the short side to ``resize``
+    (default image_size / 0.875) before a crop."""
+    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+
     data = dict(config.get("data", {}))
     if "augment" in data:
         data["train_transform"] = data.pop("augment")
-    resize = data.pop("resize", None)
-    if resize:
-        data["crop_pct"] = data.get("image_size", 32) / resize
+    size = int(data.get("image_size", 32))
+    resize = data.pop("resize", None) or round(size / 0.875)
+    kind = DATASETS.get(str(data.get("name", "")))
+    mean = getattr(kind, "mean", None) or _IMAGENET[0]
+    std = getattr(kind, "std", None) or _IMAGENET[1]
+    data.setdefault("mean", [float(v) for v in mean])
+    data.setdefault("std", [float(v) for v in std])
+    data.setdefault("interpolation", "bilinear")
+    data.setdefault("crop_pct", size / resize)
+    data.setdefault("resize_mode", "short_side")
     return {**config, "data": data}
 
 

@@ -66,6 +66,9 @@ class DataConfig:
     low-resolution data."""
     random_crop_padding: int = 0
     """Zero padding added around the image before fgvc's random crop (PMG uses 8)."""
+    resize_mode: Literal["square", "short_side"] | None = None
+    """How fgvc and the test transform resize to image_size / crop_pct before cropping: to a
+    square (PMG, TransFG) or the short side (timm); None: square for fgvc, short side for rrc."""
     randaugment: str | None = None
     """timm RandAugment spec applied after the crop, e.g. rand-m9-mstd0.5 (None: off)."""
     random_erasing: float = 0.0

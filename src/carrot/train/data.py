@@ -227,12 +227,13 @@ def train_transform(cfg: Config, dataset: Any) -> str:
 
 
 def eval_resize(cfg: Config, dataset: Any) -> str:
-    """How the test transform resizes: ``square`` then center crop (fgvc), ``short_side`` then
-    center crop, or ``full`` (the whole image to image_size², the built-in small images)."""
+    """How the test transform resizes: to a ``square`` or the ``short_side`` of image_size /
+    crop_pct then a center crop (fgvc, rrc; ``data.resize_mode``), or ``full``: the whole image to
+    image_size², as light and none train."""
     mode = train_transform(cfg, dataset)
-    if not bool(getattr(dataset, "photo", True)) and mode in ("light", "none"):
-        return "full"
-    return "square" if mode == "fgvc" else "short_side"
+    if mode in ("light", "none"):
+        return "full"  # what training sees, without a crop
+    return cfg.data.resize_mode or ("square" if mode == "fgvc" else "short_side")
 
 
 def build_transforms(
@@ -243,8 +244,9 @@ def build_transforms(
     Training, by ``data.train_transform``: ``fgvc`` (resize to a square of side
     image_size / crop_pct, random crop after ``data.random_crop_padding``, flip: the PMG / TransFG
     recipe), ``rrc`` (RandomResizedCrop(0.08-1) + flip), ``light`` (resize, pad-and-crop shifts,
-    flip), ``none`` (resize); ``auto`` is ``fgvc`` for photographs, else ``light``. Test: the
-    same resize (a square for fgvc, the short side otherwise) and a center crop. Then
+    flip), ``none`` (resize); ``auto`` is ``fgvc`` for photographs, else ``light``. Test: for fgvc
+    and rrc the resize of :func:`eval_resize` and a center crop, for light and none the resize
+    alone. Then
     ``data.color_jitter``, ``data.randaugment`` (timm) and, after normalization,
     ``data.random_erasing`` (timm). Flips only where the dataset allows them.
     """
@@ -263,11 +265,15 @@ def build_transforms(
     interpolation = InterpolationMode(d.interpolation or "bilinear")
     flip = [v2.RandomHorizontalFlip()] if flip_ok else []
     scale = _scale_size(cfg)
-    # fgvc resizes to a square, as PMG and TransFG do (Resize((550, 550)), Resize((600, 600))).
-    resize = (scale, scale) if mode == "fgvc" else scale
+    # fgvc resizes to a square by default, as PMG and TransFG do (Resize((550, 550))).
+    how = eval_resize(cfg, dataset)
+    resize = (scale, scale) if how == "square" else scale
     ops: list[Any]
     if not train:
-        ops = [v2.Resize(resize, interpolation, antialias=True), v2.CenterCrop(size)]
+        if how == "full":
+            ops = [v2.Resize((size, size), interpolation, antialias=True)]
+        else:
+            ops = [v2.Resize(resize, interpolation, antialias=True), v2.CenterCrop(size)]
     elif mode == "fgvc":
         crop = v2.RandomCrop(size, padding=d.random_crop_padding or None)
         ops = [v2.Resize(resize, interpolation, antialias=True), crop, *flip]

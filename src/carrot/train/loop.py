@@ -61,6 +61,7 @@ from carrot.train.startup import (
     check_images_once,
     claim_run_dir,
     open_run_folder,
+    release_run_dir,
     resume_config,
     steps_per_epoch,
 )
@@ -103,9 +104,12 @@ class Trainer:
         self.cfg = cfg
         self.rt = Runtime.setup(cfg.train.device)
         self.run_dir = run_dir if run_dir is not None else cfg.run_dir()
+        self._claimed: Path | None = None
         try:
             self._setup(checkpoint)
         except BaseException:
+            if self._claimed is not None and self.rt.is_main:
+                release_run_dir(self._claimed)  # a start that failed leaves the name free
             self.rt.teardown()
             raise
 
@@ -121,7 +125,7 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
         if checkpoint is None:
-            self.run_dir = claim_run_dir(self.run_dir, rt)
+            self.run_dir = self._claimed = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic
         seed_everything(
             cfg.seed,

@@ -176,13 +176,20 @@ class PretrainedWeightsError(RuntimeError):
 
 
 def timm_name(name: str) -> str:
-    """timm's spelling of a model name: ``timm/<name>`` (a Hugging Face repo id, as the hub shows
-    it) becomes ``hf-hub:timm/<name>``; ``hf_hub:`` becomes ``hf-hub:``."""
-    if name.startswith("timm/"):
-        return "hf-hub:" + name
-    if name.startswith("hf_hub:"):
-        return "hf-hub:" + name.removeprefix("hf_hub:")
-    return name
+    """timm's spelling of a model name. A hub name of timm's own weights (``timm/<name>``, as
+    the hub shows it, or ``hf-hub:timm/<name>``) becomes the registry name ``<name>`` when timm
+    knows it: the same weights (timm fetches them from that repo), and its pretrained config is
+    known offline (input size, classifier, preprocessing). Other repos stay ``hf-hub:<repo>``."""
+    for prefix in ("hf-hub:", "hf_hub:"):
+        if name.startswith(prefix):
+            name = name.removeprefix(prefix)
+            break
+    else:
+        if not name.startswith("timm/"):
+            return name
+    if name.startswith("timm/") and timm.is_model(name.removeprefix("timm/")):
+        return name.removeprefix("timm/")
+    return "hf-hub:" + name
 
 
 def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
@@ -328,6 +335,11 @@ def create_backbone(
                 "to the file (.safetensors, .pth or .bin), or place them in the Hugging Face cache."
             ) from e
     path = Path(cfg.pretrained_path).expanduser()
+    if name.startswith("hf-hub:"):
+        raise ValueError(
+            f"model.pretrained_path needs an architecture timm knows by name, got the hub repo "
+            f"{cfg.backbone!r}; set model.backbone to its architecture (e.g. vit_base_patch16_224)."
+        )
     state = read_weights(path)
     default = None if name.startswith("hf-hub:") else timm.models.get_pretrained_cfg(name)
     classifiers = default.classifier if default is not None else None

@@ -34,6 +34,7 @@ __all__ = [
     "claim_run_dir",
     "config_diff",
     "open_run_folder",
+    "release_run_dir",
     "resume_config",
     "steps_per_epoch",
 ]
@@ -134,14 +135,34 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
             candidate = wanted.with_name(f"{wanted.name}-{n}")
         chosen[0] = candidate
         if candidate != wanted:
+            how = (
+                f"continue it with `carrot train --resume {wanted}`"
+                if (wanted / "checkpoints" / "last.pt").exists()
+                else "it saved no checkpoint: remove the folder to reuse its name"
+            )
             print(
-                f"{wanted} already holds a run (continue it with `carrot train --resume {wanted}`); "
-                f"this run goes to {candidate}.",
-                flush=True,
+                f"{wanted} already holds a run ({how}); this run goes to {candidate}.", flush=True
             )
     if rt.distributed:
         dist.broadcast_object_list(chosen, src=0)
     return chosen[0]
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Undo :func:`claim_run_dir` for a start that failed before any checkpoint: remove what the
+    start wrote (the claim, config.yaml, environment.json, metrics.jsonl, TensorBoard events) and
+    the folder if nothing else is in it."""
+    import shutil
+
+    if (run_dir / "checkpoints").exists():
+        return
+    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # the user's own files are in it
 
 
 def check_images_once(splits: Splits, cfg: Config, rt: Runtime) -> None:
