@@ -13,18 +13,11 @@ from typing import Any
 
 from carrot.bench.grid import Cell
 from carrot.bench.stats import PairedComparison, paired_comparison
+from carrot.train.report import GEOMETRY_KEYS
 
 __all__ = ["Comparison", "analyze", "collect", "comparison_rows", "markdown", "plot", "write_csv"]
 
-GEOMETRY = (
-    "gamma_mean",
-    "gamma_frac_gt1",
-    "r_mean",
-    "m_mean",
-    "r_over_m_q10",
-    "r_over_m_q50",
-    "r_over_m_q90",
-)
+GEOMETRY = tuple(k for k in GEOMETRY_KEYS if k != "gamma_max")
 """Per-epoch CARROT statistics of the training batches (every method records them)."""
 
 

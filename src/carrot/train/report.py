@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["epoch_line", "format_summary", "non_finite_message", "run_header", "run_summary"]
+__all__ = [
+    "GEOMETRY_KEYS",
+    "epoch_line",
+    "format_summary",
+    "non_finite_message",
+    "run_header",
+    "run_summary",
+]
+
+GEOMETRY_KEYS = (
+    "gamma_mean",
+    "gamma_max",
+    "gamma_frac_gt1",
+    "r_mean",
+    "m_mean",
+    "r_over_m_q10",
+    "r_over_m_q50",
+    "r_over_m_q90",
+)
+"""The CARROT statistics of the training batches that every epoch record holds."""
 
 
 def run_header(cfg: Any, run_dir: Any, *, world_size: int, device: Any, resumed_at: int) -> str:
@@ -47,16 +66,7 @@ def run_summary(cfg: Any, state: Any, run_dir: Any) -> dict[str, Any]:
     final = evaluated[-1] if evaluated else {}
     best = next((r for r in evaluated if r["epoch"] == state.best_epoch), final)
     keys = ("epoch", "top1", "mean_class_acc", "precision_at_1", "map_at_r", "top1_ema")
-    geometry = (
-        "gamma_mean",
-        "gamma_max",
-        "gamma_frac_gt1",
-        "r_mean",
-        "m_mean",
-        "r_over_m_q10",
-        "r_over_m_q50",
-        "r_over_m_q90",
-    )
+    geometry = GEOMETRY_KEYS
     last = history[-1] if history else {}
     return {
         "run_dir": str(run_dir),
