@@ -115,7 +115,7 @@ class ClassGeometry(NamedTuple):
     def unscaled(self, x: Tensor) -> Tensor:
         """``x`` (one of the scaled statistics) in the embeddings' units; ``inf`` where that is
         beyond the dtype's range."""
-        if isinstance(self.scale, float) and self.scale == 1.0:
+        if _is_one(self.scale):
             return x
         return x * self.scale
 
@@ -281,10 +281,9 @@ def _segment(
     same = y[:, None] == y[None, :]  # (B, B)
     position = torch.arange(n, device=y.device)
     inverse = torch.where(same, position[None, :], n).amin(1) if n else position  # (B,)
-    valid = inverse == position
-    if ignore_index is not None:
-        valid &= y != ignore_index
-    counts = torch.where(inverse == position, same.sum(1), 0)
+    first = inverse == position  # the slot of a class: its first sample
+    counts = torch.where(first, same.sum(1), 0)
+    valid = first & (y != ignore_index) if ignore_index is not None else first
     return y, inverse, counts, valid, valid.sum()
 
 
@@ -416,23 +415,25 @@ def class_geometry(
         if space == "angular":
             z_c = safe_normalize(z_c)
         scaled = rescale and space != "angular"  # angles need no scale
-        exponent = (
-            _exponent(z_c.detach())
-            if scaled
-            else torch.zeros((), dtype=torch.int32, device=z.device)
-        )
-        if reducer is not None:
-            labels, offset, exponent = reducer.gather_labels(y, exponent)
-        else:
-            labels, offset = y, 0
-        exponent = torch.where(exponent == _NO_DATA, 0, exponent)
+        labels, offset = y, 0
         scale: Tensor | float = 1.0
-        if scaled and _eager_cpu(z) and int(exponent) == 0:
-            scaled = False  # reading the exponent is free on a CPU; multiplying by 1 is a no-op
-        if scaled:
-            # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
-            z_c = _ldexp(z_c, -exponent)
-            scale = torch.ldexp(torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype))
+        if scaled or reducer is not None:
+            # Without a rescale, the exponent only keeps the ranks' label gather in step.
+            exponent = (
+                _exponent(z_c.detach())
+                if scaled
+                else torch.zeros((), dtype=torch.int32, device=z.device)
+            )
+            if reducer is not None:
+                labels, offset, exponent = reducer.gather_labels(y, exponent)
+            exponent = torch.where(exponent == _NO_DATA, 0, exponent)
+            # Reading the exponent is free on a CPU, and multiplying by 1 is a no-op.
+            if scaled and not (_eager_cpu(z) and int(exponent) == 0):
+                # Exact (a power of two); 1 unless the magnitudes lie beyond 2^±30.
+                z_c = _ldexp(z_c, -exponent)
+                scale = torch.ldexp(
+                    torch.ones((), dtype=dtype, device=z.device), exponent.to(dtype)
+                )
         classes, inverse_all, counts_int, valid, num_classes = _segment(
             labels, sync_free=sync_free, ignore_index=ignore_index
         )
@@ -533,7 +534,7 @@ def expansion_factors(
 def _coefficient(gamma_rows: Tensor, scale: Tensor | float) -> Tensor:
     """(γ - 1) · scale per row, as a column. Shape: (B, 1)."""
     coef = gamma_rows - 1.0
-    if not (isinstance(scale, float) and scale == 1.0):
+    if not _is_one(scale):
         coef = coef * scale
     return coef[:, None]
 
