@@ -311,8 +311,9 @@ def supcon_loss(
         has_contrast = contrasted.any(1, keepdim=True)
         masked = torch.where(contrasted, logits, float("-inf"))
         masked = torch.where(has_contrast, masked, 0.0)
-        logits = logits - masked.amax(1, keepdim=True).detach()
-        log_prob = logits - torch.logsumexp(masked - masked.amax(1, keepdim=True).detach(), 1, True)
+        shift = masked.amax(1, keepdim=True).detach()
+        logits = logits - shift
+        log_prob = logits - torch.logsumexp(masked - shift, 1, True)
         positive = (anchor_labels[:, None] == contrast_labels[None, :]) & contrasted
         n_pos = positive.sum(1)
         mean_log_prob_pos = torch.where(positive, log_prob, 0.0).sum(1) / n_pos.clamp_min(1)
