@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from carrot.train.checkpoint import check_classes
-    from carrot.train.data import build_test_data, load_test_split, resolve_data_config
+    from carrot.train.data import build_test_data, load_test_split
     from carrot.train.evaluate import evaluate
     from carrot.train.runtime import Runtime
     from carrot.train.trained import load_trained
@@ -65,7 +65,6 @@ def _eval(args: argparse.Namespace) -> int:
             path,
             f"{cfg.data.name} at {cfg.data.root or 'its default'}",
         )
-        resolve_data_config(cfg, trained.model.backbone, base)
         _, loader = build_test_data(cfg, base, rank=rt.rank, world_size=rt.world_size)
         results: dict[str, Any] = {}
         models = [("model", trained.model)]

@@ -89,7 +89,7 @@ def predict(
 ) -> dict[str, Any]:
     """Predict every image of ``paths`` with the checkpoint's model, its own evaluation transform
     and class names; write the CSV to ``out``. Returns counts and the output path."""
-    from carrot.train.data import build_transforms, resolve_data_config
+    from carrot.train.data import build_transforms
     from carrot.train.progress import Progress
     from carrot.train.trained import load_trained
 
@@ -104,7 +104,6 @@ def predict(
     trained = load_trained(Path(checkpoint), ema=ema, device=dev)
     cfg, classes = trained.cfg, trained.classes
     traits = trained.dataset_traits
-    resolve_data_config(cfg, trained.model.backbone, traits)  # a converted 0.1 checkpoint
     transform = build_transforms(cfg, traits, train=False)
     loader = DataLoader(
         _Files(files, transform, channels=trained.in_chans, photo=traits.photo),

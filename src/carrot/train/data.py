@@ -182,13 +182,15 @@ def _channels(values: list[float], channels: int, key: str) -> list[float]:
     )
 
 
-def resolve_data_config(cfg: Config, backbone: nn.Module, dataset: LabeledImages) -> None:
+def resolve_data_config(cfg: Config, backbone: nn.Module, dataset: Any) -> None:
     """Fill ``data.mean``, ``data.std``, ``data.interpolation`` and ``data.crop_pct`` where they
     are null, in place, so that the saved config records what the run used.
 
     A pretrained backbone's own preprocessing comes first (timm's ``resolve_model_data_config``:
     e.g. mean = std = 0.5 and bicubic for the augreg ViTs); a model trained from scratch on a
     built-in dataset uses the dataset's statistics. Values set in the config always win.
+    ``dataset`` is read for ``channels``, ``mean`` and ``std`` only (a dataset, or the traits a
+    checkpoint records).
     """
     import timm.data
 

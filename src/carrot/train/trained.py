@@ -11,6 +11,7 @@ import torch
 
 from carrot.train.checkpoint import CheckpointError, load_checkpoint
 from carrot.train.config import Config, apply_overrides, config_from_dict
+from carrot.train.data import resolve_data_config
 from carrot.train.model import FGVCModel, build_model
 
 __all__ = ["Trained", "load_trained"]
@@ -89,6 +90,8 @@ def load_trained(
         mean=getattr(kind, "mean", None),
         std=getattr(kind, "std", None),
     )
+    # A trained run's config is resolved already; this fills whatever a hand-edited one left null.
+    resolve_data_config(cfg, model.backbone, traits)
     return Trained(
         model, cfg, list(classes), epoch, path, in_chans, ckpt.get("ema") is not None, traits
     )
