@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -41,3 +42,20 @@ def test_the_count_is_saved_with_the_memory() -> None:
     other = ClassMemory(3, 2)
     other.load_state_dict(mem.state_dict())
     assert int(other.skipped) == 4
+
+
+def test_a_state_dict_from_before_the_count_loads() -> None:
+    """carrot 0.1 saved the memory without ``skipped`` (state-dict version 1)."""
+    mem = ClassMemory(3, 2)
+    mem.centers += 1.5
+    mem.skipped += 4
+    old = mem.state_dict()
+    del old["skipped"]
+    old._metadata[""]["version"] = 1  # type: ignore[attr-defined]
+    other = ClassMemory(3, 2)
+    other.load_state_dict(old)  # strict
+    assert int(other.skipped) == 0 and torch.equal(other.centers, mem.centers)
+    current = mem.state_dict()
+    del current["skipped"]  # a version-2 state dict must still have it
+    with pytest.raises(RuntimeError, match="skipped"):
+        ClassMemory(3, 2).load_state_dict(current)

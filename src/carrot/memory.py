@@ -13,6 +13,8 @@ identical without any extra communication. With ``global_stats=False`` each rank
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,6 +53,17 @@ class ClassMemory(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes + 1, dtype=torch.bool))
         # Class updates refused because their statistics were not finite (a NaN batch), in total.
         self.register_buffer("skipped", torch.zeros((), dtype=torch.long))
+
+    # Version 2 added ``skipped``; a version-1 state dict (carrot 0.1) loads with a count of 0,
+    # as BatchNorm does for ``num_batches_tracked``.
+    _version = 2
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], *args: Any
+    ) -> None:
+        if local_metadata.get("version", 1) < 2:
+            state_dict.setdefault(prefix + "skipped", torch.zeros_like(self.skipped))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def _check(self, centers: Tensor, classes: Tensor) -> None:
         if centers.ndim != 2 or centers.shape[1] != self.dim:
