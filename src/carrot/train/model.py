@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from carrot.train.config import ModelConfig
+from carrot.train.config import RESOLVED_DATA_KEYS, ModelConfig
 
 __all__ = [
     "CosineClassifier",
@@ -213,13 +213,11 @@ def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-_PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct")
-
-
-def weights_preprocessing(path: Path) -> dict[str, Any]:
+def weights_preprocessing(path: Path, contents: Any) -> dict[str, Any]:
     """The preprocessing the weights in ``path`` were trained with, when carrot knows it: from a
     carrot checkpoint's config, or from the ``config.json`` beside a ``carrot export`` file. A
-    backbone fine-tuned further should see its inputs as it was trained on them."""
+    backbone fine-tuned further should see its inputs as it was trained on them. ``contents`` is
+    what :func:`_read_file` returned for ``path``."""
     config: dict[str, Any] | None = None
     sidecar = path.parent / "config.json"
     if path.suffix == ".safetensors" and sidecar.is_file():
@@ -230,24 +228,24 @@ def weights_preprocessing(path: Path) -> dict[str, Any]:
         except (OSError, ValueError):
             config = None
     elif path.suffix in (".pt", ".pth"):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # read_weights reports what is wrong with the file
-            return {}
-        if isinstance(ckpt, dict) and "format" in ckpt and isinstance(ckpt.get("config"), dict):
-            config = ckpt["config"].get("data")
+        if (
+            isinstance(contents, dict)
+            and "format" in contents
+            and isinstance(contents.get("config"), dict)
+        ):
+            config = contents["config"].get("data")
     if not isinstance(config, dict):
         return {}
-    out = {k: config[k] for k in _PREPROCESS_KEYS if config.get(k) is not None}
+    out = {k: config[k] for k in RESOLVED_DATA_KEYS if config.get(k) is not None}
     for k in ("mean", "std"):
         if k in out:
             out[k] = tuple(float(v) for v in out[k])
     return out
 
 
-def read_weights(path: Path) -> dict[str, Tensor]:
-    """A state dict from a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file, read without
-    running any pickled code (``torch.load(weights_only=True)``); one clear error otherwise."""
+def _read_file(path: Path) -> Any:
+    """What a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file holds, read without running
+    any pickled code (``torch.load(weights_only=True)``); one clear error otherwise."""
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained_path {path} does not exist.")
     if path.suffix == ".safetensors":
@@ -255,11 +253,11 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return _unwrap(load_file(str(path)), path)
+            return load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path} is not a readable safetensors file ({e}).") from e
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" not in str(e):
             raise ValueError(f"{path} is not a readable weights file ({e}).") from e
@@ -270,7 +268,11 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         ) from e
     except (RuntimeError, OSError, EOFError) as e:
         raise ValueError(f"{path} is not a readable weights file ({e}).") from e
-    return _unwrap(state, path)
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """A state dict from a weights file (see :func:`_read_file` and :func:`_unwrap`)."""
+    return _unwrap(_read_file(path), path)
 
 
 def _mismatch(path: Path, name: str, kwargs: dict[str, Any], state: dict[str, Tensor]) -> str:
@@ -340,15 +342,18 @@ def create_backbone(
             f"model.pretrained_path needs an architecture timm knows by name, got the hub repo "
             f"{cfg.backbone!r}; set model.backbone to its architecture (e.g. vit_base_patch16_224)."
         )
-    state = read_weights(path)
-    default = None if name.startswith("hf-hub:") else timm.models.get_pretrained_cfg(name)
+    contents = _read_file(path)
+    state = _unwrap(contents, path)
+    preprocessing = weights_preprocessing(path, contents)
+    del contents  # a checkpoint's other entries (optimizer state) are not needed
+    default = timm.models.get_pretrained_cfg(name)
     classifiers = default.classifier if default is not None else None
     for head in (classifiers,) if isinstance(classifiers, str) else classifiers or ():
         state.pop(f"{head}.weight", None)
         state.pop(f"{head}.bias", None)
     # num_classes=0 in the overlay keeps timm's load strict (it relaxes it when the class counts
     # differ); the classifier is gone from both sides.
-    overlay = {"state_dict": state, "num_classes": 0, **weights_preprocessing(path)}
+    overlay = {"state_dict": state, "num_classes": 0, **preprocessing}
     try:
         backbone = timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
