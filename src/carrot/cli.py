@@ -47,14 +47,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from carrot.train.checkpoint import check_classes
-    from carrot.train.data import build_test_data, load_test_split
+    from carrot.train.checkpoint import check_classes, load_checkpoint
+    from carrot.train.data import build_test_loader, load_test_split
     from carrot.train.evaluate import evaluate
     from carrot.train.runtime import Runtime
     from carrot.train.trained import load_trained
 
     path = Path(args.checkpoint)
-    trained = load_trained(path, overrides=args.overrides)
+    ckpt = load_checkpoint(path)  # read once for the model and its EMA
+    trained = load_trained(path, overrides=args.overrides, checkpoint=ckpt)
+    models = [("model", trained.model)]
+    if trained.has_ema:
+        ema = load_trained(path, ema=True, overrides=args.overrides, checkpoint=ckpt)
+        models.append(("ema", ema.model))
+    del ckpt  # the optimizer state is not needed
     cfg = trained.cfg
     rt = Runtime.setup(cfg.train.device)
     try:
@@ -65,11 +71,8 @@ def _eval(args: argparse.Namespace) -> int:
             path,
             f"{cfg.data.name} at {cfg.data.root or 'its default'}",
         )
-        _, loader = build_test_data(cfg, base, rank=rt.rank, world_size=rt.world_size)
+        loader = build_test_loader(cfg, base, rank=rt.rank, world_size=rt.world_size)
         results: dict[str, Any] = {}
-        models = [("model", trained.model)]
-        if trained.has_ema:
-            models.append(("ema", load_trained(path, ema=True, overrides=args.overrides).model))
         for name, model in models:
             results[name] = evaluate(
                 model.to(rt.device),

@@ -31,7 +31,7 @@ __all__ = [
     "TaggedBatches",
     "TransformedDataset",
     "build_data",
-    "build_test_data",
+    "build_test_loader",
     "build_transforms",
     "eval_resize",
     "load_splits",
@@ -353,18 +353,18 @@ def load_test_split(cfg: Config) -> LabeledImages:
     return build_dataset(cfg.data.name, root=cfg.data.root, split="test", **dict(cfg.data.options))
 
 
-def build_test_data(
+def build_test_loader(
     cfg: Config,
-    base: LabeledImages | None = None,
+    base: LabeledImages,
     *,
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
-) -> tuple[LabeledImages, DataLoader[Any]]:
-    """The test split and this rank's shard of it (for ``carrot eval``); ``data.*`` resolved."""
-    base = base if base is not None else load_test_split(cfg)
+) -> DataLoader[Any]:
+    """This rank's shard of the test split ``base`` (:func:`load_test_split`), through the
+    evaluation transform; ``data.*`` resolved."""
     test = TransformedDataset(base, build_transforms(cfg, base, train=False), cfg.seed)
-    return base, _test_loader(cfg, test, rank, world_size, pin_memory)
+    return _test_loader(cfg, test, rank, world_size, pin_memory)
 
 
 @dataclass
@@ -401,16 +401,15 @@ def load_splits(cfg: Config) -> Splits:
 
 def build_data(
     cfg: Config,
-    splits: Splits | None = None,
+    splits: Splits,
     *,
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> DataBundle:
     """The P×K training loader and this rank's shard of the test set (``data.*`` resolved)."""
-    splits = splits if splits is not None else load_splits(cfg)
     train_base = splits.train
-    _, test_loader = build_test_data(
+    test_loader = build_test_loader(
         cfg, splits.test, rank=rank, world_size=world_size, pin_memory=pin_memory
     )
     train = TransformedDataset(train_base, build_transforms(cfg, train_base, train=True), cfg.seed)

@@ -42,15 +42,17 @@ def load_trained(
     ema: bool = False,
     overrides: list[str] | None = None,
     device: torch.device | str = "cpu",
+    checkpoint: dict[str, Any] | None = None,
 ) -> Trained:
     """The model of ``path`` (its EMA weights with ``ema=True``), read without unpickling.
 
     The architecture comes from the checkpoint's config; no pretrained weights are downloaded
     or read (the checkpoint has them all). ``overrides`` change the config, e.g.
-    ``data.root=...`` for evaluation elsewhere.
+    ``data.root=...`` for evaluation elsewhere. ``checkpoint``: the contents of ``path`` if the
+    caller has read them already (:func:`~carrot.train.checkpoint.load_checkpoint`).
     """
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
     cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
     cfg.model.pretrained = False  # every weight comes from the checkpoint
     classes = ckpt.get("classes")
