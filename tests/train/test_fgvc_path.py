@@ -88,6 +88,11 @@ def test_a_resnet_at_448_uses_imagenet_statistics(tmp_path: Path) -> None:
     assert saved["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert saved["std"] == pytest.approx([0.229, 0.224, 0.225])
     assert saved["interpolation"] == "bicubic" and saved["crop_pct"] == 0.95
+    # A resume takes every weight from its checkpoint: the pretrained file is not read again.
+    weights.unlink()
+    summary = Trainer.resume(tmp_path / "run", ["train.epochs=2"]).fit()
+    assert summary["epochs"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state"]["step"] == 4
 
 
 def test_config_values_override_the_backbones(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,10 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
             )
+        # A resumed run takes every weight from its checkpoint: none is downloaded or read.
+        model_cfg = cfg.model if checkpoint is None else replace(cfg.model, pretrained=False)
         self.model = build_model(
-            cfg.model,
+            model_cfg,
             num_classes=splits.num_classes,
             in_chans=splits.in_chans,
             image_size=cfg.data.image_size,
