@@ -141,8 +141,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from carrot.bench.cli import run_bench
+    from carrot.bench.grid import CellFailed
 
-    return run_bench(args)
+    try:
+        return run_bench(args)
+    except CellFailed as e:  # one line; the cell's log holds the traceback
+        if os.environ.get("CARROT_DEBUG"):
+            raise
+        print(f"carrot {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,13 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     except TrainInterrupted as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        from carrot.bench.grid import CellFailed
-
-        if not isinstance(e, CellFailed) or os.environ.get("CARROT_DEBUG"):
-            raise
-        print(f"carrot {args.command}: error: {e}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -323,3 +323,24 @@ def test_overrides_after_the_method_list_are_overrides(monkeypatch: pytest.Monke
     assert main(argv.split()) == 0
     assert (seen["methods"], seen["datasets"]) == (["ce", "carrot_l1"], ["digits"])
     assert seen["extra"] == ["train.lr=0.1", "x.y=1"]
+
+
+def test_a_failed_cell_is_one_line_and_exit_code_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import carrot.bench.accuracy as acc
+    from carrot.bench.grid import CellFailed
+    from carrot.cli import main
+
+    def fail(suite, out, **kw):
+        raise CellFailed("runs/ce/digits/s0 failed (exit code 1); its log runs/x.log ends:\nboom")
+
+    monkeypatch.setattr(acc, "run_suite", fail)
+    monkeypatch.delenv("CARROT_DEBUG", raising=False)
+    assert main("bench accuracy --suite quick --methods ce --datasets digits".split()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("carrot bench: error: runs/ce/digits/s0 failed (exit code 1)")
+    assert "Traceback" not in err
+    monkeypatch.setenv("CARROT_DEBUG", "1")
+    with pytest.raises(CellFailed):
+        main("bench accuracy --suite quick --methods ce --datasets digits".split())
