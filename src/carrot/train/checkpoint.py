@@ -42,21 +42,27 @@ class CheckpointError(ValueError):
     and what to do."""
 
 
-def plain_rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain Python values."""
-    version, mt, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    state: dict[str, Any] = {
-        "python": [version, list(mt), gauss],
+def _plain_rng(python: Any, numpy: Any) -> dict[str, Any]:
+    """Python's and numpy's RNG states (as their ``getstate`` functions give them) as plain
+    values and tensors."""
+    version, mt, gauss = python
+    name, keys, pos, has_gauss, cached = numpy
+    return {
+        "python": [int(version), [int(v) for v in mt], gauss],
         "numpy": {
             "name": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "keys": torch.as_tensor(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
-        "torch": torch.get_rng_state(),
     }
+
+
+def plain_rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain Python values."""
+    state = _plain_rng(random.getstate(), np.random.get_state())  # noqa: NPY002
+    state["torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # this rank's device only
     return state
@@ -143,12 +149,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _check_format(ckpt: Any, path: Path) -> None:
+def _check_is_checkpoint(ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(
             f"{path} is not a carrot checkpoint (no config/model entries); for plain weights use "
             "model.pretrained_path."
         )
+
+
+def _check_format(ckpt: Any, path: Path) -> None:
+    _check_is_checkpoint(ckpt, path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} has checkpoint format {ckpt.get('format')}, this carrot reads format "
@@ -191,25 +201,11 @@ def _plain(value: Any) -> Any:
 
 
 def _convert_rng(state: dict[str, Any]) -> dict[str, Any]:
-    version, mt, gauss = state["python"]
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    out = {
-        "python": [int(version), [int(v) for v in mt], gauss],
-        "numpy": {
-            "name": str(name),
-            "keys": torch.as_tensor(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": state["torch"],
-    }
+    out = _plain_rng(state["python"], state["numpy"])
+    out["torch"] = state["torch"]
     if "cuda" in state:
         out["cuda"] = state["cuda"]
     return out
-
-
-_IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
 def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +213,8 @@ def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
     preprocessing 0.1 used pinned, so that the model is evaluated and resumed as it was trained:
     the dataset's or ImageNet's mean/std, bilinear resizing, the short side to ``resize``
     (default image_size / 0.875) before a crop."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
 
     data = dict(config.get("data", {}))
@@ -225,8 +223,8 @@ def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
     size = int(data.get("image_size", 32))
     resize = data.pop("resize", None) or round(size / 0.875)
     kind = DATASETS.get(str(data.get("name", "")))
-    mean = getattr(kind, "mean", None) or _IMAGENET[0]
-    std = getattr(kind, "std", None) or _IMAGENET[1]
+    mean = getattr(kind, "mean", None) or IMAGENET_DEFAULT_MEAN
+    std = getattr(kind, "std", None) or IMAGENET_DEFAULT_STD
     data.setdefault("mean", [float(v) for v in mean])
     data.setdefault("std", [float(v) for v in std])
     data.setdefault("interpolation", "bilinear")
@@ -252,8 +250,7 @@ def convert_checkpoint(old: Path, new: Path, *, trust: bool) -> dict[str, Any]:
     if new.exists():
         raise CheckpointError(f"{new} already exists; choose another output file.")
     ckpt = torch.load(old, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(f"{old} is not a carrot checkpoint (no config/model entries).")
+    _check_is_checkpoint(ckpt, old)
     if ckpt.get("format") == CHECKPOINT_FORMAT:
         raise CheckpointError(f"{old} is already in format {CHECKPOINT_FORMAT}; nothing to do.")
     out = _plain(dict(ckpt))
