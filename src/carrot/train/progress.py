@@ -58,10 +58,6 @@ class Progress:
                 file=self.stream,
             )
 
-    @property
-    def is_terminal(self) -> bool:
-        return self._bar is not None
-
     def set_postfix(self, values: dict[str, Any]) -> None:
         self.postfix = {
             k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in values.items()
