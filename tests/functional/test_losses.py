@@ -218,6 +218,11 @@ def test_error_supcon_shape() -> None:
         supcon_loss(torch.randn(4, 3), torch.arange(4))
 
 
+def test_error_carrot_supcon_shape() -> None:
+    with pytest.raises(ValueError, match=r"z must be a floating-point tensor of shape \(B, D\)"):
+        carrot_supcon_loss(torch.randn(5), torch.arange(5))
+
+
 def test_error_supcon_temperature() -> None:
     with pytest.raises(ValueError, match="temperature must be > 0"):
         supcon_loss(torch.randn(4, 2, 3), torch.arange(4), temperature=0.0)

@@ -48,6 +48,24 @@ def _renormalize(z_plus: Tensor) -> Tensor:
         return F.normalize(_wide(z_plus), dim=1).to(z_plus.dtype)
 
 
+def _carrot_views(
+    z: Tensor,
+    y: Tensor,
+    opts: OperatorOptions,
+    memory: ClassMemory | None,
+    *,
+    stop_grad_plus: bool = False,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) (detached with
+    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses."""
+    check_batch(z, y)
+    opts.validate()
+    z_hat = _normalize(z)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    view = _renormalize(z_plus)
+    return z_hat, (view.detach() if stop_grad_plus else view), stats
+
+
 def check_ce_kl_options(
     *,
     T: float,
@@ -348,11 +366,8 @@ def carrot_supcon_loss(
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
     opts = options if options is not None else OperatorOptions()
-    opts.validate()
-    z_hat = _normalize(z)
-    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    view = _renormalize(z_plus)
-    features = torch.stack([z_hat, view.detach() if stop_grad_plus else view], dim=1)  # (B, 2, D)
+    z_hat, view, stats = _carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
+    features = torch.stack([z_hat, view], dim=1)  # (B, 2, D)
     loss = supcon_loss(
         features,
         y,

@@ -14,9 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from carrot.functional.geometry import check_batch
-from carrot.functional.losses import _normalize, _renormalize
-from carrot.functional.operator import apply_operator
+from carrot.functional.losses import _carrot_views
 from carrot.functional.options import OperatorOptions
 from carrot.memory import ClassMemory
 from carrot.modules import _KeepsStats, _options
@@ -149,14 +147,10 @@ class CarrotViewLoss(_KeepsStats):
         Returns:
             The wrapped loss on the concatenation. Shape: ().
         """
-        check_batch(embeddings, labels)
-        z_hat = _normalize(embeddings)
-        self.options.validate()
-        z_plus, stats = apply_operator(
-            z_hat, labels, self.options, memory=self.memory, unit_norm=True
+        z_hat, view, stats = _carrot_views(
+            embeddings, labels, self.options, self.memory, stop_grad_plus=self.stop_grad_plus
         )
-        view = _renormalize(z_plus)
-        both = torch.cat([z_hat, view.detach() if self.stop_grad_plus else view])  # (2B, D)
+        both = torch.cat([z_hat, view])  # (2B, D)
         both_labels = torch.cat([labels, labels])  # (2B,)
         ignore = self.options.ignore_index
         if ignore is not None:
