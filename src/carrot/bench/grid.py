@@ -91,9 +91,14 @@ def cells(
     return out
 
 
+def pretrain_dir(out: Path, source: str, seed: int) -> Path:
+    """The run folder of a pretraining run."""
+    return out / "pretrain" / source / f"s{seed}"
+
+
 def weights_path(out: Path, source: str, seed: int) -> Path:
     """The backbone weights of a pretraining run (written by :func:`export_backbone`)."""
-    return out.resolve() / "pretrain" / source / f"s{seed}" / "backbone.safetensors"
+    return pretrain_dir(out.resolve(), source, seed) / "backbone.safetensors"
 
 
 def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> Job:
@@ -122,7 +127,7 @@ def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> 
 
 def pretrain_job(suite: Suite, source: str, seed: int, out: Path, extra: Sequence[str] = ()) -> Job:
     spec = suite.pretrain[source]
-    run = out / "pretrain" / source / f"s{seed}"
+    run = pretrain_dir(out, source, seed)
     overrides = (*suite.common, *spec.overrides, f"seed={seed}", f"output_dir={run}", *extra)
     return Job(run, spec.config, overrides)
 

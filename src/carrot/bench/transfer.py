@@ -14,8 +14,6 @@ from pathlib import Path
 
 __all__ = ["export_backbone"]
 
-PREFIX = "backbone."
-
 
 def export_backbone(run_dir: Path, path: Path) -> Path:
     """Write the backbone of ``run_dir/checkpoints/last.pt`` (the ``backbone.*`` entries of the
@@ -23,15 +21,12 @@ def export_backbone(run_dir: Path, path: Path) -> Path:
     from safetensors.torch import save_file
 
     from carrot.train.checkpoint import load_checkpoint
+    from carrot.train.model import backbone_state
 
     if path.is_file():
         return path
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    state = {
-        k.removeprefix(PREFIX): v.contiguous()
-        for k, v in ckpt["model"].items()
-        if k.startswith(PREFIX)
-    }
+    state = {k: v.contiguous() for k, v in backbone_state(ckpt["model"]).items()}
     if not state:
         raise RuntimeError(f"{run_dir}/checkpoints/last.pt holds no backbone.* weights.")
     tmp = path.with_name(path.name + ".tmp")

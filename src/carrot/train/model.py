@@ -25,6 +25,7 @@ __all__ = [
     "ModelOutput",
     "PretrainedWeightsError",
     "SmallCNN",
+    "backbone_state",
     "build_model",
     "create_backbone",
     "read_weights",
@@ -192,15 +193,18 @@ def timm_name(name: str) -> str:
     return "hf-hub:" + name
 
 
+def backbone_state(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The backbone's own weights in an :class:`FGVCModel` state dict (``backbone.*``, the
+    prefix removed)."""
+    prefix = "backbone."
+    return {k.removeprefix(prefix): v for k, v in model_state.items() if k.startswith(prefix)}
+
+
 def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
     """The tensors of a weights file: a plain state dict, a training checkpoint's ``state_dict`` /
     ``model`` entry (timm, torchvision, DeiT...) or a carrot checkpoint's backbone."""
     if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
-        # A carrot checkpoint: the backbone's own weights.
-        prefix = "backbone."
-        state = {
-            k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)
-        }
+        state = backbone_state(state["model"])  # a carrot checkpoint
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
