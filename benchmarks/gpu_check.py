@@ -28,12 +28,15 @@ import argparse
 import json
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from carrot import OperatorOptions, carrot_operator
+from carrot.bench.timing import interleaved_median
 
 
 def batch(
@@ -130,6 +133,23 @@ def correctness(device: str) -> dict[str, Any]:
     return out
 
 
+def _syncs(fn: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """``fn()``'s result and where it synchronized with the host (file:line of each sync)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    where = [
+        f"{w.filename.split('/src/')[-1]}:{w.lineno}"
+        for w in caught
+        if "synchroniz" in str(w.message)
+    ]
+    return result, where
+
+
 def count_syncs(device: str) -> dict[str, Any]:
     z64, y = batch(64, 4, 512, seed=2)
     z0, y = z64.float().to(device), y.to(device)
@@ -144,23 +164,12 @@ def count_syncs(device: str) -> dict[str, Any]:
             torch.cuda.synchronize()
             z = z0.clone().requires_grad_(True)
             grad = torch.ones_like(z0)
+            (out, _), fwd = _syncs(partial(carrot_operator, z, y, options=options))
+            _, bwd = _syncs(partial(out.backward, grad))
             counts: dict[str, Any] = {}
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                torch.cuda.set_sync_debug_mode("warn")
-                out, _ = carrot_operator(z, y, options=options)
-                torch.cuda.set_sync_debug_mode("default")
-                fwd = [w for w in caught if "synchroniz" in str(w.message)]
-                caught.clear()
-                torch.cuda.set_sync_debug_mode("warn")
-                out.backward(grad)
-                torch.cuda.set_sync_debug_mode("default")
-                bwd = [w for w in caught if "synchroniz" in str(w.message)]
-            for name, ws in (("forward", fwd), ("backward", bwd)):
-                counts[name] = len(ws)
-                counts[f"{name}_where"] = [
-                    f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in ws
-                ]
+            for name, where in (("forward", fwd), ("backward", bwd)):
+                counts[name] = len(where)
+                counts[f"{name}_where"] = where
             result[f"{label}, detach_stats={detach}"] = counts
     from carrot.functional import carrot_ce_kl_loss
     from carrot.memory import ClassMemory
@@ -171,24 +180,16 @@ def count_syncs(device: str) -> dict[str, Any]:
         ("CE+KL loss, default", OperatorOptions(), None),
         ("CE+KL loss, sync_free + memory", OperatorOptions(sync_free=True), memory),
     ):
+
+        def step(options: OperatorOptions = options, mem: Any = mem) -> None:
+            z = z0.clone().requires_grad_(True)
+            carrot_ce_kl_loss(z, y, head, options=options, memory=mem)[0].backward()
+
         for _ in range(2):
-            loss, _ = carrot_ce_kl_loss(
-                z0.clone().requires_grad_(True), y, head, options=options, memory=mem
-            )
-            loss.backward()
+            step()
         torch.cuda.synchronize()
-        z = z0.clone().requires_grad_(True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            loss, _ = carrot_ce_kl_loss(z, y, head, options=options, memory=mem)
-            loss.backward()
-            torch.cuda.set_sync_debug_mode("default")
-        ws = [w for w in caught if "synchroniz" in str(w.message)]
-        result[label] = {
-            "forward+backward": len(ws),
-            "where": [f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in ws],
-        }
+        _, where = _syncs(step)
+        result[label] = {"forward+backward": len(where), "where": where}
     result["trainer step"] = _trainer_step_syncs(device)
     return result
 
@@ -201,22 +202,24 @@ def _trainer_step_syncs(device: str) -> dict[str, Any]:
     x = torch.randn(16, 3, 64, 64, device=device)
     y = torch.arange(4, device=device).repeat_interleave(4)
 
+    step = _trainer_step(trainer, x, y)
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    _, where = _syncs(step)
+    trainer.rt.teardown()
+    return {"syncs": len(where), "where": where}
+
+
+def _trainer_step(trainer: Any, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One optimizer step of the trainer (one micro-batch), fed fixed tensors."""
+
     def step() -> None:
         trainer._micro = []
         trainer._micro_step(x, y, 1, True)
         trainer._optimizer_step(0)
 
-    for _ in range(2):
-        step()
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        step()
-        torch.cuda.set_sync_debug_mode("default")
-    ws = [w for w in caught if "synchroniz" in str(w.message)]
-    trainer.rt.teardown()
-    return {"syncs": len(ws), "where": [f"{w.filename.split('/src/')[-1]}:{w.lineno}" for w in ws]}
+    return step
 
 
 def _tiny_trainer(
@@ -266,20 +269,21 @@ def _sync(device: str) -> None:
 
 
 def _median_ms(fns: dict[str, Any], device: str, repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median milliseconds per call of each function, calls interleaved round by round."""
-    for _ in range(warmup):
-        for fn in fns.values():
+    """Median milliseconds per call of each function, calls interleaved round by round; each
+    call waits for the device (so the next one starts on an idle one)."""
+
+    def synced(fn: Callable[[], Any]) -> Callable[[], None]:
+        def go() -> None:
             fn()
+            _sync(device)
+
+        return go
+
     _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(1e3 * (time.perf_counter() - start))
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    seconds = interleaved_median(
+        {k: synced(f) for k, f in fns.items()}, repeats=repeats, warmup=warmup
+    )
+    return {k: 1e3 * v for k, v in seconds.items()}
 
 
 def operator_speed(device: str, dry: bool = False) -> dict[str, Any]:
@@ -320,19 +324,40 @@ def _operator_case(device: str, b: int, d: int, dry: bool) -> dict[str, float]:
     return _median_ms({k: step(f) for k, f in fns.items()}, device, 5 if dry else 50)
 
 
+def _resnet_name(dry: bool) -> str:
+    return "resnet18" if dry else "resnet50"
+
+
 def _resnet(device: str, dry: bool) -> Any:
     import timm
 
-    name = "resnet18" if dry else "resnet50"
-    return timm.create_model(name, num_classes=0).to(device).to(memory_format=torch.channels_last)
+    model = timm.create_model(_resnet_name(dry), num_classes=0)
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def _timm_step(
+    backbone: Any, head: Any, opt: Any, x: torch.Tensor, loss_fn: Callable[..., torch.Tensor]
+) -> Callable[[], None]:
+    """A hand-written training step: bf16 autocast, the cosine head on the normalized embedding,
+    ``loss_fn(z, logits)``, an optimizer step."""
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            z = backbone(x)
+            logits = head(F.normalize(z.float(), dim=1))
+            loss = loss_fn(z, logits)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def step_overhead(device: str, dry: bool = False) -> dict[str, Any]:
     """CE vs CARROT training steps on one model and batch, per loss-execution variant."""
     torch.backends.cudnn.benchmark = True
     sizes = (64,) if dry else (224, 448)
-    name = "resnet18" if dry else "resnet50"
-    return {f"{name} @ {size}": _step_case(device, size, dry) for size in sizes}
+    return {f"{_resnet_name(dry)} @ {size}": _step_case(device, size, dry) for size in sizes}
 
 
 def _step_case(device: str, size: int, dry: bool) -> dict[str, Any]:
@@ -340,7 +365,6 @@ def _step_case(device: str, size: int, dry: bool) -> dict[str, Any]:
     from carrot.train.model import CosineClassifier
 
     batch_size, classes = (16, 50) if dry else (64, 1000)
-    amp = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     torch.manual_seed(0)
     backbone = _resnet(device, dry)
     head = CosineClassifier(backbone.num_features, classes, scale=16.0, learn_scale=False)
@@ -375,19 +399,8 @@ def _step_case(device: str, size: int, dry: bool) -> dict[str, Any]:
             carrot(OperatorOptions(sync_free=True)), fullgraph=True, mode="reduce-overhead"
         )
 
-    def train_step(loss_fn: Any) -> Any:
-        def go() -> None:
-            with amp:
-                z = backbone(x)
-                logits = head(F.normalize(z.float(), dim=1))
-                loss = loss_fn(z, logits)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return go
-
-    ms = _median_ms({k: train_step(f) for k, f in losses.items()}, device, 3 if dry else 20)
+    steps = {k: _timm_step(backbone, head, opt, x, f) for k, f in losses.items()}
+    ms = _median_ms(steps, device, 3 if dry else 20)
     row: dict[str, Any] = {"ms": ms}
     for mode in ("eager", "compiled", "cuda graphs"):
         base = ms.get(f"{mode}: CE")
@@ -405,19 +418,20 @@ def trainer_vs_minimal(device: str, dry: bool = False) -> dict[str, Any]:
     from carrot.train.model import CosineClassifier
 
     size, batch_size = (64, 16) if dry else (224, 64)
-    name = "resnet18" if dry else "resnet50"
     trainer = _tiny_trainer(
-        device, "ce", [], tempfile.mkdtemp(), size=size, backbone=name, batch_size=batch_size
+        device,
+        "ce",
+        [],
+        tempfile.mkdtemp(),
+        size=size,
+        backbone=_resnet_name(dry),
+        batch_size=batch_size,
     )
     x = torch.randn(batch_size, 3, size, size, device=device)
     y = torch.arange(batch_size // 4, device=device).repeat_interleave(4)
     y = y % trainer.data.num_classes
 
-    def trainer_step() -> None:
-        trainer._micro = []
-        trainer._micro_step(x, y, 1, True)
-        trainer._optimizer_step(0)
-
+    trainer_step = _trainer_step(trainer, x, y)
     torch.manual_seed(0)
     backbone = _resnet(device, dry)
     head = CosineClassifier(
@@ -428,13 +442,9 @@ def trainer_vs_minimal(device: str, dry: bool = False) -> dict[str, Any]:
     )
     xc = x.contiguous(memory_format=torch.channels_last)
 
-    def minimal_step() -> None:
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
-            logits = head(F.normalize(backbone(xc).float(), dim=1))
-            loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    minimal_step = _timm_step(
+        backbone, head, opt, xc, lambda z, logits: F.cross_entropy(logits.float(), y)
+    )
 
     ms = _median_ms(
         {"trainer": trainer_step, "minimal loop": minimal_step}, device, 3 if dry else 20
