@@ -206,6 +206,9 @@ def test_suite_files_and_methods_files(tmp_path: Path) -> None:
         load_suite(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="--methods-file .* does not exist"):
         load_methods(tmp_path / "missing.yaml")
+    methods.write_text("lam2: {label: [unclosed\n")
+    with pytest.raises(ValueError, match=r"methods.yaml is not valid YAML: .*\(line 2, column 1\)\.$"):
+        load_methods(methods)
     methods.write_text("carrot_guide: {baseline: ce, overrides: [method=ce]}\n")
     with pytest.raises(ValueError, match="'carrot_guide' is already defined \\(elsewhere\\)"):
         load_methods(methods)
