@@ -57,7 +57,7 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     }
     for key in GEOMETRY:
         row[f"first_{key}"] = first.get(key, math.nan)
-        row.setdefault(f"final_{key}", last.get(key, math.nan))
+        row[f"final_{key}"] = last.get(key, math.nan)
     trajectory = [
         {
             "dataset": cell.dataset,
