@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,40 @@ def test_a_fixed_size_backbone_exports_with_its_img_size(tmp_path: Path) -> None
     save_file(state, str(tmp_path / "b.safetensors"))
     backbone = timm.create_model("test_vit", num_classes=0, **config["timm_kwargs"])
     backbone.load_state_dict(load_file(str(tmp_path / "b.safetensors")), strict=True)
+
+
+def test_the_commands_as_a_user_runs_them(run: Path, tmp_path: Path) -> None:
+    """The installed ``carrot`` command in a subprocess: --help, predict, export, and the
+    one-line errors of export and convert (nothing written)."""
+    exe = Path(sys.executable).parent / "carrot"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "carrot.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def carrot_(*args: object) -> subprocess.CompletedProcess[str]:
+        argv = [*cmd, *map(str, args)]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+    for sub, option in (("predict", "--top-k"), ("export", "--format"), ("convert", "--trust")):
+        shown = carrot_(sub, "--help")
+        assert shown.returncode == 0 and f"usage: carrot {sub}" in shown.stdout
+        assert option in shown.stdout
+    ckpt = run / "run" / "checkpoints" / "last.pt"
+    preds = tmp_path / "preds.csv"
+    done = carrot_("predict", "--checkpoint", ckpt, run / "pets" / "test", "--out", preds, "--top-k", 2)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 15 and list(rows[0]) == [
+        "path", "label", "prob", "top2_label", "top2_prob", "error",
+    ]  # fmt: skip
+    assert {r["label"] for r in rows} <= set(CLASSES) and not any(r["error"] for r in rows)
+    folder = tmp_path / "exported"
+    done = carrot_("export", "--checkpoint", ckpt, "--out", folder)
+    assert done.returncode == 0, done.stderr
+    model = carrot.load_model(folder)
+    assert model.carrot_config["label_names"] == sorted(CLASSES)
+    again = carrot_("export", "--checkpoint", ckpt, "--out", folder)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert "add --force" in again.stderr
+    refused = carrot_("convert", ckpt, tmp_path / "new.pt")
+    assert refused.returncode == 2 and "--trust" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "new.pt").exists()

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
     pr.add_argument("--top-k", type=int, default=5, help="classes per row (default 5)")
     pr.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
-    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     pr.add_argument("--ema", action="store_true", help="use the EMA weights")
     pr.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
