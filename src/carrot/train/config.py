@@ -234,7 +234,11 @@ class TrainConfig:
     plots: bool = True
     """Write plots/curves.png and plots/geometry.png at the end."""
     tensorboard: bool = True
-    """Write TensorBoard events (when tensorboard is installed)."""
+    """Write TensorBoard events (when tensorboard is installed); false drops it from loggers."""
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = field(
+        default_factory=lambda: ["tensorboard"]
+    )
+    """Trackers besides metrics.jsonl: any of tensorboard, csv, mlflow, wandb (carrot.train.loggers)."""
 
 
 @dataclass

@@ -191,7 +191,8 @@ class Trainer:
             mode = None if cfg.train.compile is True else cfg.train.compile
             self.forward = torch.compile(self.ddp, mode=mode)
             self.loss_fn = torch.compile(compute_loss, mode=mode)
-        self.writer = open_run_folder(cfg, self.run_dir, rt) if rt.is_main else None
+        resumed = self.state if checkpoint is not None else None  # its trackers continue
+        self.trackers = open_run_folder(cfg, self.run_dir, rt, resumed) if rt.is_main else None
         if rt.is_main:
             self._rewrite_metrics()
 
@@ -428,10 +429,8 @@ class Trainer:
             shown["γmax"] = means.get("gamma_max", float("nan"))
         progress.set_postfix(shown)
         self._watch_collapse(means, progress)
-        if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(f"train_step/{k}", v, self.state.step)
-            self.writer.add_scalar("train_step/lr", lr, self.state.step)
+        if self.trackers is not None:
+            self.trackers.log_step({**means, "lr": lr}, self.state.step)
 
     # --- interruption ---------------------------------------------------------------------------
 
@@ -512,11 +511,8 @@ class Trainer:
             self.save("last.pt")
         if self.rt.is_main:
             self._rewrite_metrics()
-            if self.writer is not None:
-                for k, v in record.items():
-                    if isinstance(v, (int, float)) and k != "epoch":
-                        self.writer.add_scalar(f"epoch/{k}", v, record["epoch"])
-                self.writer.flush()
+            if self.trackers is not None:
+                self.trackers.log_epoch(record)
         return record
 
     def fit(self) -> dict[str, Any]:
@@ -551,12 +547,14 @@ class Trainer:
                 if cfg.train.plots:
                     title = f"{cfg.data.name} · {cfg.method} · seed {cfg.seed}"
                     plot_history(self.state.history, self.run_dir / "plots", title=title)
+                if self.trackers is not None:
+                    self.trackers.log_artifacts(self.run_dir)
             return summary
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self.writer is not None:
-                self.writer.close()
+            if self.trackers is not None:
+                self.trackers.close()
             rt.teardown()
 
     def summary(self) -> dict[str, Any]:

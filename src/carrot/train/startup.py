@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,9 @@ from carrot.train.config import (
 from carrot.train.data import Splits
 from carrot.train.progress import Progress
 from carrot.train.runtime import Runtime, atomic_write_text, dump_json, environment_info
+
+if TYPE_CHECKING:
+    from carrot.train.loggers import Trackers
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -54,6 +57,7 @@ RESUMABLE_KEYS = (
     "train.progress",
     "train.plots",
     "train.tensorboard",
+    "train.loggers",
     "train.device",
     "train.compile",
     "data.root",
@@ -156,7 +160,7 @@ def release_run_dir(run_dir: Path) -> None:
 
     if (run_dir / "checkpoints").exists():
         return
-    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl"):
+    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl", "trackers.json"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     try:
@@ -226,18 +230,17 @@ def build_memory(cfg: Config, model: nn.Module, num_classes: int) -> ClassMemory
     return ClassMemory(num_classes, dim, momentum=c.memory_momentum)
 
 
-def open_run_folder(cfg: Config, run_dir: Path, rt: Runtime) -> Any:
-    """Write config.yaml (data preprocessing resolved) and environment.json; return a
-    TensorBoard writer when train.tensorboard is on and tensorboard is installed (else None)."""
+def open_run_folder(cfg: Config, run_dir: Path, rt: Runtime, resumed: Any = None) -> Trackers:
+    """Write config.yaml (data preprocessing resolved) and environment.json; return the run's
+    trackers (``train.loggers``, see :func:`carrot.train.loggers.open_trackers`). ``resumed``:
+    the restored training state (its ``history`` and ``step``) of a resumed run, else None."""
+    from carrot.train.loggers import open_trackers
+
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_text(
         run_dir / "environment.json", dump_json(environment_info(rt.world_size, rt.device))
     )
-    if not cfg.train.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    if resumed is None:
+        return open_trackers(cfg, run_dir, resumed=False)
+    return open_trackers(cfg, run_dir, resumed=True, history=resumed.history, step=resumed.step)

@@ -1,0 +1,95 @@
+"""MLflow tracking for ``carrot train``: ``train.loggers=[mlflow]``.
+
+MLflow is an optional extra: ``pip install 'carrot-fgvc[mlflow]'``. The tracking server or store
+comes from MLflow's own settings (``MLFLOW_TRACKING_URI``: ``http://...``, ``sqlite:///...``, or
+``file://...`` with ``MLFLOW_ALLOW_FILE_STORE=true``), the experiment from
+``MLFLOW_EXPERIMENT_NAME`` (default ``carrot``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["MlflowLogger"]
+
+_EXTRA = "pip install 'carrot-fgvc[mlflow]'"
+# MLflow's limits: 100 params a batch, 6000 characters a value (500 in older servers).
+_PARAMS_PER_BATCH = 100
+_PARAM_CHARS = 500
+_METRICS_PER_BATCH = 1000
+_STATUS = {"finished": "FINISHED", "killed": "KILLED", "failed": "FAILED"}
+
+
+def _import_mlflow() -> ModuleType:
+    try:
+        import mlflow
+    except ImportError as err:
+        raise ImportError(
+            f"train.loggers=[mlflow] needs MLflow, which is not installed; install it with: {_EXTRA}"
+        ) from err
+    return mlflow
+
+
+def _param_value(v: Any) -> str:
+    text = str(v)
+    return text if len(text) <= _PARAM_CHARS else text[: _PARAM_CHARS - 3] + "..."
+
+
+class MlflowLogger:
+    """One MLflow run per carrot run: params (the resolved config, flattened to ``section.key``),
+    ``train_step/*`` metrics at the global step, ``epoch/*`` metrics at the epoch, and the run
+    folder's config, summary, metrics and plots as artifacts. ``run_id``: an MLflow run to
+    continue (a resumed carrot run); its params are kept and only new keys are added."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], *, run_id: str | None = None) -> None:
+        mlflow = _import_mlflow()
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            self.client = MlflowClient()
+            if run_id is not None:
+                run = self.client.get_run(run_id)
+                self.client.update_run(run_id, status="RUNNING")
+                have = set(run.data.params)
+            else:
+                name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "carrot"
+                exp = self.client.get_experiment_by_name(name)
+                exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+                run = self.client.create_run(
+                    exp_id, run_name=run_dir.name, tags={"carrot.run_dir": str(run_dir.resolve())}
+                )
+                have = set()
+        except MlflowException as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(
+                f"MLflow could not open a run at {mlflow.get_tracking_uri()} ({first[:300]}); "
+                "set MLFLOW_TRACKING_URI (see docs/training.md, Trackers)."
+            ) from e
+        self.run_id: str = run.info.run_id
+        items = [Param(k, _param_value(v)) for k, v in params.items() if k not in have]
+        for i in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int, kind: str) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(f"{kind}/{k}", v, now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), _METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _METRICS_PER_BATCH])
+
+    def log_artifacts(self, run_dir: Path) -> None:
+        from carrot.train.loggers import artifact_files
+
+        for f in artifact_files(run_dir):
+            sub = str(f.parent.relative_to(run_dir)) if f.parent != run_dir else None
+            self.client.log_artifact(self.run_id, str(f), sub)
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=_STATUS[status])

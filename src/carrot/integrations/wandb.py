@@ -1,0 +1,87 @@
+"""Weights & Biases tracking for ``carrot train``: ``train.loggers=[wandb]``.
+
+W&B is an optional extra: ``pip install 'carrot-fgvc[wandb]'``. The project comes from
+``WANDB_PROJECT`` (default ``carrot``), the entity from ``WANDB_ENTITY``; the run's files go to
+``run_dir/wandb``. ``WANDB_MODE`` chooses online or offline; unset, the run is offline when the
+W&B server cannot be reached (sync it later with ``wandb sync run_dir/wandb/offline-run-*``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = ["WandbLogger", "wandb_mode"]
+
+_EXTRA = "pip install 'carrot-fgvc[wandb]'"
+_EXIT_CODES = {"finished": 0, "killed": 255, "failed": 1}
+
+
+def _import_wandb() -> ModuleType:
+    try:
+        import wandb
+    except ImportError as err:
+        raise ImportError(
+            f"train.loggers=[wandb] needs wandb, which is not installed; install it with: {_EXTRA}"
+        ) from err
+    return wandb
+
+
+def wandb_mode(timeout: float = 2.0) -> str:
+    """``WANDB_MODE`` if set; otherwise ``online`` when the W&B server (``WANDB_BASE_URL``,
+    default api.wandb.ai) accepts a connection within ``timeout`` seconds, else ``offline``."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return "online"
+    except OSError:
+        return "offline"
+
+
+class WandbLogger:
+    """One W&B run per carrot run: the resolved config (flattened), ``train_step/*`` metrics
+    against ``trainer/step`` and ``epoch/*`` metrics against ``epoch``, and the run folder's
+    config, summary, metrics and plots saved with the run. ``run_id``: a W&B run to continue."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], *, run_id: str | None = None) -> None:
+        wandb = _import_wandb()
+        mode = wandb_mode()
+        if mode == "offline" and not os.environ.get("WANDB_MODE"):
+            print("carrot train: W&B is not reachable; logging offline to " f"{run_dir / 'wandb'}")
+        self.run: Any = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or "carrot",
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow" if run_id else None,
+            name=run_dir.name,
+            config=params,
+            mode=mode,
+            settings=wandb.Settings(console="off", silent=True),
+            reinit="create_new",
+        )
+        self.run_id: str = self.run.id
+        self.run.define_metric("trainer/step")
+        self.run.define_metric("train_step/*", step_metric="trainer/step")
+        self.run.define_metric("epoch")
+        self.run.define_metric("epoch/*", step_metric="epoch")
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int, kind: str) -> None:
+        axis = "trainer/step" if kind == "train_step" else "epoch"
+        self.run.log({axis: step, **{f"{kind}/{k}": v for k, v in metrics.items()}})
+
+    def log_artifacts(self, run_dir: Path) -> None:
+        from carrot.train.loggers import artifact_files
+
+        for f in artifact_files(run_dir):
+            self.run.save(str(f), base_path=str(run_dir), policy="now")
+
+    def close(self, status: str) -> None:
+        self.run.finish(exit_code=_EXIT_CODES[status])
