@@ -49,9 +49,11 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from carrot.train.checkpoint import check_classes, load_checkpoint
     from carrot.train.data import build_test_loader, load_test_split
+    from carrot.train.eval_report import build_report, write_report
     from carrot.train.evaluate import evaluate
     from carrot.train.runtime import Runtime
     from carrot.train.trained import load_trained
+    from carrot.train.tta import with_tta
 
     path = Path(args.checkpoint)
     ckpt = load_checkpoint(path)  # read once for the model and its EMA
@@ -73,26 +75,45 @@ def _eval(args: argparse.Namespace) -> int:
         )
         loader = build_test_loader(cfg, base, rank=rt.rank, world_size=rt.world_size)
         results: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
         for name, model in models:
+            outputs: dict[str, Any] = {}
+            tta_model = with_tta(
+                model.to(rt.device), args.tta, traits=trained.dataset_traits, dataset=cfg.data.name
+            )
             results[name] = evaluate(
-                model.to(rt.device),
+                tta_model,
                 loader,
                 device=rt.device,
                 num_classes=len(trained.classes),
                 retrieval=cfg.train.retrieval,
                 progress=rt.is_main and cfg.train.progress,
                 desc=f"evaluating {name}",
+                outputs=outputs,
             )
+            if rt.is_main:
+                report = build_report(
+                    outputs["logits"], outputs["labels"], outputs["embeddings"], trained.classes
+                )
+                results[name]["ece"] = report.calibration.ece
+                extras[name] = {"tta": args.tta, **report.json()}
+                if args.report:
+                    folder = Path(args.report) / name if len(models) > 1 else Path(args.report)
+                    title = f"{cfg.data.name} · {name} · tta {args.tta}"
+                    write_report(report, folder, title=title)
         if rt.is_main:
             print(
                 f"carrot eval · {path} · {cfg.data.name} test split ({len(base)} images) · "
-                f"epoch {trained.epoch}"
+                f"epoch {trained.epoch} · tta {args.tta}"
             )
             for name, metrics in results.items():
                 shown = " · ".join(f"{k} {v:.2f}" for k, v in metrics.items())
                 print(f"{name:>5}: {shown}")
+            if args.report:
+                print(f"report: {args.report}")
             if args.json:
-                Path(args.json).write_text(json.dumps(results, indent=2))
+                merged = {name: {**results[name], **extras[name]} for name in results}
+                Path(args.json).write_text(json.dumps(merged, indent=2, allow_nan=False))
     finally:
         rt.teardown()
     return 0
@@ -110,9 +131,11 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device,
         ema=args.ema,
         num_workers=args.workers,
+        tta=args.tta,
     )
     failed = f" ({result['failed']} unreadable, see the error column)" if result["failed"] else ""
-    print(f"carrot predict: {result['images']} images{failed} → {result['out']}")
+    tta = f" (tta {args.tta})" if args.tta != "none" else ""
+    print(f"carrot predict: {result['images']} images{failed}{tta} → {result['out']}")
     return 0
 
 
@@ -177,7 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test split")
     ev.add_argument("--checkpoint", required=True, help="a run's checkpoints/best.pt or last.pt")
-    ev.add_argument("--json", help="also write the metrics to this JSON file")
+    ev.add_argument(
+        "--json",
+        help="also write the metrics, ECE, per-class figures and top confused pairs to this file",
+    )
+    ev.add_argument("--tta", default="none", help="test-time augmentation: none (default) or flip")
+    ev.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write per_class.csv, confusion.csv, confused_pairs.csv and the confusion, "
+        "calibration, geometry and embedding pictures into DIR",
+    )
     ev.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=... train.device=cpu"
     )
@@ -198,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     pr.add_argument("--ema", action="store_true", help="use the EMA weights")
     pr.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
+    pr.add_argument("--tta", default="none", help="test-time augmentation: none (default) or flip")
     pr.set_defaults(func=_predict)
 
     ex = sub.add_parser(

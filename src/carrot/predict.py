@@ -86,12 +86,15 @@ def predict(
     ema: bool = False,
     num_workers: int = 0,
     progress: bool = True,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Predict every image of ``paths`` with the checkpoint's model, its own evaluation transform
-    and class names; write the CSV to ``out``. Returns counts and the output path."""
+    and class names; write the CSV to ``out``. Returns counts and the output path. ``tta``:
+    test-time augmentation, ``none`` or ``flip`` (see :mod:`carrot.train.tta`)."""
     from carrot.train.data import build_transforms
     from carrot.train.progress import Progress
     from carrot.train.trained import load_trained
+    from carrot.train.tta import with_tta
 
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}.")
@@ -104,6 +107,7 @@ def predict(
     trained = load_trained(Path(checkpoint), ema=ema, device=dev)
     cfg, classes = trained.cfg, trained.classes
     traits = trained.dataset_traits
+    model = with_tta(trained.model, tta, traits=traits, dataset=cfg.data.name)
     transform = build_transforms(cfg, traits, train=False)
     loader = DataLoader(
         _Files(files, transform, channels=trained.in_chans, photo=traits.photo),
@@ -119,7 +123,7 @@ def predict(
             for x, idx, errors in loader:
                 probs = None
                 if x is not None:
-                    probs = torch.softmax(trained.model(x.to(dev)).logits.float(), dim=1)
+                    probs = torch.softmax(model(x.to(dev)).logits.float(), dim=1)
                     top_p, top_i = probs.topk(k, dim=1)
                 j = 0
                 for i, err in zip(idx, errors, strict=True):

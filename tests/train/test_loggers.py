@@ -50,7 +50,9 @@ def _wandb_history(records: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+            row = {
+                "/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item
+            }
             rows.append({k: v for k, v in row.items() if not k.startswith("_")})
     return rows
 

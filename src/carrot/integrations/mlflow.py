@@ -60,7 +60,9 @@ class MlflowLogger:
             else:
                 name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "carrot"
                 exp = self.client.get_experiment_by_name(name)
-                exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+                exp_id = (
+                    exp.experiment_id if exp is not None else self.client.create_experiment(name)
+                )
                 run = self.client.create_run(
                     exp_id, run_name=run_dir.name, tags={"carrot.run_dir": str(run_dir.resolve())}
                 )

@@ -55,7 +55,7 @@ class WandbLogger:
         wandb = _import_wandb()
         mode = wandb_mode()
         if mode == "offline" and not os.environ.get("WANDB_MODE"):
-            print("carrot train: W&B is not reachable; logging offline to " f"{run_dir / 'wandb'}")
+            print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
         self.run: Any = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or "carrot",
             dir=str(run_dir),

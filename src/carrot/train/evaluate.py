@@ -137,10 +137,12 @@ def evaluate(
     retrieval: bool = True,
     progress: bool = False,
     desc: str = "test",
+    outputs: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Metrics over the whole test set, on ``device``; each rank evaluates its shard and the
     predictions and embeddings are gathered (the k-NN then runs on every rank's device, so all
-    ranks agree without another message). ``progress`` shows a bar (or log lines off a terminal)."""
+    ranks agree without another message). ``progress`` shows a bar (or log lines off a terminal).
+    ``outputs``, if given, receives the gathered ``logits``, ``labels`` and ``embeddings``."""
     from carrot.train.progress import Progress
 
     bar = Progress(total=len(loader.dataset), desc=desc, enabled=progress)  # type: ignore[arg-type]
@@ -158,6 +160,9 @@ def evaluate(
     pred = _gather(logits.argmax(1))
     label = _gather(labels)
     metrics = classification_metrics(pred, label, num_classes)
+    gathered = _gather(embeddings) if retrieval or outputs is not None else embeddings
     if retrieval:
-        metrics.update(retrieval_metrics(_gather(embeddings), label))
+        metrics.update(retrieval_metrics(gathered, label))
+    if outputs is not None:
+        outputs.update(logits=_gather(logits), labels=label, embeddings=gathered)
     return metrics
