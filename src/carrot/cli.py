@@ -4,7 +4,7 @@ carrot train [--config FILE] [section.key=value ...]
 carrot train --resume RUN_DIR [section.key=value ...]
 carrot eval --checkpoint FILE [section.key=value ...]
 carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv]
-carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all]
+carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all|hf]
 carrot convert OLD NEW --trust
 """
 
@@ -243,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--checkpoint", required=True, help="a run's checkpoints/best.pt or last.pt")
     ex.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    ex.add_argument("--format", default="safetensors", help="safetensors (default), onnx or all")
+    ex.add_argument(
+        "--format",
+        default="safetensors",
+        help="safetensors (default), onnx, all, or hf: a folder timm.create_model('local-dir:DIR', "
+        "pretrained=True) loads after import carrot.hub, with a model card (upload: hf upload)",
+    )
     ex.add_argument("--ema", action="store_true", help="export the EMA weights")
     ex.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     ex.set_defaults(func=_export)

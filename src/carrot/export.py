@@ -8,6 +8,9 @@ An export folder holds:
 - ``config.json``: architecture, classes, preprocessing (mean, std, interpolation, input size,
   crop_pct, resize mode), the head and the carrot version;
 - ``model.onnx`` with ``--format onnx`` or ``all`` (checked against PyTorch with onnxruntime).
+
+``--format hf`` writes instead a folder that timm loads (``local-dir:`` or, once uploaded with
+``hf upload``, ``hf-hub:``): see :mod:`carrot.hub`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import nn
 
 __all__ = ["FORMATS", "ExportError", "export_model", "load_model"]
 
-FORMATS = ("safetensors", "onnx", "all")
+FORMATS = ("safetensors", "onnx", "all", "hf")
 ONNX_TOLERANCE = 1e-4
 
 
@@ -148,6 +151,10 @@ def export_model(
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    if fmt == "hf":  # a timm / Hugging Face Hub folder (carrot.hub)
+        from carrot.hub import export_hf
+
+        return export_hf(Path(checkpoint), Path(out), ema=ema, force=force)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or add --force.")
