@@ -42,7 +42,7 @@ class Tracker(Protocol):
 
 def _numbers(record: dict[str, Any]) -> dict[str, float]:
     return {
-        k: float(v)
+        k: v
         for k, v in record.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     }
