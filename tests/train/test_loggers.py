@@ -178,10 +178,14 @@ def test_wandb_logger_writes_an_offline_run_that_reads_back(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_a_resumed_training_run_continues_its_mlflow_run(tiny, tmp_path, mlflow_store) -> None:
+def test_a_resumed_training_run_continues_its_tracker_runs(
+    tiny, tmp_path, mlflow_store, monkeypatch
+) -> None:
+    pytest.importorskip("wandb")
     from mlflow.tracking import MlflowClient
 
-    overrides = [*tiny, "train.loggers=[csv, mlflow]", "train.log_every=2"]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [*tiny, "train.loggers=[csv, mlflow, wandb]", "train.log_every=2"]
     cfg = load_config(None, [*overrides, "train.stop_after_steps=7"])
     Trainer(cfg).fit()  # stops in epoch 2
     run_dir = tmp_path / "run"
@@ -189,21 +193,33 @@ def test_a_resumed_training_run_continues_its_mlflow_run(tiny, tmp_path, mlflow_
     client = MlflowClient(mlflow_store)
     assert [m.step for m in client.get_metric_history(run_id, "epoch/top1")] == [1]
     Trainer.resume(run_dir, ["train.stop_after_steps=null"]).fit()
-    assert json.loads((run_dir / "trackers.json").read_text())["mlflow"] == run_id
+    ids = json.loads((run_dir / "trackers.json").read_text())
+    assert ids["mlflow"] == run_id
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     params = flatten(config_to_dict(cfg))
-    assert run.data.params["train.loggers"] == "['csv', 'mlflow']"
+    assert run.data.params["train.loggers"] == "['csv', 'mlflow', 'wandb']"
     assert run.data.params["method"] == str(params["method"])
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records_jsonl = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     top1 = client.get_metric_history(run_id, "epoch/top1")
-    assert sorted((m.step, m.value) for m in top1) == [(r["epoch"], r["top1"]) for r in records]
+    assert sorted((m.step, m.value) for m in top1) == [
+        (r["epoch"], r["top1"]) for r in records_jsonl
+    ]
     steps = sorted(m.step for m in client.get_metric_history(run_id, "train_step/loss"))
     assert steps[-1] == 10 and 2 in steps
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert [float(r["top1"]) for r in rows] == [r["top1"] for r in records]
+    assert [float(r["top1"]) for r in rows] == [r["top1"] for r in records_jsonl]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "summary.json", "metrics.jsonl", "plots"} <= artifacts
+    # W&B: two offline run folders (start, resume) of one run id, with every epoch's top-1
+    records = _wandb_records(run_dir)
+    assert {r.run.run_id for r in records if r.WhichOneof("record_type") == "run"} == {ids["wandb"]}
+    epochs = [h for h in _wandb_history(records) if "epoch/top1" in h]
+    assert [(h["epoch"], h["epoch/top1"]) for h in epochs] == [
+        (r["epoch"], pytest.approx(r["top1"])) for r in records_jsonl
+    ]
+    # both segments end with plots (a stopped run writes its summary and plots too)
+    assert len(list(run_dir.glob("wandb/offline-run-*/files/plots/curves.png"))) == 2
 
 
 def test_trackers_close_marks_a_failed_run(tmp_path) -> None:
@@ -226,3 +242,40 @@ def test_trackers_close_marks_a_failed_run(tmp_path) -> None:
     except RuntimeError:
         trackers.close()
     assert seen == ["epoch:3:['top1']", "failed"]
+
+
+def test_a_missing_tracker_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys) -> None:
+    from carrot.cli import main
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    args = ["data.name=synthetic", f"output_dir={tmp_path / 'run'}", "train.loggers=[wandb]"]
+    assert main(["train", *args, "train.device=cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'carrot-fgvc[wandb]'" in err
+    assert not (tmp_path / "run").exists()  # the failed start left no folder
+
+
+@pytest.mark.distributed
+def test_only_rank_0_logs_under_torchrun(tiny, tmp_path, mlflow_store, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    import os
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "carrot.cli", "train", *tiny, "train.batch_size=8", "train.retrieval=false",
+           "train.loggers=[mlflow, wandb]"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(mlflow_store)
+    (exp,) = [e for e in client.search_experiments() if e.name == "carrot-test"]
+    (run,) = client.search_runs([exp.experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/top1")] == [1, 2]
+    assert run.data.params["train.batch_size"] == "8"
+    run_dir = tmp_path / "run"
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    epochs = [h for h in _wandb_history(_wandb_records(run_dir)) if "epoch/top1" in h]
+    assert [h["epoch"] for h in epochs] == [1, 2]
