@@ -248,7 +248,7 @@ def test_a_missing_tracker_is_one_line_from_the_cli(tmp_path, monkeypatch, capsy
     from carrot.cli import main
 
     monkeypatch.setitem(sys.modules, "wandb", None)
-    args = ["data.name=synthetic", f"output_dir={tmp_path / 'run'}", "train.loggers=[wandb]"]
+    args = ["data.name=synthetic", f"output_dir={tmp_path / 'run'}", "train.loggers=[csv, wandb]"]
     assert main(["train", *args, "train.device=cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'carrot-fgvc[wandb]'" in err

@@ -152,6 +152,9 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
     return chosen[0]
 
 
+_TRACKER_FILES = ("trackers.json", "metrics.csv", "metrics_steps.csv")
+
+
 def release_run_dir(run_dir: Path) -> None:
     """Undo :func:`claim_run_dir` for a start that failed before any checkpoint: remove what the
     start wrote (the claim, config.yaml, environment.json, metrics.jsonl, TensorBoard events) and
@@ -160,7 +163,7 @@ def release_run_dir(run_dir: Path) -> None:
 
     if (run_dir / "checkpoints").exists():
         return
-    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl", "trackers.json"):
+    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl", *_TRACKER_FILES):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     try:
