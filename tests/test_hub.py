@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import carrot
-import carrot.hub  # noqa: F401  (registers carrot_fgvc with timm)
+import carrot.hub  # registers carrot_fgvc with timm
 from carrot.cli import main
 from carrot.train import Trainer, load_config
 from carrot.train.data import build_transforms

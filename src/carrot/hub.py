@@ -87,7 +87,7 @@ class CarrotTimmModel(FGVCModel):
         built = build_model(cfg, num_classes=num_classes, in_chans=in_chans, image_size=img_size)
         super().__init__(built.backbone, built.head, built.projection)
         self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = int(built.head.weight.shape[1])  # type: ignore[index]
+        self.num_features = self.head_hidden_size = _num_features(built)
         self._head_args: tuple[str, float, bool] = (classifier, cosine_scale, learn_scale)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -144,7 +144,12 @@ def carrot_fgvc(pretrained: bool = False, **kwargs: Any) -> CarrotTimmModel:
     return model
 
 
-def _hf_config(config: dict[str, Any]) -> dict[str, Any]:
+def _num_features(model: nn.Module) -> int:
+    """Size of the embedding the head reads."""
+    return int(model.head.weight.shape[1])  # type: ignore[union-attr, index]
+
+
+def _hf_config(config: dict[str, Any], num_features: int) -> dict[str, Any]:
     """timm's config.json (pretrained-config form) from carrot's export config.json."""
     arch = config["architecture"]
     first_conv = None
@@ -178,7 +183,7 @@ def _hf_config(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "architecture": "carrot_fgvc",
         "num_classes": config["num_classes"],
-        "num_features": config.get("embedding_dim") or None,
+        "num_features": num_features,
         "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         "label_names": config["label_names"],
@@ -273,7 +278,9 @@ def export_hf(
     config = _config_json(trained)
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(_hf_config(config), indent=2) + "\n")
+    (out / "config.json").write_text(
+        json.dumps(_hf_config(config, _num_features(model)), indent=2) + "\n"
+    )
     name = f"carrot-{config['dataset']}-{config['architecture']}".replace("/", "-")
     (out / "README.md").write_text(_card(config, metrics, name))
     return {"folder": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
