@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -98,7 +99,9 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     pytest.importorskip("mlflow")
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    # unset, as a user with MLflow 3 and a file:// URI has it: carrot allows the folder store
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # restored (removed) after the test
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "carrot-test")
     return uri
 
@@ -116,6 +119,7 @@ def test_mlflow_logger_logs_params_metrics_artifacts_and_continues_a_run(
     (run_dir / "plots" / "curves.png").write_bytes(b"png")
     params = {"train.lr": 0.05, "method": "carrot", "data.mean": [0.5, 0.5], "x": "y" * 900}
     log = MlflowLogger(run_dir, params)
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"  # carrot allowed the file:// store
     log.log_metrics({"loss": 2.0}, step=1, kind="train_step")
     log.log_metrics({"loss": 1.5}, step=2, kind="train_step")
     log.log_metrics({"top1": 40.0}, step=1, kind="epoch")
@@ -258,7 +262,6 @@ def test_a_missing_tracker_is_one_line_from_the_cli(tmp_path, monkeypatch, capsy
 @pytest.mark.distributed
 def test_only_rank_0_logs_under_torchrun(tiny, tmp_path, mlflow_store, monkeypatch) -> None:
     pytest.importorskip("wandb")
-    import os
     import subprocess
 
     from mlflow.tracking import MlflowClient
@@ -270,6 +273,8 @@ def test_only_rank_0_logs_under_torchrun(tiny, tmp_path, mlflow_store, monkeypat
            "train.loggers=[mlflow, wandb]"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("MLflow folder store") == 1  # rank 0 alone opened it
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # to read it back here
     client = MlflowClient(mlflow_store)
     (exp,) = [e for e in client.search_experiments() if e.name == "carrot-test"]
     (run,) = client.search_runs([exp.experiment_id])

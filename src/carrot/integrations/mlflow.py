@@ -1,8 +1,9 @@
 """MLflow tracking for ``carrot train``: ``train.loggers=[mlflow]``.
 
 MLflow is an optional extra: ``pip install 'carrot-fgvc[mlflow]'``. The tracking server or store
-comes from MLflow's own settings (``MLFLOW_TRACKING_URI``: ``http://...``, ``sqlite:///...``, or
-``file://...`` with ``MLFLOW_ALLOW_FILE_STORE=true``), the experiment from
+comes from MLflow's own settings (``MLFLOW_TRACKING_URI``: ``http://...``, ``sqlite:///...``, or a
+folder, ``file://...``, for which carrot sets ``MLFLOW_ALLOW_FILE_STORE=true`` unless it is set:
+MLflow 3 keeps that store in maintenance mode and refuses it otherwise), the experiment from
 ``MLFLOW_EXPERIMENT_NAME`` (default ``carrot``).
 """
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlparse
 
 __all__ = ["MlflowLogger"]
 
@@ -51,6 +53,11 @@ class MlflowLogger:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        uri = mlflow.get_tracking_uri()
+        if urlparse(uri).scheme in ("", "file") and "MLFLOW_ALLOW_FILE_STORE" not in os.environ:
+            # MLflow 3 refuses its folder store unless asked; a file:// URI is that request
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+            print(f"carrot train: MLflow folder store {uri} (MLflow 3 prefers sqlite:///mlflow.db)")
         try:
             self.client = MlflowClient()
             if run_id is not None:
