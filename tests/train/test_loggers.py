@@ -47,6 +47,15 @@ def _wandb_records(run_dir: Path) -> list[Any]:
     return records
 
 
+def _wandb_artifacts(records: list[Any]) -> list[tuple[str, str, list[str]]]:
+    """(name, type, file paths) of each artifact logged."""
+    return [
+        (r.artifact.name, r.artifact.type, sorted(c.path for c in r.artifact.manifest.contents))
+        for r in records
+        if r.WhichOneof("record_type") == "artifact"
+    ]
+
+
 def _wandb_history(records: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for r in records:
@@ -155,9 +164,11 @@ def test_wandb_logger_writes_an_offline_run_that_reads_back(tmp_path, monkeypatc
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: offline
     assert wandb_mode(timeout=0.5) == "offline"
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # artifact staging
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    (run_dir / "plots").mkdir(parents=True)
     (run_dir / "summary.json").write_text("{}")
+    (run_dir / "plots" / "curves.png").write_bytes(b"png")
     log = WandbLogger(run_dir, {"train.lr": 0.05, "method": "carrot"})
     log.log_metrics({"loss": 2.0}, step=1, kind="train_step")
     log.log_metrics({"top1": 40.0}, step=1, kind="epoch")
@@ -177,8 +188,8 @@ def test_wandb_logger_writes_an_offline_run_that_reads_back(tmp_path, monkeypatc
         {"epoch": 1, "epoch/top1": 40.0},
         {"epoch": 2, "epoch/top1": 55.0},
     ]
-    saved = list(run_dir.glob("wandb/offline-run-*/files/summary.json"))
-    assert len(saved) == 1
+    name = f"run-{log.run_id}"
+    assert _wandb_artifacts(records) == [(name, "carrot-run", ["plots/curves.png", "summary.json"])]
 
 
 @pytest.mark.slow
@@ -189,6 +200,7 @@ def test_a_resumed_training_run_continues_its_tracker_runs(
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
     overrides = [*tiny, "train.loggers=[csv, mlflow, wandb]", "train.log_every=2"]
     cfg = load_config(None, [*overrides, "train.stop_after_steps=7"])
     Trainer(cfg).fit()  # stops in epoch 2
@@ -222,8 +234,12 @@ def test_a_resumed_training_run_continues_its_tracker_runs(
     assert [(h["epoch"], h["epoch/top1"]) for h in epochs] == [
         (r["epoch"], pytest.approx(r["top1"])) for r in records_jsonl
     ]
-    # both segments end with plots (a stopped run writes its summary and plots too)
-    assert len(list(run_dir.glob("wandb/offline-run-*/files/plots/curves.png"))) == 2
+    # both segments end with the run's files (a stopped run writes its summary and plots too)
+    artifacts = _wandb_artifacts(records)
+    assert len(artifacts) == 2 and {a[0] for a in artifacts} == {f"run-{ids['wandb']}"}
+    assert {"config.yaml", "summary.json", "metrics.jsonl", "plots/curves.png"} <= set(
+        artifacts[1][2]
+    )
 
 
 def test_trackers_close_marks_a_failed_run(tmp_path) -> None:
@@ -267,6 +283,7 @@ def test_only_rank_0_logs_under_torchrun(tiny, tmp_path, mlflow_store, monkeypat
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "carrot.cli", "train", *tiny, "train.batch_size=8", "train.retrieval=false",

@@ -49,13 +49,14 @@ def wandb_mode(timeout: float = 2.0) -> str:
 class WandbLogger:
     """One W&B run per carrot run: the resolved config (flattened), ``train_step/*`` metrics
     against ``trainer/step`` and ``epoch/*`` metrics against ``epoch``, and the run folder's
-    config, summary, metrics and plots saved with the run. ``run_id``: a W&B run to continue."""
+    config, summary, metrics and plots as an artifact. ``run_id``: a W&B run to continue."""
 
     def __init__(self, run_dir: Path, params: dict[str, Any], *, run_id: str | None = None) -> None:
         wandb = _import_wandb()
         mode = wandb_mode()
         if mode == "offline" and not os.environ.get("WANDB_MODE"):
             print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
+        self.wandb = wandb
         self.run: Any = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or "carrot",
             dir=str(run_dir),
@@ -78,10 +79,16 @@ class WandbLogger:
         self.run.log({axis: step, **{f"{kind}/{k}": v for k, v in metrics.items()}})
 
     def log_artifacts(self, run_dir: Path) -> None:
+        """One artifact ``run-<id>`` of type ``carrot-run`` (a new version after a resume)."""
         from carrot.train.loggers import artifact_files
 
-        for f in artifact_files(run_dir):
-            self.run.save(str(f), base_path=str(run_dir), policy="now")
+        files = artifact_files(run_dir)
+        if not files:
+            return
+        artifact = self.wandb.Artifact(f"run-{self.run_id}", type="carrot-run")
+        for f in files:
+            artifact.add_file(str(f), name=str(f.relative_to(run_dir)))
+        self.run.log_artifact(artifact)
 
     def close(self, status: str) -> None:
         self.run.finish(exit_code=_EXIT_CODES[status])
