@@ -163,13 +163,14 @@ def test_flip_tta_averages_the_two_views_logits() -> None:
     assert with_tta(model, "none") is model
 
 
-def test_with_tta_refuses_unknown_modes_and_mirroring_digits() -> None:
+def test_with_tta_refuses_unknown_modes_and_warns_on_digits() -> None:
     with pytest.raises(ValueError, match="--tta must be one of none, flip, got 'rotate'"):
         with_tta(nn.Identity(), "rotate")
-    with pytest.raises(ValueError, match="--tta flip must not be used on digits"):
-        with_tta(
+    with pytest.warns(UserWarning, match="--tta flip on digits, whose images are never mirrored"):
+        model = with_tta(
             nn.Identity(), "flip", traits=types.SimpleNamespace(flip_ok=False), dataset="digits"
         )
+    assert isinstance(model, FlipTTA)
 
 
 def test_write_report_files(tmp_path) -> None:

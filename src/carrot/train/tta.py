@@ -7,6 +7,7 @@ L2-normalize it afterwards).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -45,16 +46,17 @@ class FlipTTA(nn.Module):
 def with_tta(model: nn.Module, tta: str, *, traits: Any = None, dataset: str = "") -> nn.Module:
     """``model`` with test-time augmentation ``tta`` (one of :data:`TTA_MODES`).
 
-    ``traits``: the training dataset's traits; a dataset whose images must not be mirrored
-    (``flip_ok`` false, e.g. digits) refuses ``flip``.
+    ``traits``: the training dataset's traits; for a dataset whose images are never mirrored in
+    training (``flip_ok`` false, e.g. digits: a mirrored digit is another glyph) ``flip`` warns.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}.")
     if tta == "none":
         return model
     if traits is not None and not getattr(traits, "flip_ok", True):
-        raise ValueError(
-            f"--tta flip must not be used on {dataset or 'this dataset'}: a mirrored image is "
-            "another class there (the dataset sets flip_ok false); use --tta none."
+        warnings.warn(
+            f"--tta flip on {dataset or 'this dataset'}, whose images are never mirrored in "
+            "training (a mirrored image may be another class): expect lower accuracy.",
+            stacklevel=2,
         )
     return FlipTTA(model).eval()
