@@ -2,8 +2,8 @@
 
 carrot train [--config FILE] [section.key=value ...]
 carrot train --resume RUN_DIR [section.key=value ...]
-carrot eval --checkpoint FILE [section.key=value ...]
-carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv]
+carrot eval --checkpoint FILE [--tta none|flip] [--report DIR] [--json FILE] [section.key=value ...]
+carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv] [--tta none|flip]
 carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all|hf]
 carrot convert OLD NEW --trust
 """
