@@ -134,6 +134,27 @@ def test_confusion_order_puts_confused_classes_together() -> None:
     ]
 
 
+def test_200_classes_in_scattered_look_alike_groups_come_out_as_blocks(tmp_path) -> None:
+    from carrot.train.eval_plots import plot_confusion
+
+    g = torch.Generator().manual_seed(0)
+    groups = torch.randperm(200, generator=g).view(50, 4)  # 50 groups of 4, scattered
+    c = torch.eye(200, dtype=torch.long) * 30
+    for group in groups:
+        for a in group:
+            for b in group:
+                if a != b:
+                    c[a, b] = int(torch.randint(1, 5, (1,), generator=g))
+    order = confusion_order(c)
+    pos = torch.empty(200, dtype=torch.long)
+    pos[torch.tensor(order)] = torch.arange(200)
+    spans = pos[groups].max(1).values - pos[groups].min(1).values
+    assert spans.tolist() == [3] * 50  # every group contiguous
+    names = [f"species_{i}" for i in range(200)]
+    plot_confusion(c, names, order, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
 class _LeftRight(nn.Module):
     """Logits that depend on where the image's mass is: not flip-invariant."""
 
