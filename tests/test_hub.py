@@ -113,3 +113,29 @@ def test_hf_export_loads_in_timm_with_the_same_logits(
 def test_export_format_names_hf(tmp_path: Path, capsys) -> None:
     assert main(["export", "--checkpoint", "x.pt", "--out", str(tmp_path), "--format", "tf"]) == 2
     assert "--format must be one of safetensors, onnx, all, hf" in capsys.readouterr().err
+
+
+def test_a_fixed_size_backbone_loads_from_its_hf_folder(tmp_path: Path) -> None:
+    """A ViT trained at another size than its name's: timm rebuilds it at that size."""
+    import types
+
+    from carrot.hub import write_hf_folder
+    from carrot.train.model import build_model
+    from carrot.train.trained import Trained
+
+    cfg = load_config(
+        None, ["model.backbone=test_vit", "data.image_size=64", "model.embedding_dim=6"]
+    )
+    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.5] * 3
+    cfg.data.interpolation, cfg.data.crop_pct = "bicubic", 0.9
+    model = build_model(cfg.model, num_classes=4, image_size=64).eval()
+    traits = types.SimpleNamespace(photo=True, channels=3, flip_ok=True)
+    trained = Trained(model, cfg, list("abcd"), 1, tmp_path / "x.pt", 3, False, traits)
+    write_hf_folder(trained, tmp_path / "hf", {})
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x).logits, rtol=0, atol=1e-6)
+    data = timm.data.resolve_data_config({}, model=loaded)
+    assert data["input_size"] == (3, 64, 64) and data["crop_pct"] == 0.9
+    assert data["interpolation"] == "bicubic"

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from carrot.train.config import ModelConfig
 from carrot.train.model import FGVCModel, build_model, timm_name
 
-__all__ = ["CarrotTimmModel", "carrot_fgvc", "export_hf"]
+__all__ = ["CarrotTimmModel", "carrot_fgvc", "export_hf", "write_hf_folder"]
 
 _EXTRA = "pip install 'carrot-fgvc[hf]'"
 # carrot's test resize (carrot.train.data.eval_resize) as timm's eval crop_mode
@@ -248,9 +248,7 @@ def export_hf(
 ) -> dict[str, Any]:
     """Write a folder that ``timm.create_model("local-dir:OUT", pretrained=True)`` loads (with
     :mod:`carrot.hub` imported): config.json, model.safetensors, README.md."""
-    from safetensors.torch import save_model
-
-    from carrot.export import ExportError, _config_json
+    from carrot.export import ExportError
     from carrot.train.checkpoint import load_checkpoint
     from carrot.train.trained import load_trained
 
@@ -274,13 +272,22 @@ def export_hf(
     if ema and evaluated and "top1_ema" in evaluated[-1]:
         metrics = {"top1": float(evaluated[-1]["top1_ema"])}
     del ckpt
+    return write_hf_folder(trained, out, metrics)
+
+
+def write_hf_folder(trained: Any, out: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    """The files of :func:`export_hf` for a :class:`~carrot.train.trained.Trained` model, with the
+    run's test ``metrics`` (``top1``, ``mean_class_acc``) for the card."""
+    from safetensors.torch import save_model
+
+    from carrot.export import _config_json
+
     model = trained.model.float().cpu().eval()
     config = _config_json(trained)
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, str(out / "model.safetensors"))
-    (out / "config.json").write_text(
-        json.dumps(_hf_config(config, _num_features(model)), indent=2) + "\n"
-    )
+    hf_config = _hf_config(config, _num_features(model))
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     name = f"carrot-{config['dataset']}-{config['architecture']}".replace("/", "-")
     (out / "README.md").write_text(_card(config, metrics, name))
     return {"folder": str(out), "files": ["model.safetensors", "config.json", "README.md"]}
