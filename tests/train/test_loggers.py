@@ -21,7 +21,10 @@ from carrot.train.loggers import CsvLogger, Trackers, open_trackers
 def _wandb_records(run_dir: Path) -> list[Any]:
     """The protobuf records of every offline W&B run file under ``run_dir`` (LevelDB log
     format: a 7-byte header, then 32 KiB blocks of crc32, length, type and data)."""
+    import wandb
     from wandb.proto import wandb_internal_pb2 as pb
+
+    wandb.teardown()  # W&B's service process writes the files: wait until it has flushed them
 
     records = []
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
