@@ -7,9 +7,11 @@ The formulas live in :mod:`carrot.functional.geometry`.
 import torch
 
 from carrot.functional import (
+    CEKLOptions,
     ClassGeometry,
     OperatorOptions,
     carrot_ce_kl_loss,
+    carrot_consistency_loss,
     carrot_operator,
     carrot_supcon_loss,
     class_geometry,
@@ -33,6 +35,7 @@ def load_model(path: str) -> torch.nn.Module:
 
 
 __all__ = [
+    "CEKLOptions",
     "CarrotCEKLLoss",
     "CarrotSupConLoss",
     "CarrotTransform",
@@ -42,6 +45,7 @@ __all__ = [
     "SupConLoss",
     "__version__",
     "carrot_ce_kl_loss",
+    "carrot_consistency_loss",
     "carrot_operator",
     "carrot_supcon_loss",
     "class_geometry",

@@ -11,15 +11,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from carrot.functional.losses import (
-    KLDirection,
-    carrot_ce_kl_loss,
-    carrot_supcon_loss,
-    check_ce_kl_options,
-    supcon_loss,
-)
+from carrot.functional.losses import carrot_ce_kl_loss, carrot_supcon_loss, supcon_loss
 from carrot.functional.operator import carrot_operator, summarize_stats
-from carrot.functional.options import OperatorOptions
+from carrot.functional.options import CEKLOptions, KLDirection, OperatorOptions
 from carrot.memory import ClassMemory
 
 __all__ = ["CarrotCEKLLoss", "CarrotSupConLoss", "CarrotTransform", "SupConLoss"]
@@ -102,8 +96,10 @@ class CarrotCEKLLoss(_KeepsStats):
     """CE + λ·KL CARROT regularization: ``forward(z, y, classifier) -> loss``.
 
     ``CarrotCEKLLoss(options, *, memory, T, lam, ...)``: the operator's options first, as on
-    :class:`CarrotTransform`, then the loss's own (see :func:`carrot.functional.carrot_ce_kl_loss`).
-    The stats of the last call (operator statistics and loss parts) are in ``last_stats``.
+    :class:`CarrotTransform`, then the loss's own: a :class:`~carrot.functional.CEKLOptions`
+    (``loss_options``) and/or its fields as keywords, which replace those of ``loss_options``
+    (see :func:`carrot.functional.carrot_ce_kl_loss`). The stats of the last call (operator
+    statistics and loss parts) are in ``last_stats``.
     """
 
     def __init__(
@@ -111,23 +107,25 @@ class CarrotCEKLLoss(_KeepsStats):
         options: OperatorOptions | None = None,
         *,
         memory: ClassMemory | None = None,
-        T: float = 1.0,
-        lam: float = 1.0,
-        kl_direction: KLDirection = "plus_z",
-        aux_ce_weight: float = 0.0,
-        stop_grad_plus: bool = False,
-        label_smoothing: float = 0.0,
+        T: float | None = None,
+        lam: float | None = None,
+        kl_direction: KLDirection | None = None,
+        aux_ce_weight: float | None = None,
+        stop_grad_plus: bool | None = None,
+        label_smoothing: float | None = None,
+        loss_options: CEKLOptions | None = None,
     ) -> None:
         super().__init__()
-        self.loss_options: dict[str, Any] = dict(
+        given = dict(
             T=T,
             lam=lam,
             kl_direction=kl_direction,
             aux_ce_weight=aux_ce_weight,
+            stop_grad_plus=stop_grad_plus,
             label_smoothing=label_smoothing,
         )
-        check_ce_kl_options(**self.loss_options)
-        self.stop_grad_plus = stop_grad_plus
+        base = loss_options if loss_options is not None else CEKLOptions()
+        self.loss_options = base.replace(**{k: v for k, v in given.items() if v is not None})
         self.options = _options(options)
         self.memory = memory
         self.last_stats = None
@@ -145,16 +143,14 @@ class CarrotCEKLLoss(_KeepsStats):
             z,
             y,
             classifier,
-            stop_grad_plus=self.stop_grad_plus,
+            loss_options=self.loss_options,
             options=self.options,
             memory=self.memory,
-            **self.loss_options,
         )
         return loss
 
     def extra_repr(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.loss_options.items())
-        return f"{shown}, stop_grad_plus={self.stop_grad_plus}, options={self.options!r}"
+        return f"loss_options={self.loss_options!r}, options={self.options!r}"
 
 
 class SupConLoss(nn.Module):

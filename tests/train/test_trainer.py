@@ -136,10 +136,9 @@ def test_raising_epochs_on_resume_extends_the_run(tiny, tmp_path) -> None:
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     tiny, tmp_path, monkeypatch
 ) -> None:
-    import carrot.train.loop as loop
-
     calls = {"n": 0}
-    real = loop.compute_loss
+    trainer = Trainer(load_config(None, [*tiny, "train.retrieval=false"]))
+    real = trainer.loss_fn  # the method's loss hook
 
     def poisoned(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -148,8 +147,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
             result.loss = result.loss * float("nan")
         return result
 
-    monkeypatch.setattr(loop, "compute_loss", poisoned)
-    trainer = Trainer(load_config(None, [*tiny, "train.retrieval=false"]))
+    monkeypatch.setattr(trainer, "loss_fn", poisoned)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     with pytest.raises(
         NonFiniteLossError,
@@ -186,10 +184,8 @@ def test_resume_with_another_world_size_is_refused(tiny, tmp_path, monkeypatch) 
 
 
 def test_interrupt_saves_and_resumes(tiny, tmp_path, monkeypatch) -> None:
-    import carrot.train.loop as loop
-
     trainer = Trainer(load_config(None, [*tiny, "train.retrieval=false"]))
-    real = loop.compute_loss
+    real = trainer.loss_fn  # the method's loss hook
     calls = {"n": 0}
 
     def interrupting(*args, **kwargs):
@@ -198,10 +194,9 @@ def test_interrupt_saves_and_resumes(tiny, tmp_path, monkeypatch) -> None:
             trainer._stop = True  # what the SIGINT/SIGTERM handler does
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "compute_loss", interrupting)
+    monkeypatch.setattr(trainer, "loss_fn", interrupting)
     with pytest.raises(TrainInterrupted, match="carrot train --resume"):
         trainer.fit()
-    monkeypatch.setattr(loop, "compute_loss", real)
     assert (
         torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["state"][
             "step"
@@ -346,16 +341,16 @@ def test_collapse_stop_exits_with_code_3(tiny, tmp_path, capsys) -> None:
 
 
 def test_lam_warmup_rises_over_training(tiny, tmp_path, monkeypatch) -> None:
-    import carrot.train.methods as methods
+    import carrot.methods.carrot as method
 
     seen: list[float] = []
-    real = methods.carrot_ce_kl_loss
+    real = method.carrot_ce_kl_loss
 
     def spy(*args, **kwargs):
         seen.append(kwargs["lam"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(methods, "carrot_ce_kl_loss", spy)
+    monkeypatch.setattr(method, "carrot_ce_kl_loss", spy)
     Trainer(
         load_config(None, [*tiny, "carrot.lam=2", "carrot.lam_warmup=0.5", "train.retrieval=false"])
     ).fit()
@@ -364,13 +359,14 @@ def test_lam_warmup_rises_over_training(tiny, tmp_path, monkeypatch) -> None:
 
 
 def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
-    from carrot.train.config import GUIDE_CARROT
-    from carrot.train.methods import carrot_settings, lam_at
+    from carrot.methods.carrot import guide_recipe, lam_at
 
     cfg = load_config(None, [*tiny, "carrot.guide=true"])
-    assert carrot_settings(cfg) == GUIDE_CARROT and cfg.carrot.max_gamma is None
-    fast = carrot_settings(load_config(None, ["carrot.guide=true", "carrot.sync_free=true"]))
-    assert fast.sync_free and fast.lam == GUIDE_CARROT.lam
+    guide = guide_recipe()
+    assert all(getattr(cfg.carrot, k) == v for k, v in guide.items())
+    assert cfg.carrot.max_gamma is None and cfg.carrot.guide
+    fast = load_config(None, ["carrot.guide=true", "carrot.sync_free=true"]).carrot
+    assert fast.sync_free and fast.lam == guide["lam"]
     assert lam_at(load_config(None, ["carrot.lam=2", "carrot.lam_warmup=0.5"]).carrot, 0.25) == 1.0
     trainer = Trainer(
         load_config(
@@ -380,4 +376,4 @@ def test_guide_flag_class_memory_and_warmup_run(tiny, tmp_path) -> None:
     trainer.fit()
     assert trainer.memory is not None and bool(trainer.memory.seen[:9].all())
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert torch.equal(saved["memory"]["centers"], trainer.memory.centers.cpu())
+    assert torch.equal(saved["method"]["memory.centers"], trainer.memory.centers.cpu())

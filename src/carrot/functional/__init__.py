@@ -12,20 +12,23 @@ from carrot.functional.geometry import (
 from carrot.functional.losses import (
     KLDirection,
     carrot_ce_kl_loss,
+    carrot_consistency_loss,
     carrot_supcon_loss,
     kl_consistency,
     supcon_loss,
 )
 from carrot.functional.operator import carrot_operator, summarize_stats
-from carrot.functional.options import OperatorOptions, Space
+from carrot.functional.options import CEKLOptions, OperatorOptions, Space
 
 __all__ = [
+    "CEKLOptions",
     "ClassGeometry",
     "KLDirection",
     "OperatorOptions",
     "Space",
     "StatsReducer",
     "carrot_ce_kl_loss",
+    "carrot_consistency_loss",
     "carrot_operator",
     "carrot_supcon_loss",
     "class_geometry",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torch import Tensor
 from carrot.distributed import all_gather_with_grad
 from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import apply_operator
-from carrot.functional.options import OperatorOptions
+from carrot.functional.options import _KL_DIRECTIONS, CEKLOptions, KLDirection, OperatorOptions
 
 if TYPE_CHECKING:
     from carrot.memory import ClassMemory
@@ -20,14 +20,11 @@ if TYPE_CHECKING:
 __all__ = [
     "KLDirection",
     "carrot_ce_kl_loss",
+    "carrot_consistency_loss",
     "carrot_supcon_loss",
-    "check_ce_kl_options",
     "kl_consistency",
     "supcon_loss",
 ]
-
-KLDirection = Literal["plus_z", "z_plus", "symmetric"]
-_KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -64,27 +61,6 @@ def _carrot_views(
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     view = _renormalize(z_plus)
     return z_hat, (view.detach() if stop_grad_plus else view), stats
-
-
-def check_ce_kl_options(
-    *,
-    T: float,
-    lam: float,
-    kl_direction: str,
-    aux_ce_weight: float,
-    label_smoothing: float,
-) -> None:
-    """Raises ``ValueError`` for an invalid hyperparameter of :func:`carrot_ce_kl_loss`."""
-    if not T > 0:
-        raise ValueError(f"T must be > 0, got {T!r}.")
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}.")
-    if kl_direction not in _KL_DIRECTIONS:
-        raise ValueError(f"kl_direction must be one of {_KL_DIRECTIONS}, got {kl_direction!r}.")
-    if not aux_ce_weight >= 0:
-        raise ValueError(f"aux_ce_weight must be >= 0, got {aux_ce_weight!r}.")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
 
 
 def _kept(y: Tensor, ignore_index: int | None) -> tuple[Tensor | None, Tensor | int]:
@@ -171,18 +147,65 @@ def kl_consistency(
     return out * (T * T)
 
 
+def _loss_options(loss_options: CEKLOptions | None, given: dict[str, Any]) -> CEKLOptions:
+    """``loss_options`` (default: the guide's) with the hyperparameters given as keywords."""
+    base = loss_options if loss_options is not None else CEKLOptions()
+    changes = {k: v for k, v in given.items() if v is not None}
+    if changes:
+        return base.replace(**changes)
+    base.validate()
+    return base
+
+
+def _consistency_terms(
+    z: Tensor,
+    y: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    logits: Tensor | None,
+    lo: CEKLOptions,
+    opts: OperatorOptions,
+    memory: ClassMemory | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, dict[str, Any], dict[str, Any]]:
+    """(logits of ẑ, KL, auxiliary CE on ẑ⁺ or 0, kept rows, CE arguments, operator stats)."""
+    check_batch(z, y)
+    opts.validate()
+    z_hat = _normalize(z)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    z_plus = _renormalize(z_plus)
+    if logits is None:
+        logits = classifier(z_hat)
+    logits_plus = classifier(z_plus)
+    kept, count = _kept(y, opts.ignore_index)
+    ce_args: dict[str, Any] = dict(
+        label_smoothing=lo.label_smoothing, ignore_index=opts.ignore_index, count=count
+    )
+    kl = kl_consistency(
+        logits,
+        logits_plus,
+        T=lo.T,
+        direction=lo.kl_direction,
+        stop_grad_plus=lo.stop_grad_plus,
+        weight=kept,
+    )
+    aux = torch.zeros((), device=z.device)
+    if lo.aux_ce_weight > 0:
+        aux = _cross_entropy(logits_plus, y, **ce_args)
+    return logits, kl, aux, kept, ce_args, stats
+
+
 def carrot_ce_kl_loss(
     z: Tensor,
     y: Tensor,
     classifier: Callable[[Tensor], Tensor],
     *,
     logits: Tensor | None = None,
-    T: float = 1.0,
-    lam: float = 1.0,
-    kl_direction: KLDirection = "plus_z",
-    aux_ce_weight: float = 0.0,
-    stop_grad_plus: bool = False,
-    label_smoothing: float = 0.0,
+    T: float | None = None,
+    lam: float | None = None,
+    kl_direction: KLDirection | None = None,
+    aux_ce_weight: float | None = None,
+    stop_grad_plus: bool | None = None,
+    label_smoothing: float | None = None,
+    loss_options: CEKLOptions | None = None,
     options: OperatorOptions | None = None,
     memory: ClassMemory | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
@@ -204,13 +227,10 @@ def carrot_ce_kl_loss(
             ẑ unless ``logits`` are given.
         logits: ``classifier(normalize(z))`` if the caller already has them (saves a call).
             Shape: (B, N).
-        T: Temperature of the KL term (> 0).
-        lam: Weight λ of the KL term (>= 0).
-        kl_direction: ``"plus_z"`` (default, the guide's code: KL(p⁺ ‖ p)), ``"z_plus"``
-            (KL(p ‖ p⁺), the guide's comment) or ``"symmetric"``; see :func:`kl_consistency`.
-        aux_ce_weight: Weight of CE(classifier(ẑ⁺), y) (>= 0; default 0, off).
-        stop_grad_plus: Detach the z⁺ branch of the KL term (a fixed target).
-        label_smoothing: Label smoothing of the CE terms (default 0).
+        T, lam, kl_direction, aux_ce_weight, stop_grad_plus, label_smoothing: The loss's
+            hyperparameters, documented (with their defaults, the guide's recipe) on
+            :class:`CEKLOptions`; each one given here replaces that of ``loss_options``.
+        loss_options: All of them at once (default: ``CEKLOptions()``).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
         memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
@@ -219,41 +239,61 @@ def carrot_ce_kl_loss(
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
         stats plus detached ``ce``, ``kl``, ``aux_ce`` and ``logits`` (of ẑ, for accuracy).
     """
-    check_batch(z, y)
-    check_ce_kl_options(
-        T=T,
-        lam=lam,
-        kl_direction=kl_direction,
-        aux_ce_weight=aux_ce_weight,
-        label_smoothing=label_smoothing,
+    lo = _loss_options(
+        loss_options,
+        dict(
+            T=T,
+            lam=lam,
+            kl_direction=kl_direction,
+            aux_ce_weight=aux_ce_weight,
+            stop_grad_plus=stop_grad_plus,
+            label_smoothing=label_smoothing,
+        ),
     )
     opts = options if options is not None else OperatorOptions()
-    opts.validate()
-    z_hat = _normalize(z)
-    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    z_plus = _renormalize(z_plus)
-    if logits is None:
-        logits = classifier(z_hat)
-    logits_plus = classifier(z_plus)
-    kept, count = _kept(y, opts.ignore_index)
-    ce_args: dict[str, Any] = dict(
-        label_smoothing=label_smoothing, ignore_index=opts.ignore_index, count=count
+    logits, kl, aux, _, ce_args, stats = _consistency_terms(
+        z, y, classifier, logits, lo, opts, memory
     )
     ce = _cross_entropy(logits, y, **ce_args)
-    kl = kl_consistency(
-        logits,
-        logits_plus,
-        T=T,
-        direction=kl_direction,
-        stop_grad_plus=stop_grad_plus,
-        weight=kept,
-    )
-    loss = ce + lam * kl
-    aux = torch.zeros((), device=z.device)
-    if aux_ce_weight > 0:
-        aux = _cross_entropy(logits_plus, y, **ce_args)
-        loss = loss + aux_ce_weight * aux
+    loss = ce + lo.lam * kl
+    if lo.aux_ce_weight > 0:
+        loss = loss + lo.aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
+    return loss, stats
+
+
+def carrot_consistency_loss(
+    z: Tensor,
+    y: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    *,
+    logits: Tensor | None = None,
+    loss_options: CEKLOptions | None = None,
+    options: OperatorOptions | None = None,
+    memory: ClassMemory | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """CARROT's term alone, to add to any other objective: λ · T² · KL(ẑ, ẑ⁺) (+ the auxiliary
+    CE on ẑ⁺): :func:`carrot_ce_kl_loss` without its CE on ẑ.
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels (one per image). Shape: (B,).
+        classifier: Head mapping embeddings to logits. Shape: (B, D) -> (B, N).
+        logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
+        loss_options: λ, T, direction... (:class:`CEKLOptions`; default: the guide's).
+        options: The operator's options (:class:`OperatorOptions`).
+        memory: Optional :class:`~carrot.memory.ClassMemory`.
+
+    Returns:
+        ``(loss, stats)``: the 0-d term and the operator's stats plus detached ``kl``, ``aux_ce``.
+    """
+    lo = _loss_options(loss_options, {})
+    opts = options if options is not None else OperatorOptions()
+    _, kl, aux, _, _, stats = _consistency_terms(z, y, classifier, logits, lo, opts, memory)
+    loss = lo.lam * kl
+    if lo.aux_ce_weight > 0:
+        loss = loss + lo.aux_ce_weight * aux
+    stats.update(kl=kl.detach(), aux_ce=aux.detach())
     return loss, stats
 
 

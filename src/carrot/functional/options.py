@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-__all__ = ["OperatorOptions", "Space"]
+__all__ = ["CEKLOptions", "KLDirection", "OperatorOptions", "Space"]
 
 Space = Literal["euclidean", "angular"]
 _SPACES = ("euclidean", "angular")
+KLDirection = Literal["plus_z", "z_plus", "symmetric"]
+_KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
 
 
 @dataclass
@@ -92,3 +94,60 @@ class OperatorOptions:
         """The options held as attributes of ``source`` (e.g. the trainer's ``carrot`` config
         section, which inherits these fields), as a plain :class:`OperatorOptions`."""
         return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
+
+
+def _is_number(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@dataclass
+class CEKLOptions:
+    """The hyperparameters of the CE + λ·T²·KL loss (:func:`carrot_ce_kl_loss`), their one home:
+    defaults (the guide's recipe), validation and documentation. Checked when built.
+
+    Example:
+        >>> loss_options = CEKLOptions(lam=2.0, kl_direction="symmetric")
+        >>> loss, stats = carrot_ce_kl_loss(z, y, head, loss_options=loss_options)
+    """
+
+    T: float = 1.0
+    """Temperature of the KL term (> 0)."""
+    lam: float = 1.0
+    """Weight λ of the KL term (>= 0)."""
+    kl_direction: KLDirection = "plus_z"
+    """``"plus_z"``: KL(p⁺ ‖ p), what the guide's code computes; ``"z_plus"``: KL(p ‖ p⁺), the
+    direction its comment names; ``"symmetric"``: their mean (see :func:`kl_consistency`)."""
+    aux_ce_weight: float = 0.0
+    """Weight of the auxiliary CE(classifier(ẑ⁺), y) (>= 0; 0 is off)."""
+    stop_grad_plus: bool = False
+    """Detach the z⁺ branch (a fixed target); the guide lets gradients flow through both."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the CE terms, in [0, 1)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, *, prefix: str = "") -> None:
+        """Raises ``ValueError`` naming the first invalid hyperparameter (``prefix`` + its name)."""
+        if not (_is_number(self.T) and self.T > 0):
+            raise ValueError(f"{prefix}T must be > 0, got {self.T!r}.")
+        if not (_is_number(self.lam) and self.lam >= 0):
+            raise ValueError(f"{prefix}lam must be >= 0, got {self.lam!r}.")
+        if self.kl_direction not in _KL_DIRECTIONS:
+            raise ValueError(
+                f"{prefix}kl_direction must be one of {_KL_DIRECTIONS}, got {self.kl_direction!r}."
+            )
+        if not (_is_number(self.aux_ce_weight) and self.aux_ce_weight >= 0):
+            raise ValueError(f"{prefix}aux_ce_weight must be >= 0, got {self.aux_ce_weight!r}.")
+        if not isinstance(self.stop_grad_plus, bool):
+            raise ValueError(
+                f"{prefix}stop_grad_plus must be True or False, got {self.stop_grad_plus!r}."
+            )
+        if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise ValueError(
+                f"{prefix}label_smoothing must be in [0, 1), got {self.label_smoothing!r}."
+            )
+
+    def replace(self, **changes: Any) -> CEKLOptions:
+        """A copy with some hyperparameters changed (validated)."""
+        return dataclasses.replace(self, **changes)

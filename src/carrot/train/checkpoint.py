@@ -28,6 +28,7 @@ __all__ = [
     "check_classes",
     "convert_checkpoint",
     "load_checkpoint",
+    "method_state",
     "plain_rng_state",
     "remove_stale_temporaries",
     "restore_rng_state",
@@ -262,3 +263,12 @@ def convert_checkpoint(old: Path, new: Path, *, trust: bool) -> dict[str, Any]:
     atomic_save(out, new)
     load_checkpoint(new)  # proves it loads without pickle
     return out
+
+
+def method_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The method's state dict (its parameters and buffers) from a checkpoint; checkpoints of
+    before the methods registry kept only CARROT's class memory, under ``memory``."""
+    if "method" in ckpt:
+        return dict(ckpt["method"])
+    memory = ckpt.get("memory")
+    return {f"memory.{k}": v for k, v in memory.items()} if memory else {}

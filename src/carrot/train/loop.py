@@ -19,10 +19,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from carrot.functional import summarize_stats
+from carrot.methods import MethodContext, Step, build_method
 from carrot.train.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
     check_classes,
+    method_state,
     plain_rng_state,
     restore_rng_state,
 )
@@ -33,7 +35,6 @@ from carrot.train.config import (
 from carrot.train.data import DataBundle, build_data, load_splits, resolve_data_config
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
 from carrot.train.evaluate import evaluate
-from carrot.train.methods import carrot_settings, compute_loss, lam_at
 from carrot.train.model import build_model
 from carrot.train.monitor import EpochMeter, agreed, collapse_message, collapse_reasons
 from carrot.train.optim import build_ema, build_optimizer, learning_rate
@@ -56,7 +57,6 @@ from carrot.train.runtime import (
 )
 from carrot.train.startup import (
     RESUMABLE_KEYS,
-    build_memory,
     channels_last,
     check_images_once,
     claim_run_dir,
@@ -169,12 +169,19 @@ class Trainer:
             cfg, splits, rank=rt.rank, world_size=rt.world_size, pin_memory=cuda
         )
         torch.manual_seed(cfg.seed + 1_000_003 * rt.rank)  # per-rank randomness after a common init
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.method = build_method(
+            cfg.method,
+            MethodContext(
+                num_classes=splits.num_classes,
+                embedding_dim=int(self.model.head.weight.shape[1]),  # type: ignore[index]
+                settings=cfg.sections,
+            ),
+        ).to(rt.device)
+        method_groups = self.method.param_groups()
+        self.has_method_params = bool(method_groups)
+        self.optimizer = build_optimizer(self.model, cfg, extra=method_groups)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.train.amp == "fp16")
         self.ema = build_ema(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        self.memory = build_memory(cfg, self.model, self.data.num_classes)
-        if self.memory is not None:
-            self.memory.to(rt.device)
         self.collapse_warnings: list[dict[str, Any]] = []
         self.steps_per_epoch = steps_per_epoch(cfg, self.data.sampler)
         self.state = TrainState()
@@ -186,15 +193,21 @@ class Trainer:
         if rt.distributed:
             self.ddp = DistributedDataParallel(self.model, device_ids=[rt.device] if cuda else None)
         self.forward: Any = self.ddp
-        self.loss_fn: Any = None  # compute_loss, looked up at each call unless compiled
+        self.loss_fn: Any = self.method.loss
         if cfg.train.compile:
             mode = None if cfg.train.compile is True else cfg.train.compile
             self.forward = torch.compile(self.ddp, mode=mode)
-            self.loss_fn = torch.compile(compute_loss, mode=mode)
+            self.loss_fn = torch.compile(self.method.loss, mode=mode)
         resumed = self.state if checkpoint is not None else None  # its trackers continue
         self.trackers = open_run_folder(cfg, self.run_dir, rt, resumed) if rt.is_main else None
         if rt.is_main:
             self._rewrite_metrics()
+
+    @property
+    def memory(self) -> nn.Module | None:
+        """The method's class memory, if it keeps one (``carrot.memory``)."""
+        memory = getattr(self.method, "memory", None)
+        return memory if isinstance(memory, nn.Module) else None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         amp = self.cfg.train.amp
@@ -218,7 +231,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "memory": self.memory.state_dict() if self.memory is not None else None,
+            "method": self.method.state_dict(),
             "collapse_warnings": self.collapse_warnings,
             "state": {k: v for k, v in asdict(self.state).items() if k != "history"},
             "history": self.state.history,
@@ -240,8 +253,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        if self.memory is not None and ckpt.get("memory") is not None:
-            self.memory.load_state_dict(ckpt["memory"])
+        self.method.load_state_dict(method_state(ckpt))
         self.collapse_warnings = list(ckpt.get("collapse_warnings", []))
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
@@ -307,20 +319,16 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # type: ignore[operator]
+        x, target = self.method.transform(x, y)
+        step = Step(
+            progress=self.state.step / (cfg.train.epochs * self.steps_per_epoch),
+            observe=self.state.step % cfg.train.log_every == 0
+            or self.state.batch + 1 == self.steps_per_epoch,
+        )
         with ctx:
             with self._autocast():
                 out = self.forward(x)
-                lam = lam_at(
-                    carrot_settings(cfg),
-                    self.state.step / (cfg.train.epochs * self.steps_per_epoch),
-                )
-                loss_fn = self.loss_fn if self.loss_fn is not None else compute_loss
-                observe = self.state.step % cfg.train.log_every == 0 or (
-                    self.state.batch + 1 == self.steps_per_epoch
-                )
-                result = loss_fn(
-                    cfg, out, y, self.model.head, lam=lam, memory=self.memory, observe=observe
-                )
+                result = self.loss_fn(out.embedding, out.logits, target, self.model.head, step=step)
             self.scaler.scale(result.loss / accum).backward()
         self._micro.append((result.loss, result.parts, result.stats))
         summary = summarize_stats(result.stats) if result.stats else {}
@@ -332,15 +340,27 @@ class Trainer:
         maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
         self.meter.add(values, maxima)
 
+    def _average_method_grads(self) -> None:
+        """The method's own parameters live outside DDP: average their gradients as DDP does."""
+        for p in self.method.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.rt.world_size)
+
     def _optimizer_step(self, epoch: int) -> None:
         cfg = self.cfg
         norm = None
+        if self.rt.distributed and self.has_method_params:
+            self._average_method_grads()
         if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
             # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
             # with non-finite gradients must stop the run before the weights are spoilt.
             self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(
-                self.model.parameters(), cfg.train.grad_clip or math.inf
+                [p for g in self.optimizer.param_groups for p in g["params"]]
+                if self.has_method_params
+                else self.model.parameters(),
+                cfg.train.grad_clip or math.inf,
             )
         self._stop_if_not_finite(epoch, norm if not self.scaler.is_enabled() else None)
         self._micro = []
@@ -399,7 +419,7 @@ class Trainer:
             progress.close()
 
     def _watch_collapse(self, means: dict[str, float], progress: Progress) -> None:
-        if self.cfg.method not in ("carrot", "supcon_carrot"):
+        if not self.method.expands:
             return  # the loop it watches for needs the expansion in the loss
         reasons = agreed(collapse_reasons(self.cfg.train, means, self.state.history), self.rt)
         if not reasons:
@@ -546,7 +566,12 @@ class Trainer:
                 atomic_write_text(self.run_dir / "summary.json", dump_json(summary))
                 if cfg.train.plots:
                     title = f"{cfg.data.name} · {cfg.method} · seed {cfg.seed}"
-                    plot_history(self.state.history, self.run_dir / "plots", title=title)
+                    plot_history(
+                        self.state.history,
+                        self.run_dir / "plots",
+                        title=title,
+                        losses=("loss", *self.method.logs),
+                    )
                 if self.trackers is not None:
                     self.trackers.log_artifacts(self.run_dir)
             return summary

@@ -62,8 +62,12 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     return [g for g in out if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(
+    model: nn.Module, cfg: Config, *, extra: list[dict[str, Any]] | None = None
+) -> torch.optim.Optimizer:
+    """SGD or AdamW over :func:`param_groups` and ``extra`` groups (a method's own parameters,
+    after the model's, so that the model's groups keep their indices in checkpoints)."""
+    groups = param_groups(model, cfg) + list(extra or [])
     if cfg.train.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.train.lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0

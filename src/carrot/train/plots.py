@@ -19,10 +19,15 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
 
 
 def plot_history(
-    history: Sequence[dict[str, Any]], out_dir: Path, *, title: str = ""
+    history: Sequence[dict[str, Any]],
+    out_dir: Path,
+    *,
+    title: str = "",
+    losses: Sequence[str] = ("loss",),
 ) -> list[Path]:
-    """Writes ``curves.png`` (losses, accuracy, lr) and ``geometry.png`` (γ and r/m over
-    training) into ``out_dir``; returns the files written (none without matplotlib)."""
+    """Writes ``curves.png`` (the ``train_<name>`` losses of ``losses``, which the trainer takes
+    from its method's ``logs``; accuracy; lr) and ``geometry.png`` (γ and r/m over training)
+    into ``out_dir``; returns the files written (none without matplotlib)."""
     try:
         import matplotlib
 
@@ -34,14 +39,8 @@ def plot_history(
     written = []
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key in sorted(
-        {
-            k
-            for rec in history
-            for k in rec
-            if k.startswith("train_") and k.endswith(("loss", "ce", "kl", "supcon"))
-        }
-    ):
+    wanted = {f"train_{name}" for name in losses}
+    for key in sorted({k for rec in history for k in rec if k in wanted}):
         axes[0].plot(*_series(history, key), marker=".", label=key.removeprefix("train_"))
     axes[0].set(xlabel="epoch", ylabel="loss", title="training loss")
     axes[0].legend(fontsize=8)

@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from carrot.memory import ClassMemory
 from carrot.train.checkpoint import load_checkpoint, remove_stale_temporaries
 from carrot.train.config import (
     Config,
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUMABLE_KEYS",
-    "build_memory",
     "channels_last",
     "check_images_once",
     "claim_run_dir",
@@ -222,15 +220,6 @@ def channels_last(cfg: Config, model: nn.Module, device: torch.device) -> bool:
         return cfg.train.channels_last
     convs = sum(isinstance(m, nn.Conv2d) for m in model.backbone.modules())  # type: ignore[union-attr]
     return device.type == "cuda" and convs > 1
-
-
-def build_memory(cfg: Config, model: nn.Module, num_classes: int) -> ClassMemory | None:
-    """The class memory of ``carrot.memory`` for the methods that expand (else None)."""
-    c = cfg.carrot
-    if cfg.method not in ("carrot", "supcon_carrot") or not c.memory:
-        return None
-    dim = int(model.head.weight.shape[1])  # type: ignore[union-attr, index]
-    return ClassMemory(num_classes, dim, momentum=c.memory_momentum)
 
 
 def open_run_folder(cfg: Config, run_dir: Path, rt: Runtime, resumed: Any = None) -> Trackers:

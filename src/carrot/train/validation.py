@@ -1,55 +1,21 @@
 """Ranges of every numeric setting and the rules that tie settings together.
 
-Kept apart from the schema (:mod:`carrot.train.config`), which calls :func:`validate` after every
-change; a test keeps :data:`RANGES` complete.
+Kept apart from the schema (:mod:`carrot.train.schema`); the loader (:mod:`carrot.train.config`)
+calls :func:`validate` once a config is built. A test keeps :data:`RANGES` complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from carrot.methods import MethodError, get_method
+from carrot.settings import Range
+from carrot.train.schema import Config, ConfigError, config_to_dict, flatten
 
-if TYPE_CHECKING:
-    from carrot.train.config import Config
-
-__all__ = ["RANGES", "Range", "validate"]
+__all__ = ["RANGES", "Range", "resolve", "validate"]
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        from carrot.train.config import ConfigError
-
         raise ConfigError(message)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The allowed values of a numeric setting: lo <= x (lo < x if ``open_lo``), likewise hi;
-    every bound finite, so inf and nan are refused too."""
-
-    lo: float | None = None
-    hi: float | None = None
-    open_lo: bool = False
-    open_hi: bool = False
-
-    def contains(self, x: float) -> bool:
-        if not math.isfinite(x):
-            return False
-        if self.lo is not None and (x <= self.lo if self.open_lo else x < self.lo):
-            return False
-        return not (self.hi is not None and (x >= self.hi if self.open_hi else x > self.hi))
-
-    def describe(self) -> str:
-        if self.lo is not None and self.hi is not None:
-            left, right = "(" if self.open_lo else "[", ")" if self.open_hi else "]"
-            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
-        if self.lo is not None:
-            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
-        if self.hi is not None:
-            return f"{'<' if self.open_hi else '<='} {self.hi:g}"
-        return "a finite number"
 
 
 _POS = Range(0, open_lo=True)
@@ -72,13 +38,6 @@ RANGES: dict[str, Range] = {
     "model.drop_rate": _UNIT_OPEN_HI,
     "model.drop_path_rate": _UNIT_OPEN_HI,
     "model.embedding_dim": _ONE_UP,
-    "carrot.lam": _NONNEG,
-    "carrot.T": _POS,
-    "carrot.aux_ce_weight": _NONNEG,
-    "carrot.lam_warmup": _UNIT,
-    "carrot.memory_momentum": _UNIT_OPEN_HI,
-    "supcon.temperature": _POS,
-    "supcon.probe_weight": _NONNEG,
     "train.epochs": _ONE_UP,
     "train.batch_size": _ONE_UP,
     "train.k": _ONE_UP,
@@ -92,9 +51,6 @@ RANGES: dict[str, Range] = {
     "train.accum_steps": _ONE_UP,
     "train.grad_clip": _POS,
     "train.ema_decay": Range(0, 1, open_lo=True, open_hi=True),
-    "train.label_smoothing": _UNIT_OPEN_HI,
-    "train.mixup": Range(0, 0),
-    "train.cutmix": Range(0, 0),
     "train.eval_every": _ONE_UP,
     "train.eval_batch_size": _ONE_UP,
     "train.log_every": _ONE_UP,
@@ -105,13 +61,12 @@ RANGES: dict[str, Range] = {
     "train.collapse_gamma_max": _ONE_UP,
     "train.collapse_radius_drop": _UNIT_OPEN_HI,
 }
-"""Every numeric setting's allowed range (the operator's own options are checked by
-:class:`carrot.OperatorOptions`). A test keeps this table complete."""
+"""Every numeric setting's allowed range, but the methods' sections: each method declares its
+settings' ranges on its settings dataclass (see :mod:`carrot.settings`). A test keeps this table
+complete."""
 
 
 def _check_ranges(cfg: Config) -> None:
-    from carrot.train.config import config_to_dict, flatten
-
     flat = flatten(config_to_dict(cfg))
     for key, rule in RANGES.items():
         value = flat[key]
@@ -122,27 +77,67 @@ def _check_ranges(cfg: Config) -> None:
             _check(rule.contains(float(v)), f"{key} must be {rule.describe()}, got {value}.")
 
 
-def validate(cfg: Config) -> None:
-    """Ranges of every numeric setting (:data:`RANGES`), then the rules that tie settings together."""
-    from carrot.train.config import CarrotConfig, ConfigError
+def _check_method(cfg: Config) -> None:
+    """The method exists, can be defined, and the P×K batch gives it what it needs."""
+    try:
+        method = get_method(cfg.method)
+    except MethodError as e:
+        raise ConfigError(str(e)) from e
+    t = cfg.train
+    _check(
+        t.k >= method.min_per_class,
+        f"train.k must be >= {method.min_per_class} for method={cfg.method}, got {t.k}: with fewer "
+        "images of a class in a batch its per-class statistics (or positives) are undefined and "
+        "the method does nothing.",
+    )
+    _check(
+        t.batch_size // t.k >= method.min_classes,
+        f"train.batch_size / train.k must be >= {method.min_classes} classes per batch for "
+        f"method={cfg.method}, got {t.batch_size} / {t.k}.",
+    )
+    _check(
+        not method.mixes_inputs or t.batch_size % 2 == 0,
+        f"train.batch_size must be even for method={cfg.method} (it mixes image i with image "
+        f"B-1-i), got {t.batch_size}.",
+    )
 
-    if cfg.train.mixup > 0 or cfg.train.cutmix > 0:
-        raise ConfigError(
-            "train.mixup and train.cutmix are not supported: mixed images have soft labels, and CARROT's "
-            "per-class statistics (and the P×K batch) need one hard label per image. Set them to 0."
-        )
+
+def _check_sections(cfg: Config) -> None:
+    for name, settings in cfg.sections.items():
+        try:
+            settings.validate(prefix=f"{name}.")
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(str(e).replace("None", "null")) from e  # YAML's spelling
+
+
+def resolve(cfg: Config) -> None:
+    """Settings that depend on others, in one visible place: each section's ``resolve`` (today
+    ``carrot.guide``, see :meth:`carrot.methods.carrot.CarrotSettings.resolve`), given the keys
+    the user set explicitly."""
+    for name, settings in cfg.sections.items():
+        hook = getattr(settings, "resolve", None)
+        if hook is None:
+            continue
+        explicit = {k.removeprefix(f"{name}.") for k in cfg.explicit if k.startswith(f"{name}.")}
+        try:
+            hook(explicit, prefix=f"{name}.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+
+def validate(cfg: Config) -> None:
+    """Checks every setting once, when the config is built: the ranges (:data:`RANGES` and each
+    method section's own), the method and what it needs, the rules that tie settings together;
+    then :func:`resolve`."""
     _check_ranges(cfg)
     t, d = cfg.train, cfg.data
     _check(
         t.batch_size >= t.k and t.batch_size % t.k == 0,
         f"train.batch_size must be a positive multiple of train.k={t.k}, got {t.batch_size}.",
     )
-    if cfg.method in ("carrot", "supcon", "supcon_carrot"):
-        _check(
-            t.k >= 2,
-            f"train.k must be >= 2 for method={cfg.method}, got {t.k}: with one image per class every class "
-            "is a single point (γ = 1, no SupCon positives) and the method does nothing.",
-        )
+    _check_method(cfg)
     _check(
         t.warmup_epochs <= t.epochs,
         f"train.warmup_epochs must be <= train.epochs={t.epochs}, got {t.warmup_epochs}.",
@@ -158,31 +153,5 @@ def validate(cfg: Config) -> None:
         d.randaugment is None or d.randaugment.startswith("rand"),
         f"data.randaugment must be a timm RandAugment spec such as rand-m9-mstd0.5, got {d.randaugment!r}.",
     )
-    c = cfg.carrot
-    try:
-        c.validate(prefix="carrot.")
-    except ValueError as e:
-        raise ConfigError(str(e).replace("None", "null")) from e  # YAML's spelling
-    if c.guide:
-        # Resolve the flag here, so that the saved config shows what runs. A recipe key may be
-        # left at its default or set to the guide's value; anything else contradicts the flag.
-        from carrot.train.config import GUIDE_CARROT, IMPLEMENTATION_KEYS
-
-        defaults = CarrotConfig()
-        recipe = [
-            f.name
-            for f in dataclasses.fields(CarrotConfig)
-            if f.name not in ("guide", *IMPLEMENTATION_KEYS)
-        ]
-        clash = [
-            k
-            for k in recipe
-            if getattr(c, k) not in (getattr(defaults, k), getattr(GUIDE_CARROT, k))
-        ]
-        _check(
-            not clash,
-            "carrot.guide=true runs the guide's exact recipe; drop the other carrot settings "
-            f"({', '.join('carrot.' + k for k in clash)}) or set carrot.guide=false.",
-        )
-        for k in recipe:
-            setattr(c, k, getattr(GUIDE_CARROT, k))
+    _check_sections(cfg)
+    resolve(cfg)

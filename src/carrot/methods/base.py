@@ -1,0 +1,203 @@
+"""What a training method is, and the registry that maps ``method=NAME`` to one.
+
+A method is a subclass of :class:`Method` registered with :func:`register_method`. Its class
+attributes declare everything the trainer, the validation, the plots, the bench and
+``carrot methods`` need to know; its instance (built once per run by :func:`build_method`) is an
+``nn.Module`` holding the typed, already-validated objects it uses, its learnable parameters
+and its buffers (both checkpointed with ``state_dict``; parameters join the optimizer through
+:meth:`Method.param_groups`). See docs/methods.md and /work/notes/methods-api.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+__all__ = [
+    "LossResult",
+    "Method",
+    "MethodContext",
+    "MethodError",
+    "Step",
+    "register_method",
+    "registered",
+    "sections",
+]
+
+
+class MethodError(ValueError):
+    """``method=`` names no method, or a combination that cannot be defined."""
+
+
+@dataclass
+class LossResult:
+    loss: Tensor
+    """The objective (0-d, float32)."""
+    parts: dict[str, Tensor]
+    """Detached 0-d loss terms for logging (logged as ``train_<name>``)."""
+    stats: dict[str, Any]
+    """CARROT operator statistics of the batch, for logging (may be empty)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where training is when the loss is computed."""
+
+    progress: float
+    """Fraction of training done, in [0, 1] (for warm-ups)."""
+    observe: bool
+    """The trainer logs this step: compute logging-only statistics now (else skip them)."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need to know about the run when it is built."""
+
+    num_classes: int
+    """N, the classes of the training set."""
+    embedding_dim: int
+    """D, the size of the embedding z."""
+    settings: Mapping[str, Any]
+    """Every section's settings, by section name (already validated)."""
+
+
+class Method(nn.Module):
+    """A training method: subclass, set the class attributes, implement :meth:`loss`.
+
+    Hooks the trainer calls, in order, on every micro-batch:
+    :meth:`transform` (images and labels → images and targets), the model's forward, then
+    :meth:`loss`. Learnable parameters are ``nn.Parameter`` attributes (see
+    :meth:`param_groups`); state is ``register_buffer`` or submodules. Both are saved in the
+    checkpoint (``state_dict``) and restored exactly on resume.
+    """
+
+    name: ClassVar[str]
+    """``method=NAME``."""
+    description: ClassVar[str]
+    """One line for ``carrot methods`` and the docs."""
+    reference: ClassVar[str]
+    """The paper: authors, venue, year."""
+    baseline: ClassVar[str | None] = "ce"
+    """The method the bench compares it with on the same seeds (None: it is a baseline)."""
+    settings_type: ClassVar[type | None] = None
+    """The dataclass of its config section (defaults, ranges, docs); None: no settings."""
+    section: ClassVar[str | None] = None
+    """Its config section's name (default: the method's name when it has settings)."""
+    uses: ClassVar[tuple[str, ...]] = ()
+    """Other methods' sections whose settings it reads (e.g. supcon_carrot reads carrot's)."""
+    hard_labels: ClassVar[bool] = True
+    """It needs one hard label per image (class statistics, pairs of a class)."""
+    min_per_class: ClassVar[int] = 1
+    """Images of a class it needs in a batch (2 for per-class statistics or positives):
+    ``train.k`` must be at least this."""
+    min_classes: ClassVar[int] = 1
+    """Classes it needs in a batch (2 for pairs of different classes): the P×K batch's
+    P = train.batch_size / train.k must be at least this."""
+    mixes_inputs: ClassVar[bool] = False
+    """:meth:`transform` mixes images, so the targets are soft (one label per image no more)."""
+    addable: ClassVar[bool] = False
+    """It adds a term that can go on top of another method: ``method=OTHER+NAME``
+    (implement :meth:`term`)."""
+    expands: ClassVar[bool] = False
+    """Its loss uses the CARROT expansion (the collapse monitor watches it)."""
+    logs: ClassVar[tuple[str, ...]] = ()
+    """The loss parts it logs (``LossResult.parts`` keys; plotted as training losses)."""
+    rank: ClassVar[int] = 100
+    """Where ``carrot methods`` and error messages list it (then by name)."""
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__()
+        self.context = context
+
+    @classmethod
+    def section_name(cls) -> str | None:
+        return cls.section or (cls.name if cls.settings_type is not None else None)
+
+    def settings(self, section: str | None = None) -> Any:
+        """The settings of ``section`` (default: this method's own)."""
+        return self.context.settings[section or self.section_name() or ""]
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def transform(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Images and hard labels → images and targets (default: unchanged).
+
+        Args:
+            x: Images. Shape: (B, C, H, W).
+            y: Integer labels. Shape: (B,).
+
+        Returns:
+            ``(x, target)``: target is y, or soft targets (B, N) for a method that mixes.
+        """
+        return x, y
+
+    def loss(
+        self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step
+    ) -> LossResult:
+        """The objective of one batch.
+
+        Args:
+            z: Raw (un-normalized) embeddings. Shape: (B, D).
+            logits: The head's logits of ẑ = z / ‖z‖. Shape: (B, N).
+            target: What :meth:`transform` returned: labels (B,) or soft targets (B, N).
+            head: The classifier (maps (B, D) normalized embeddings to (B, N) logits).
+            step: Training progress and whether this step is logged.
+        """
+        raise NotImplementedError
+
+    def term(
+        self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
+    ) -> LossResult:
+        """The term an addable method adds on top of another (``method=OTHER+NAME``); y holds
+        hard labels. Shapes as in :meth:`loss`."""
+        raise NotImplementedError(f"{self.name} cannot be added on top of another method.")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups of its own parameters: ``params``, ``weight_decay`` and
+        ``lr_mult`` (the multiplier of ``train.lr``). Default: one group, no weight decay, the
+        full learning rate; none without parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": 0.0, "lr_mult": 1.0}] if params else []
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(cls: M) -> M:
+    """Class decorator: make ``method=cls.name`` available (like timm's ``register_model``)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a method's name must be an identifier, got {name!r}.")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].__module__}.")
+    for attr in ("description", "reference"):
+        if not isinstance(getattr(cls, attr, None), str):
+            raise ValueError(f"method {name!r} must declare {attr} (a string).")
+    settings = cls.settings_type
+    if settings is not None and not dataclasses.is_dataclass(settings):
+        raise ValueError(f"method {name!r}: settings_type must be a dataclass, got {settings!r}.")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registered() -> dict[str, type[Method]]:
+    """Every registered method, by name, in listing order (``rank``, then name)."""
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].rank, kv[0])))
+
+
+def sections() -> dict[str, type]:
+    """Every config section the registered methods declare: name → settings dataclass."""
+    out: dict[str, type] = {}
+    for cls in _REGISTRY.values():
+        section = cls.section_name()
+        if section is not None and cls.settings_type is not None:
+            out.setdefault(section, cls.settings_type)
+    return out

@@ -1,0 +1,28 @@
+"""``method=mixup``: train on convex combinations of image pairs and of their labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from carrot.methods._mixing import MixingMethod, MixingSettings
+from carrot.methods.base import register_method
+from carrot.settings import Range, ranged
+
+__all__ = ["Mixup", "MixupSettings"]
+
+
+@dataclass
+class MixupSettings(MixingSettings):
+    """The ``mixup`` section. x̃ = λ x_i + (1 − λ) x_j, ỹ = λ y_i + (1 − λ) y_j, λ ~ Beta(α, α)."""
+
+    alpha: float = ranged(0.2, Range(0, open_lo=True))
+    """α of Beta(α, α); 0.2 is the paper's ImageNet setting."""
+
+
+@register_method
+class Mixup(MixingMethod):
+    name = "mixup"
+    rank = 10
+    description = "mixup: images and one-hot labels mixed pairwise, λ ~ Beta(α, α) (timm's Mixup)"
+    reference = "Zhang et al., mixup: Beyond Empirical Risk Minimization, ICLR 2018"
+    settings_type = MixupSettings

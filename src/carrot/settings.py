@@ -1,0 +1,67 @@
+"""What a setting is: a dataclass field with a default, a docstring and, for a number, a range.
+
+Shared by the trainer's schema (:mod:`carrot.train.schema`) and every method's settings
+(:mod:`carrot.methods`), so that a method declares its settings' ranges beside their defaults.
+A numeric field's range is ``field(metadata={"range": Range(...)})`` (see :func:`ranged`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Range", "check_ranges", "field_ranges", "ranged"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting: lo <= x (lo < x if ``open_lo``), likewise hi;
+    every bound finite, so inf and nan are refused too."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def contains(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.open_lo else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.open_hi else x > self.hi))
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            left, right = "(" if self.open_lo else "[", ")" if self.open_hi else "]"
+            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+        if self.lo is not None:
+            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.open_hi else '<='} {self.hi:g}"
+        return "a finite number"
+
+
+def ranged(default: Any, rule: Range) -> Any:
+    """A dataclass field with a default and the range its values must lie in."""
+    return dataclasses.field(default=default, metadata={"range": rule})
+
+
+def field_ranges(settings: Any) -> dict[str, Range]:
+    """The ranges declared on the fields of a settings dataclass (class or instance)."""
+    return {
+        f.name: f.metadata["range"] for f in dataclasses.fields(settings) if "range" in f.metadata
+    }
+
+
+def check_ranges(settings: Any, *, prefix: str = "") -> None:
+    """Raises ``ValueError`` naming the first field outside its declared range (``None`` and
+    booleans are left to the type checks)."""
+    for name, rule in field_ranges(settings).items():
+        value = getattr(settings, name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is None or isinstance(v, bool):
+                continue
+            if not isinstance(v, (int, float)) or not rule.contains(float(v)):
+                raise ValueError(f"{prefix}{name} must be {rule.describe()}, got {value}.")
