@@ -175,9 +175,16 @@ def _bench(args: argparse.Namespace) -> int:
         return 1
 
 
+def _methods(args: argparse.Namespace) -> int:
+    from carrot.methods.catalog import format_catalog
+
+    print(format_catalog(as_json=args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="carrot",
+        prog=__name__.partition(".")[0],  # the package's name: carrot
         description="CARROT for fine-grained visual classification: train, evaluate, predict, "
         "export, benchmark.",
     )
@@ -263,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("new", help="the checkpoint to write")
     cv.add_argument("--trust", action="store_true", help="I trust OLD: unpickle it")
     cv.set_defaults(func=_convert)
+
+    me = sub.add_parser(
+        "methods",
+        help="list the training methods (method=NAME) with their settings",
+        description="Every registered method: description, reference, baseline, what it needs "
+        "and its settings (defaults, ranges). method=BASE+ADDED adds an addable method's term.",
+    )
+    me.add_argument("--json", action="store_true", help="print JSON for scripts")
+    me.set_defaults(func=_methods)
 
     try:
         from carrot.bench.cli import add_bench_parser

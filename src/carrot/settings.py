@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Range", "check_ranges", "field_ranges", "ranged"]
+__all__ = ["Range", "check_ranges", "field_docs", "field_ranges", "ranged"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,32 @@ def check_ranges(settings: Any, *, prefix: str = "") -> None:
                 continue
             if not isinstance(v, (int, float)) or not rule.contains(float(v)):
                 raise ValueError(f"{prefix}{name} must be {rule.describe()}, got {value}.")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings (the string right after a field) of a dataclass and its bases,
+    joined onto one line: the documentation ``carrot methods`` and the docs show."""
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

@@ -111,6 +111,13 @@ def add_bench_parser(
         choices=("operator", "sampler", "step", "kernels"),
         help="run only these sections",
     )
+    speed.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help="training-step section: these methods, each against its baseline (default: carrot); "
+        "any registered method or BASE+ADDED",
+    )
     speed.set_defaults(func=handler)
 
 
@@ -160,6 +167,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from carrot.bench.speed import operator_timings, sampler_timings, step_cost
+    from carrot.methods import default_method
 
     sections = set(args.only or ("operator", "sampler", "step", "kernels"))
     torch.set_num_threads(1)
@@ -187,13 +195,16 @@ def run_bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(torch.get_num_threads() if args.device != "cpu" else 2)
     if "step" in sections:
         print(
-            "\n== training step: timm resnet18 @ 112 px, batch 64 (P=16, K=4), CE vs CARROT CE+KL, interleaved"
+            "\n== training step: timm resnet18 @ 112 px, batch 64 (P=16, K=4), each method vs its "
+            "baseline, interleaved"
         )
-        cost = step_cost(repeats=5 if args.quick else 15, device=args.device)
-        print(
-            f"time/step: ce {1e3 * cost.ce_s:.1f} ms, carrot {1e3 * cost.carrot_s:.1f} ms, ratio {cost.time_ratio:.3f}\n"
-            f"peak memory: ce {cost.ce_peak_mb:.0f} MiB, carrot {cost.carrot_peak_mb:.0f} MiB, ratio {cost.memory_ratio:.3f}"
-        )
+        for method in args.methods or [default_method()]:
+            cost = step_cost(method, repeats=5 if args.quick else 15, device=args.device)
+            a, b = cost.method, cost.baseline
+            print(
+                f"time/step: {b} {1e3 * cost.baseline_s:.1f} ms, {a} {1e3 * cost.method_s:.1f} ms, ratio {cost.time_ratio:.3f}\n"
+                f"peak memory: {b} {cost.baseline_peak_mb:.0f} MiB, {a} {cost.method_peak_mb:.0f} MiB, ratio {cost.memory_ratio:.3f}"
+            )
     if "kernels" in sections:
         from carrot.bench.kernels import kernel_counts
 

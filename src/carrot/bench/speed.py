@@ -93,10 +93,10 @@ def operator_timings(
 
                 variants: dict[str, Callable[[], object]] = {
                     "guide": partial(run, straightforward_operator),
-                    "carrot": partial(run, carrot_operator),
+                    "library": partial(run, carrot_operator),
                 }
                 times = interleaved_median(variants, repeats=repeats)
-                yield OperatorTiming(b, d, detach, times["guide"], times["carrot"])
+                yield OperatorTiming(b, d, detach, times["guide"], times["library"])
 
 
 def long_tailed_labels(n_images: int, n_classes: int, *, seed: int = 0) -> np.ndarray:
@@ -156,44 +156,51 @@ def sampler_timings(
 
 @dataclass
 class StepCost:
+    """A training step of ``method`` against one of its ``baseline`` on the same model and batch."""
+
     backbone: str
     image_size: int
     batch: int
     device: str
-    ce_s: float
-    carrot_s: float
-    ce_peak_mb: float
-    carrot_peak_mb: float
+    method: str
+    baseline: str
+    method_s: float
+    baseline_s: float
+    method_peak_mb: float
+    baseline_peak_mb: float
 
     @property
     def time_ratio(self) -> float:
-        return self.carrot_s / self.ce_s
+        return self.method_s / self.baseline_s
 
     @property
     def memory_ratio(self) -> float:
-        return self.carrot_peak_mb / self.ce_peak_mb
+        return self.method_peak_mb / self.baseline_peak_mb
 
 
 def _training_step(
     method: str, backbone: str, image_size: int, batch: int, k: int, device: str
 ) -> Callable[[], None]:
-    from carrot.functional import carrot_ce_kl_loss
-    from carrot.train.config import ModelConfig
+    """One optimizer step of ``method=METHOD`` (its settings at their defaults, its input
+    transform, its loss) on a fixed batch, as the trainer runs it."""
+    from carrot.methods import MethodContext, Step, build_method
     from carrot.train.model import build_model
+    from carrot.train.schema import ModelConfig, default_sections
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone), num_classes=200).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dim = int(model.head.weight.shape[1])  # type: ignore[index]
+    objective = build_method(method, MethodContext(200, dim, default_sections())).to(device)
+    params = [*model.parameters(), *objective.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     y = torch.arange(batch // k, device=device).repeat_interleave(k)
+    at = Step(progress=0.5, observe=False)
 
     def step() -> None:
-        out = model(x)
-        if method == "ce":
-            loss = F.cross_entropy(out.logits, y)
-        else:
-            loss, _ = carrot_ce_kl_loss(out.embedding, y, model.head, logits=out.logits)
-        loss.backward()
+        images, target = objective.transform(x.clone(), y)
+        out = model(images)
+        objective.loss(out.embedding, out.logits, target, model.head, step=at).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
@@ -222,6 +229,7 @@ def _peak_rss_mb(
 
 
 def step_cost(
+    method: str | None = None,
     *,
     backbone: str = "resnet18",
     image_size: int = 112,
@@ -231,9 +239,15 @@ def step_cost(
     memory_repeats: int = 2,
     device: str = "cpu",
 ) -> StepCost:
-    """Time (median of interleaved steps) and peak memory of a training step with CE and with
-    CARROT CE + KL on the same model and batch."""
-    steps = {m: _training_step(m, backbone, image_size, batch, k, device) for m in ("ce", "carrot")}
+    """Time (median of interleaved steps) and peak memory of a training step of ``method``
+    (default: :func:`default_method`) and of its baseline (itself for a baseline) on the same
+    model and batch."""
+    from carrot.methods import default_method, get_method
+
+    method = method or default_method()
+    baseline = get_method(method).baseline or method
+    names = list(dict.fromkeys((baseline, method)))
+    steps = {m: _training_step(m, backbone, image_size, batch, k, device) for m in names}
     times = interleaved_median(dict(steps), repeats=repeats, warmup=2)
     peaks: dict[str, float] = {}
     if device.startswith("cuda"):
@@ -242,7 +256,7 @@ def step_cost(
             step()
             peaks[m] = torch.cuda.max_memory_allocated() / 2**20
     else:
-        samples: dict[str, list[float]] = {"ce": [], "carrot": []}
+        samples: dict[str, list[float]] = {m: [] for m in names}
         for _ in range(memory_repeats):  # interleaved fresh processes
             for m in samples:
                 samples[m].append(_peak_rss_mb(m, backbone, image_size, batch, k, steps=3))
@@ -252,8 +266,10 @@ def step_cost(
         image_size,
         batch,
         device,
-        times["ce"],
-        times["carrot"],
-        peaks["ce"],
-        peaks["carrot"],
+        method,
+        baseline,
+        times[method],
+        times[baseline],
+        peaks[method],
+        peaks[baseline],
     )

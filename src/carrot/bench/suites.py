@@ -25,7 +25,8 @@ Overrides are ``key=value`` strings (as on the ``carrot train`` command line) or
 dataset's overrides, the pretrained weights (if ``pretrained``), ``pins``, the method's overrides,
 the seed and the run folder.
 
-Methods are the trainer's five (:data:`TRAINER_METHODS`), the packaged named variants
+Methods are the trainer's (:func:`trainer_methods`: every method of :mod:`carrot.methods`, and
+any composition ``BASE+ADDED`` named in a suite or ``--methods``), the packaged named variants
 (``carrot/bench/methods.yaml``), those of ``--methods-file`` and the suite's ``variants``; each
 names the baseline it is compared with on the same seeds.
 """
@@ -39,6 +40,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from carrot.methods import MethodError, default_method, get_method, registered
+
 __all__ = [
     "TRAINER_METHODS",
     "DatasetSpec",
@@ -50,6 +53,8 @@ __all__ = [
     "packaged_suites",
     "parse_methods",
     "suite_from_dict",
+    "trainer_method",
+    "trainer_methods",
 ]
 
 
@@ -88,20 +93,35 @@ class Suite:
     pretrain: Mapping[str, DatasetSpec] = field(default_factory=dict)
 
 
-TRAINER_METHODS: dict[str, MethodSpec] = {
-    m.name: m
-    for m in (
-        MethodSpec("ce", "CE", None, ("method=ce",)),
-        MethodSpec(
-            "label_smoothing", "CE + label smoothing 0.1", "ce", ("method=label_smoothing",)
-        ),
-        MethodSpec("carrot", "CARROT (carrot section as configured)", "ce", ("method=carrot",)),
-        MethodSpec("supcon", "SupCon", "ce", ("method=supcon",)),
-        MethodSpec("supcon_carrot", "SupCon + CARROT view", "supcon", ("method=supcon_carrot",)),
-    )
-}
-"""``method=NAME`` of the trainer, nothing else: the carrot section is whatever the suite's pins and
-the base config leave it at (by default the recommended configuration, γ capped at 1.5)."""
+def trainer_method(spec: str) -> MethodSpec:
+    """``method=SPEC`` of the trainer as a bench method: its label and baseline from the registry
+    (a composition ``BASE+ADDED`` is compared with BASE). Raises ``ValueError`` for a name that
+    is not a method or a combination that cannot be defined."""
+    cls = get_method(spec)
+    return MethodSpec(spec, cls.label or cls.name, cls.baseline, (f"method={spec}",))
+
+
+def trainer_methods() -> dict[str, MethodSpec]:
+    """Every registered method as ``method=NAME``, nothing else: the carrot section is whatever
+    the suite's pins and the base config leave it at (by default the recommended configuration,
+    γ capped at 1.5)."""
+    return {name: trainer_method(name) for name in registered()}
+
+
+TRAINER_METHODS: dict[str, MethodSpec] = trainer_methods()
+"""The registered methods when the bench was imported (see :func:`trainer_methods`)."""
+
+
+def _with_composed(known: dict[str, MethodSpec], name: str) -> bool:
+    """Adds ``name`` to ``known`` if it is a composition of registered methods (``A+B``)."""
+    if name in known or "+" not in name:
+        return name in known
+    try:
+        known[name] = trainer_method(name)
+    except MethodError as e:
+        raise ValueError(str(e)) from e
+    return True
+
 
 _SUITE_KEYS = (
     "description", "seeds", "common", "pins", "variants", "pretrain", "datasets", "methods", "grid",
@@ -336,7 +356,7 @@ def suite_from_dict(
         entry = _check_keys(entry, ("datasets", "methods"), source, where)
         ms = _names(entry.get("methods"), source, f"{where}.methods")
         for m in ms:
-            if m not in known:
+            if not _with_composed(known, m):
                 raise ValueError(
                     f"{source}: {where} names method {m!r}, which is not defined; known methods: "
                     f"{', '.join(known)}. Define it under variants or in a --methods-file."
@@ -400,7 +420,8 @@ def config_suite(
     methods_file: str | Path | None = None,
 ) -> Suite:
     """``carrot bench accuracy --config BASE.yaml KEY=VALUE ...``: one dataset, BASE with the
-    overrides; ``methods`` (default ce, carrot) plus the baselines they name."""
+    overrides; ``methods`` (default: the registry's ``default`` methods, i.e. carrot) plus
+    the baselines they name (``A+B``'s baseline is A)."""
     from carrot.train.config import load_config
 
     path = Path(config).expanduser()
@@ -409,7 +430,7 @@ def config_suite(
     wanted: list[str] = []
 
     def add(m: str) -> None:
-        if m not in known:
+        if not _with_composed(known, m):
             raise ValueError(f"unknown method {m!r}; known methods: {', '.join(known)}.")
         base = known[m].baseline
         if base is not None and base not in wanted:
@@ -417,7 +438,7 @@ def config_suite(
         if m not in wanted:
             wanted.append(m)
 
-    for m in methods or ("ce", "carrot"):
+    for m in methods or [default_method()]:
         add(m)
     name = path.stem
     dataset = DatasetSpec(

@@ -28,7 +28,7 @@ def cache_dir() -> Path:
     if "CARROT_CACHE" in os.environ:
         return Path(os.environ["CARROT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "carrot"
+    return Path(base) / __name__.partition(".")[0]  # the package's name: carrot
 
 
 def decode_error(path: Path) -> str | None:

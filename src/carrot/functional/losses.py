@@ -415,5 +415,5 @@ def carrot_supcon_loss(
         gather_global=gather_global,
         ignore_index=opts.ignore_index,
     )
-    stats["supcon"] = loss.detach()
+    stats.update(supcon=loss.detach())
     return loss, stats

@@ -18,7 +18,7 @@ from carrot.methods.base import (
     registered,
     sections,
 )
-from carrot.methods.lookup import build_method, get_method, method_names
+from carrot.methods.lookup import build_method, default_method, get_method, method_names
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -30,6 +30,7 @@ __all__ = [
     "MethodError",
     "Step",
     "build_method",
+    "default_method",
     "get_method",
     "method_names",
     "register_method",

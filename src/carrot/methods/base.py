@@ -81,6 +81,8 @@ class Method(nn.Module):
     """One line for ``carrot methods`` and the docs."""
     reference: ClassVar[str]
     """The paper: authors, venue, year."""
+    label: ClassVar[str | None] = None
+    """Its short name in bench tables (default: the name)."""
     baseline: ClassVar[str | None] = "ce"
     """The method the bench compares it with on the same seeds (None: it is a baseline)."""
     settings_type: ClassVar[type | None] = None
@@ -106,6 +108,9 @@ class Method(nn.Module):
     """Its loss uses the CARROT expansion (the collapse monitor watches it)."""
     logs: ClassVar[tuple[str, ...]] = ()
     """The loss parts it logs (``LossResult.parts`` keys; plotted as training losses)."""
+    default: ClassVar[bool] = False
+    """The method ``carrot train`` runs when the config names none, and the one the bench
+    compares with its baseline when no --methods are given (exactly one method sets it)."""
     rank: ClassVar[int] = 100
     """Where ``carrot methods`` and error messages list it (then by name)."""
 

@@ -129,11 +129,13 @@ def class_memory(context: MethodContext) -> ClassMemory | None:
 class CARROT(Method):
     name = "carrot"
     rank = 2
+    label = "CARROT (carrot section as configured)"
     description = "CE + λ·T²·KL between the classifier's outputs on ẑ and its class expansion ẑ⁺"
     reference = "the CARROT design guide (this project), 2026"
     settings_type = CarrotSettings
     min_per_class = 2
     addable = True
+    default = True
     expands = True
     logs = ("ce", "kl", "aux_ce")
 

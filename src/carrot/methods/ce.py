@@ -15,6 +15,7 @@ __all__ = ["CrossEntropy"]
 class CrossEntropy(Method):
     name = "ce"
     rank = 0
+    label = "CE"
     description = "cross-entropy on the classifier's logits of ẑ (the baseline)"
     reference = "the softmax classifier; cosine head: Wang et al., CosFace, CVPR 2018"
     baseline = None

@@ -24,6 +24,7 @@ class CutMixSettings(MixingSettings):
 class CutMix(MixingMethod):
     name = "cutmix"
     rank = 11
+    label = "CutMix"
     description = "CutMix: a box of another image pasted in, labels mixed by area (timm's Mixup)"
     reference = "Yun et al., CutMix, ICCV 2019"
     settings_type = CutMixSettings

@@ -29,6 +29,7 @@ class LabelSmoothingSettings:
 class LabelSmoothing(Method):
     name = "label_smoothing"
     rank = 1
+    label = "CE + label smoothing 0.1"
     description = "cross-entropy with label smoothing ε (default 0.1)"
     reference = "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016"
     settings_type = LabelSmoothingSettings

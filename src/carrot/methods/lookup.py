@@ -21,12 +21,22 @@ from carrot.methods.base import (
     registered,
 )
 
-__all__ = ["Composed", "build_method", "get_method", "method_names"]
+__all__ = ["Composed", "build_method", "default_method", "get_method", "method_names"]
 
 
 def method_names() -> list[str]:
     """The registered methods' names (``carrot methods`` lists them)."""
     return list(registered())
+
+
+def default_method() -> str:
+    """The registered method that declares ``default = True`` (carrot)."""
+    defaults = [name for name, cls in registered().items() if cls.default]
+    if len(defaults) != 1:
+        raise RuntimeError(
+            f"exactly one registered method must set default = True, got {defaults}."
+        )
+    return defaults[0]
 
 
 def _lookup(name: str) -> type[Method]:
@@ -97,6 +107,7 @@ def _compose(spec: str) -> type[Method]:
         "name": spec,
         "description": " + ".join(c.description for c in (first, *added)),
         "reference": "; ".join(c.reference for c in (first, *added)),
+        "label": " + ".join(c.label or c.name for c in (first, *added)),
         "baseline": first.name,
         "uses": tuple(
             dict.fromkeys(s for c in (first, *added) for s in (c.section_name(), *c.uses) if s)

@@ -23,6 +23,7 @@ class MixupSettings(MixingSettings):
 class Mixup(MixingMethod):
     name = "mixup"
     rank = 10
+    label = "mixup"
     description = "mixup: images and one-hot labels mixed pairwise, λ ~ Beta(α, α) (timm's Mixup)"
     reference = "Zhang et al., mixup: Beyond Empirical Risk Minimization, ICLR 2018"
     settings_type = MixupSettings

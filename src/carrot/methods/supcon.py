@@ -45,6 +45,7 @@ def probe_ce(z: Tensor, y: Tensor, head: nn.Module) -> Tensor:
 class SupCon(Method):
     name = "supcon"
     rank = 3
+    label = "SupCon"
     description = "supervised contrastive loss over the batch's ẑ; the head trains on detached ẑ"
     reference = "Khosla et al., Supervised Contrastive Learning, NeurIPS 2020"
     settings_type = SupConSettings

@@ -16,6 +16,7 @@ __all__ = ["SupConCarrot"]
 class SupConCarrot(Method):
     name = "supcon_carrot"
     rank = 4
+    label = "SupCon + CARROT view"
     description = "SupCon with ẑ and its CARROT expansion normalize(T(ẑ)) as two views"
     reference = "Khosla et al., NeurIPS 2020, with the CARROT operator as the second view"
     baseline = "supcon"

@@ -135,7 +135,7 @@ def environment_info(world_size: int, device: torch.device) -> dict[str, Any]:
     from carrot import __version__
 
     info: dict[str, Any] = {
-        "carrot": __version__,
+        __name__.partition(".")[0]: __version__,  # the package: carrot
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,

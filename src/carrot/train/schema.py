@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from carrot.methods import sections
+from carrot.methods import default_method, sections
 
 __all__ = [
     "Config",
@@ -180,7 +180,7 @@ def default_sections() -> dict[str, Any]:
 
 @dataclass
 class Config:
-    method: str = "carrot"
+    method: str = field(default_factory=default_method)
     """A registered method (``carrot methods`` lists them) or BASE+ADDED, e.g. ce+carrot."""
     seed: int = 0
     output_dir: str = "runs/{data.name}-{method}-s{seed}"
