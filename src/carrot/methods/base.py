@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
@@ -167,6 +168,14 @@ class Method(nn.Module):
         full learning rate; none without parameters."""
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": 0.0, "lr_mult": 1.0}] if params else []
+
+    def average_gradients(self) -> None:
+        """Under DDP, average the gradients of its parameters over the ranks, as DDP does for
+        the model's (the trainer calls it before the optimizer step; they live outside DDP)."""
+        for p in self.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(dist.get_world_size())
 
     def extra_repr(self) -> str:
         return self.name

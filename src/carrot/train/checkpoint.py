@@ -11,19 +11,23 @@ Checkpoints of carrot 0.1 (which pickled numpy arrays) can be converted with
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pickle
 import random
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "TrainState",
     "atomic_save",
     "check_classes",
     "convert_checkpoint",
@@ -32,10 +36,28 @@ __all__ = [
     "plain_rng_state",
     "remove_stale_temporaries",
     "restore_rng_state",
+    "training_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = 2
 """1: carrot 0.1 (pickled numpy RNG state); 2: tensors and plain containers only."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is: saved in every checkpoint (``state``, ``history``)."""
+
+    epoch: int = 0
+    """Epochs completed (trained; see eval_pending)."""
+    step: int = 0
+    """Optimizer steps completed, over the whole run."""
+    batch: int = 0
+    """Optimizer steps completed in the current epoch."""
+    best_top1: float = -math.inf
+    best_epoch: int | None = None
+    eval_pending: bool = False
+    """The last completed epoch was saved before its evaluation: evaluate it before going on."""
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CheckpointError(ValueError):
@@ -272,3 +294,19 @@ def method_state(ckpt: dict[str, Any]) -> dict[str, Any]:
         return dict(ckpt["method"])
     memory = ckpt.get("memory")
     return {f"memory.{k}": v for k, v in memory.items()} if memory else {}
+
+
+def training_checkpoint(state: TrainState, world_size: int, distributed: bool) -> dict[str, Any]:
+    """The run-wide part of a trainer checkpoint: format, world size, training state and
+    history, and every rank's RNG states (a collective under DDP: every rank calls it)."""
+    rngs: list[Any] = [plain_rng_state()]
+    if distributed:
+        rngs = [None] * world_size
+        dist.all_gather_object(rngs, plain_rng_state())
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "world_size": world_size,
+        "state": {k: v for k, v in asdict(state).items() if k != "history"},
+        "history": state.history,
+        "rng": rngs,
+    }

@@ -166,3 +166,14 @@ def evaluate(
     if outputs is not None:
         outputs.update(logits=_gather(logits), labels=label, embeddings=gathered)
     return metrics
+
+
+def evaluate_with_ema(
+    model: nn.Module, ema: nn.Module | None, loader: DataLoader[Any], **kwargs: Any
+) -> dict[str, float]:
+    """:func:`evaluate` of the model and, if given, of its EMA (keys suffixed ``_ema``)."""
+    metrics = evaluate(model, loader, desc="test", **kwargs)
+    if ema is not None:
+        ema_metrics = evaluate(ema, loader, desc="test (EMA)", **kwargs)
+        metrics.update({f"{k}_ema": v for k, v in ema_metrics.items()})
+    return metrics

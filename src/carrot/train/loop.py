@@ -9,7 +9,6 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,34 @@ from torch.nn.parallel import DistributedDataParallel
 from carrot.functional import summarize_stats
 from carrot.methods import MethodContext, Step, build_method
 from carrot.train.checkpoint import (
-    CHECKPOINT_FORMAT,
+    TrainState,
     atomic_save,
     check_classes,
     method_state,
-    plain_rng_state,
     restore_rng_state,
+    training_checkpoint,
 )
 from carrot.train.config import (
     Config,
     config_to_dict,
 )
-from carrot.train.data import DataBundle, build_data, load_splits, resolve_data_config
+from carrot.train.data import DataBundle, build_data, load_splits
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
-from carrot.train.evaluate import evaluate
-from carrot.train.model import build_model
-from carrot.train.monitor import EpochMeter, agreed, collapse_message, collapse_reasons
+from carrot.train.evaluate import evaluate_with_ema
+from carrot.train.monitor import (
+    EpochMeter,
+    agreed,
+    check_finite,
+    collapse_reasons,
+    watch_collapse,
+)
 from carrot.train.optim import build_ema, build_optimizer, learning_rate
 from carrot.train.plots import plot_history
 from carrot.train.progress import Progress
 from carrot.train.report import (
     epoch_line,
+    epoch_record,
     format_summary,
-    non_finite_message,
     run_header,
     run_summary,
 )
@@ -57,7 +61,8 @@ from carrot.train.runtime import (
 )
 from carrot.train.startup import (
     RESUMABLE_KEYS,
-    channels_last,
+    autocast,
+    build_run_model,
     check_images_once,
     claim_run_dir,
     open_run_folder,
@@ -78,21 +83,6 @@ __all__ = [
 
 class _StopAfterSteps(Exception):
     """train.stop_after_steps was reached (a checkpoint has been saved)."""
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0
-    """Epochs completed (trained; see eval_pending)."""
-    step: int = 0
-    """Optimizer steps completed, over the whole run."""
-    batch: int = 0
-    """Optimizer steps completed in the current epoch."""
-    best_top1: float = -math.inf
-    best_epoch: int | None = None
-    eval_pending: bool = False
-    """The last completed epoch was saved before its evaluation: evaluate it before going on."""
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -140,18 +130,7 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
             )
-        # A resumed run takes every weight from its checkpoint: none is downloaded or read.
-        model_cfg = cfg.model if checkpoint is None else replace(cfg.model, pretrained=False)
-        self.model = build_model(
-            model_cfg,
-            num_classes=splits.num_classes,
-            in_chans=splits.in_chans,
-            image_size=cfg.data.image_size,
-        ).to(rt.device)
-        resolve_data_config(cfg, self.model.backbone, splits.train)
-        self.channels_last = channels_last(cfg, self.model, rt.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
         if rt.is_main:
             resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
             print(
@@ -169,14 +148,9 @@ class Trainer:
             cfg, splits, rank=rt.rank, world_size=rt.world_size, pin_memory=cuda
         )
         torch.manual_seed(cfg.seed + 1_000_003 * rt.rank)  # per-rank randomness after a common init
-        self.method = build_method(
-            cfg.method,
-            MethodContext(
-                num_classes=splits.num_classes,
-                embedding_dim=int(self.model.head.weight.shape[1]),  # type: ignore[index]
-                settings=cfg.sections,
-            ),
-        ).to(rt.device)
+        dim = int(self.model.head.weight.shape[1])  # type: ignore[index]
+        context = MethodContext(splits.num_classes, dim, settings=cfg.sections)
+        self.method = build_method(cfg.method, context).to(rt.device)
         method_groups = self.method.param_groups()
         self.has_method_params = bool(method_groups)
         self.optimizer = build_optimizer(self.model, cfg, extra=method_groups)
@@ -210,22 +184,13 @@ class Trainer:
         return memory if isinstance(memory, nn.Module) else None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        amp = self.cfg.train.amp
-        if amp == "off":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast(self.rt.device.type, dtype=dtype)
+        return autocast(self.cfg.train.amp, self.rt.device)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
-        rngs: list[Any] = [plain_rng_state()]
-        if self.rt.distributed:
-            rngs = [None] * self.rt.world_size
-            dist.all_gather_object(rngs, plain_rng_state())
         return {
-            "format": CHECKPOINT_FORMAT,
-            "world_size": self.rt.world_size,
+            **training_checkpoint(self.state, self.rt.world_size, self.rt.distributed),
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -233,10 +198,7 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "method": self.method.state_dict(),
             "collapse_warnings": self.collapse_warnings,
-            "state": {k: v for k, v in asdict(self.state).items() if k != "history"},
-            "history": self.state.history,
             "meter": self.meter.state(),
-            "rng": rngs,
             "classes": self.data.classes,
             "num_classes": self.data.num_classes,
             "in_chans": self.data.in_chans,
@@ -274,46 +236,6 @@ class Trainer:
         for x, y in self.data.train_loader:
             yield x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
-    def _stop_if_not_finite(self, epoch: int, norm: Tensor | None) -> None:
-        """One host sync per optimizer step: every micro-batch's loss and the gradient norm must
-        be finite, on every rank, or the run stops before the optimizer step."""
-        flags = [torch.isfinite(loss.detach()) for loss, _, _ in self._micro]
-        if norm is not None:
-            flags.append(torch.isfinite(norm))
-        ok = torch.stack(flags).all().float()
-        if self.rt.distributed:
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        if ok.item() == 1.0:
-            return
-        bad = next(
-            (
-                (loss, parts, stats)
-                for loss, parts, stats in self._micro
-                if not torch.isfinite(loss)
-            ),
-            None,
-        )
-        what = "loss"
-        if bad is None:  # a finite loss with non-finite gradients, here or on another rank
-            stats = self._micro[-1][2]
-            what, value = "gradient norm", norm if norm is not None else torch.tensor(math.nan)
-            parts = {"grad_norm": value}
-        else:
-            value, parts, stats = bad
-            value = value.detach()
-        raise NonFiniteLossError(
-            non_finite_message(
-                what,
-                float(value),
-                {k: float(v) for k, v in parts.items()},
-                summarize_stats(stats, sync=True) if stats else {},
-                epoch=epoch + 1,
-                batch=self.state.batch + 1,
-                step=self.state.step + 1,
-                last=self.run_dir / "checkpoints" / "last.pt",
-            )
-        )
-
     def _micro_step(self, x: Tensor, y: Tensor, accum: int, sync: bool) -> None:
         cfg = self.cfg
         if self.channels_last:
@@ -340,18 +262,11 @@ class Trainer:
         maxima = {"gamma_max": summary["gamma_max"]} if "gamma_max" in summary else {}
         self.meter.add(values, maxima)
 
-    def _average_method_grads(self) -> None:
-        """The method's own parameters live outside DDP: average their gradients as DDP does."""
-        for p in self.method.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(self.rt.world_size)
-
     def _optimizer_step(self, epoch: int) -> None:
         cfg = self.cfg
         norm = None
         if self.rt.distributed and self.has_method_params:
-            self._average_method_grads()
+            self.method.average_gradients()  # its parameters live outside DDP
         if cfg.train.grad_clip is not None or not self.scaler.is_enabled():
             # fp16's scaler skips steps with inf gradients itself; otherwise a finite loss
             # with non-finite gradients must stop the run before the weights are spoilt.
@@ -362,7 +277,15 @@ class Trainer:
                 else self.model.parameters(),
                 cfg.train.grad_clip or math.inf,
             )
-        self._stop_if_not_finite(epoch, norm if not self.scaler.is_enabled() else None)
+        check_finite(
+            self._micro,
+            norm if not self.scaler.is_enabled() else None,
+            distributed=self.rt.distributed,
+            epoch=epoch + 1,
+            batch=self.state.batch + 1,
+            step=self.state.step + 1,
+            last=self.run_dir / "checkpoints" / "last.pt",
+        )
         self._micro = []
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -418,29 +341,6 @@ class Trainer:
         finally:
             progress.close()
 
-    def _watch_collapse(self, means: dict[str, float], progress: Progress) -> None:
-        if not self.method.expands:
-            return  # the loop it watches for needs the expansion in the loss
-        reasons = agreed(collapse_reasons(self.cfg.train, means, self.state.history), self.rt)
-        if not reasons:
-            return
-        epoch = self.state.epoch + 1
-        first_this_epoch = not any(w["epoch"] == epoch for w in self.collapse_warnings)
-        if len(self.collapse_warnings) < 1000:  # the checkpoint keeps them; bounded
-            self.collapse_warnings.append(
-                {"epoch": epoch, "step": self.state.step, "reasons": reasons}
-            )
-        progress.set_postfix({**progress.postfix, "COLLAPSE?": "yes"})
-        message = collapse_message(reasons, epoch=epoch, step=self.state.step)
-        if self.cfg.train.stop_on_collapse:
-            path = self.save()
-            raise CollapseDetected(
-                f"{message} Stopped (train.stop_on_collapse); checkpoint {path}; continue with "
-                f"carrot train --resume {self.run_dir} train.stop_on_collapse=false"
-            )
-        if first_this_epoch and self.rt.is_main:
-            print(message, flush=True)
-
     def _log_step(self, progress: Progress, lr: float) -> None:
         means = self.meter.means()
         shown = {"loss": means.get("loss", float("nan"))}
@@ -448,7 +348,20 @@ class Trainer:
             shown["γ"] = means["gamma_mean"]
             shown["γmax"] = means.get("gamma_max", float("nan"))
         progress.set_postfix(shown)
-        self._watch_collapse(means, progress)
+        if self.method.expands:  # the loop it watches for needs the expansion in the loss
+            reasons = agreed(collapse_reasons(self.cfg.train, means, self.state.history), self.rt)
+            if reasons:
+                progress.set_postfix({**progress.postfix, "COLLAPSE?": "yes"})
+                watch_collapse(
+                    reasons,
+                    self.collapse_warnings,
+                    epoch=self.state.epoch + 1,
+                    step=self.state.step,
+                    stop=self.cfg.train.stop_on_collapse,
+                    save=self.save,
+                    run_dir=self.run_dir,
+                    show=self.rt.is_main,
+                )
         if self.trackers is not None:
             self.trackers.log_step({**means, "lr": lr}, self.state.step)
 
@@ -475,36 +388,17 @@ class Trainer:
 
     # --- epochs ---------------------------------------------------------------------------------
 
-    def _evaluate(self) -> dict[str, float]:
-        # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
-        broadcast_buffers(
-            [self.model] + ([self.ema.module] if self.ema is not None else []), self.rt
-        )
-        kwargs: dict[str, Any] = dict(
-            device=self.rt.device,
-            num_classes=self.data.num_classes,
-            autocast=self._autocast(),
-            channels_last=self.channels_last,
-            retrieval=self.cfg.train.retrieval,
-            progress=self.rt.is_main and self.cfg.train.progress,
-        )
-        metrics = evaluate(self.model, self.data.test_loader, desc="test", **kwargs)
-        if self.ema is not None:
-            ema = evaluate(self.ema.module, self.data.test_loader, desc="test (EMA)", **kwargs)
-            metrics.update({f"{k}_ema": v for k, v in ema.items()})
-        return metrics
-
     def _finish_training_epoch(self, epoch: int, seconds: float) -> None:
         """The epoch's training record; the checkpoint is saved before evaluating, so a failure
         in evaluation never costs the epoch's training."""
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step}
-        for k, v in self.meter.means().items():
-            key = k if k.startswith(("gamma", "r_", "m_")) or k == "train_top1" else f"train_{k}"
-            record[key] = v
-        group = self.optimizer.param_groups[0]
-        record["lr"] = group["lr"] / group["lr_mult"] if group["lr_mult"] else group["lr"]
-        record["seconds"] = seconds
-        record["collapse_warnings"] = sum(w["epoch"] == epoch + 1 for w in self.collapse_warnings)
+        record = epoch_record(
+            epoch + 1,
+            self.state.step,
+            self.meter.means(),
+            self.optimizer.param_groups[0],
+            seconds=seconds,
+            collapse_warnings=sum(w["epoch"] == epoch + 1 for w in self.collapse_warnings),
+        )
         self.meter = EpochMeter()
         self.state.history.append(record)
         self.state.epoch = epoch + 1
@@ -520,7 +414,22 @@ class Trainer:
         pair is always consistent (a crash between them re-evaluates on resume)."""
         record = self.state.history[-1]
         if self.state.eval_pending:
-            record.update(self._evaluate())
+            # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
+            ema = self.ema.module if self.ema is not None else None
+            broadcast_buffers([self.model] + ([ema] if ema is not None else []), self.rt)
+            record.update(
+                evaluate_with_ema(
+                    self.model,
+                    ema,
+                    self.data.test_loader,
+                    device=self.rt.device,
+                    num_classes=self.data.num_classes,
+                    autocast=self._autocast(),
+                    channels_last=self.channels_last,
+                    retrieval=self.cfg.train.retrieval,
+                    progress=self.rt.is_main and self.cfg.train.progress,
+                )
+            )
             score = record.get("top1_ema", record["top1"])
             self.state.eval_pending = False
             if score > self.state.best_top1:

@@ -3,14 +3,28 @@ and the collapse monitor (docs/stability.md)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from carrot.train.config import TrainConfig
+from carrot.functional import summarize_stats
+from carrot.train.errors import CollapseDetected, NonFiniteLossError
+from carrot.train.report import non_finite_message
+from carrot.train.schema import TrainConfig
 
-__all__ = ["EpochMeter", "agreed", "collapse_message", "collapse_reasons"]
+__all__ = [
+    "EpochMeter",
+    "agreed",
+    "check_finite",
+    "collapse_message",
+    "collapse_reasons",
+    "watch_collapse",
+]
 
 
 class EpochMeter:
@@ -97,3 +111,74 @@ def collapse_message(reasons: list[str], *, epoch: int, step: int) -> str:
         "loop may be running away (docs/stability.md): consider carrot.max_gamma, "
         "carrot.stop_grad_plus, a smaller carrot.lam or carrot.lam_warmup."
     )
+
+
+def check_finite(
+    micro: list[tuple[Tensor, dict[str, Tensor], dict[str, Any]]],
+    norm: Tensor | None,
+    *,
+    distributed: bool,
+    epoch: int,
+    batch: int,
+    step: int,
+    last: Path,
+) -> None:
+    """One host sync per optimizer step: every micro-batch's ``(loss, parts, stats)`` loss and
+    the gradient norm must be finite, on every rank, or :class:`NonFiniteLossError` stops the
+    run before the optimizer step (``epoch``, ``batch``, ``step`` 1-based, for the message)."""
+    flags = [torch.isfinite(loss.detach()) for loss, _, _ in micro]
+    if norm is not None:
+        flags.append(torch.isfinite(norm))
+    ok = torch.stack(flags).all().float()
+    if distributed:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    if ok.item() == 1.0:
+        return
+    bad = next(((loss, p, s) for loss, p, s in micro if not torch.isfinite(loss)), None)
+    what = "loss"
+    if bad is None:  # a finite loss with non-finite gradients, here or on another rank
+        stats = micro[-1][2]
+        what, value = "gradient norm", norm if norm is not None else torch.tensor(math.nan)
+        parts = {"grad_norm": value}
+    else:
+        value, parts, stats = bad
+        value = value.detach()
+    raise NonFiniteLossError(
+        non_finite_message(
+            what,
+            float(value),
+            {k: float(v) for k, v in parts.items()},
+            summarize_stats(stats, sync=True) if stats else {},
+            epoch=epoch,
+            batch=batch,
+            step=step,
+            last=last,
+        )
+    )
+
+
+def watch_collapse(
+    reasons: list[str],
+    warnings: list[dict[str, Any]],
+    *,
+    epoch: int,
+    step: int,
+    stop: bool,
+    save: Callable[[], Path],
+    run_dir: Path,
+    show: bool,
+) -> None:
+    """Record a collapse warning (``warnings`` is checkpointed; bounded), then stop with a
+    checkpoint (``train.stop_on_collapse``) or print the warning once per epoch."""
+    first_this_epoch = not any(w["epoch"] == epoch for w in warnings)
+    if len(warnings) < 1000:
+        warnings.append({"epoch": epoch, "step": step, "reasons": reasons})
+    message = collapse_message(reasons, epoch=epoch, step=step)
+    if stop:
+        path = save()
+        raise CollapseDetected(
+            f"{message} Stopped (train.stop_on_collapse); checkpoint {path}; continue with "
+            f"carrot train --resume {run_dir} train.stop_on_collapse=false"
+        )
+    if first_this_epoch and show:
+        print(message, flush=True)

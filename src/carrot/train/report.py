@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "GEOMETRY_KEYS",
     "epoch_line",
+    "epoch_record",
     "format_summary",
     "non_finite_message",
     "run_header",
@@ -136,3 +137,24 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{geo.get('r_over_m_q10', float('nan')):.3f} / {geo.get('r_over_m_q50', float('nan')):.3f} / {geo.get('r_over_m_q90', float('nan')):.3f}"
         )
     return "\n".join(lines)
+
+
+def epoch_record(
+    epoch: int,
+    step: int,
+    means: dict[str, float],
+    group: dict[str, Any],
+    *,
+    seconds: float,
+    collapse_warnings: int,
+) -> dict[str, Any]:
+    """An epoch's line of metrics.jsonl: the meter's means (losses as ``train_<name>``, the
+    geometry and train_top1 as they are), the base lr (of the first param ``group``)."""
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    for k, v in means.items():
+        key = k if k.startswith(("gamma", "r_", "m_")) or k == "train_top1" else f"train_{k}"
+        record[key] = v
+    record["lr"] = group["lr"] / group["lr_mult"] if group["lr_mult"] else group["lr"]
+    record["seconds"] = seconds
+    record["collapse_warnings"] = collapse_warnings
+    return record

@@ -3,7 +3,9 @@ and the checks a resumed run must pass."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,8 @@ from carrot.train.config import (
     flatten,
     save_config,
 )
-from carrot.train.data import Splits
+from carrot.train.data import Splits, resolve_data_config
+from carrot.train.model import FGVCModel, build_model
 from carrot.train.progress import Progress
 from carrot.train.runtime import Runtime, atomic_write_text, dump_json, environment_info
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUMABLE_KEYS",
+    "autocast",
+    "build_run_model",
     "channels_last",
     "check_images_once",
     "claim_run_dir",
@@ -236,3 +241,29 @@ def open_run_folder(cfg: Config, run_dir: Path, rt: Runtime, resumed: Any = None
     if resumed is None:
         return open_trackers(cfg, run_dir, resumed=False)
     return open_trackers(cfg, run_dir, resumed=True, history=resumed.history, step=resumed.step)
+
+
+def build_run_model(
+    cfg: Config, splits: Splits, device: torch.device, checkpoint: dict[str, Any] | None
+) -> tuple[FGVCModel, bool]:
+    """The run's model on ``device`` (channels-last where :func:`channels_last` says so, which
+    it returns too), with the data's preprocessing resolved from its backbone. A resumed run
+    takes every weight from its checkpoint: none is downloaded or read."""
+    model_cfg = cfg.model if checkpoint is None else replace(cfg.model, pretrained=False)
+    model = build_model(
+        model_cfg,
+        num_classes=splits.num_classes,
+        in_chans=splits.in_chans,
+        image_size=cfg.data.image_size,
+    ).to(device)
+    resolve_data_config(cfg, model.backbone, splits.train)
+    last = channels_last(cfg, model, device)
+    return (model.to(memory_format=torch.channels_last) if last else model), last
+
+
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of ``train.amp`` (off: none)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
