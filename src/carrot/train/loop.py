@@ -388,6 +388,22 @@ class Trainer:
 
     # --- epochs ---------------------------------------------------------------------------------
 
+    def _evaluate(self) -> dict[str, float]:
+        # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
+        ema = self.ema.module if self.ema is not None else None
+        broadcast_buffers([self.model] + ([ema] if ema is not None else []), self.rt)
+        return evaluate_with_ema(
+            self.model,
+            ema,
+            self.data.test_loader,
+            device=self.rt.device,
+            num_classes=self.data.num_classes,
+            autocast=self._autocast(),
+            channels_last=self.channels_last,
+            retrieval=self.cfg.train.retrieval,
+            progress=self.rt.is_main and self.cfg.train.progress,
+        )
+
     def _finish_training_epoch(self, epoch: int, seconds: float) -> None:
         """The epoch's training record; the checkpoint is saved before evaluating, so a failure
         in evaluation never costs the epoch's training."""
@@ -414,22 +430,7 @@ class Trainer:
         pair is always consistent (a crash between them re-evaluates on resume)."""
         record = self.state.history[-1]
         if self.state.eval_pending:
-            # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
-            ema = self.ema.module if self.ema is not None else None
-            broadcast_buffers([self.model] + ([ema] if ema is not None else []), self.rt)
-            record.update(
-                evaluate_with_ema(
-                    self.model,
-                    ema,
-                    self.data.test_loader,
-                    device=self.rt.device,
-                    num_classes=self.data.num_classes,
-                    autocast=self._autocast(),
-                    channels_last=self.channels_last,
-                    retrieval=self.cfg.train.retrieval,
-                    progress=self.rt.is_main and self.cfg.train.progress,
-                )
-            )
+            record.update(self._evaluate())
             score = record.get("top1_ema", record["top1"])
             self.state.eval_pending = False
             if score > self.state.best_top1:
