@@ -7,17 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+import method_workers
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from carrot.methods import LossResult, Method, MethodContext, Step, register_method
-from carrot.methods.base import _REGISTRY
-from carrot.settings import Range, check_ranges, ranged
 from carrot.train import Trainer, load_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -46,47 +42,11 @@ def test_method_trains_finite_and_differs_from_ce(tiny, tmp_path, method: str) -
         assert records[-1]["train_kl"] > 0 and "gamma_mean" in records[-1]
 
 
-@dataclass
-class _CentresSettings:
-    weight: float = ranged(0.1, Range(0))
-    lr_mult: float = ranged(10.0, Range(0, open_lo=True))
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
-
-
-class _Centres(Method):
-    """A test method with learnable parameters (own lr) and state (a running mean, a count)."""
-
-    name = "test_centres"
-    description = "CE + weight · ‖ẑ − c_y‖² (test)"
-    reference = "a test, 2026"
-    settings_type = _CentresSettings
-
-    def __init__(self, context: MethodContext) -> None:
-        super().__init__(context)
-        self.centres = nn.Parameter(torch.zeros(context.num_classes, context.embedding_dim))
-        self.register_buffer("seen", torch.zeros(()))
-        self.register_buffer("mean_norm", torch.zeros(()))
-
-    def param_groups(self) -> list[dict]:
-        return [{"params": [self.centres], "weight_decay": 0.0, "lr_mult": self.settings().lr_mult}]
-
-    def loss(self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step):
-        z_hat = F.normalize(z.float(), dim=1)
-        pull = ((z_hat - self.centres[target]) ** 2).sum(1).mean()
-        with torch.no_grad():
-            self.seen += 1
-            self.mean_norm.mul_(0.9).add_(0.1 * z.float().norm(dim=1).mean())
-        ce = F.cross_entropy(logits.float(), target)
-        return LossResult(ce + self.settings().weight * pull, {"ce": ce.detach()}, {})
-
-
 @pytest.fixture
 def centres():
-    register_method(_Centres)
-    yield _Centres
-    _REGISTRY.pop(_Centres.name)
+    method_workers.register()
+    yield method_workers.Centres
+    method_workers.unregister()
 
 
 @pytest.mark.slow
@@ -152,3 +112,70 @@ def test_guide_with_an_explicit_recipe_key_exits_2_with_one_line(tmp_path) -> No
 
     saved = yaml.safe_load(proc.stdout)["carrot"]
     assert saved["guide"] and saved["max_gamma"] is None and saved["sync_free"] is True
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_before_the_registry_resumes(tiny, tmp_path) -> None:
+    """carrot 0.2 saved CARROT's class memory under ``memory`` and the label smoothing, mixup and
+    cutmix keys under ``train``: such a checkpoint resumes, exactly."""
+    extra = ["train.epochs=3", "carrot.memory=true", "train.retrieval=false"]
+    Trainer(load_config(None, [*tiny, *extra, f"output_dir={tmp_path / 'one'}"])).fit()
+    Trainer(
+        load_config(
+            None, [*tiny, *extra, f"output_dir={tmp_path / 'two'}", "train.stop_after_steps=7"]
+        )
+    ).fit()
+    path = tmp_path / "two" / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    method = ckpt.pop("method")
+    ckpt["memory"] = {k.removeprefix("memory."): v for k, v in method.items()}
+    config = ckpt["config"]
+    smoothing = config.pop("label_smoothing")["smoothing"]
+    for section in ("mixup", "cutmix"):
+        config.pop(section)
+    config["train"].update(label_smoothing=smoothing, mixup=0.0, cutmix=0.0)
+    config["carrot"].pop("label_smoothing")  # a key that did not exist then
+    torch.save(ckpt, path)
+    resumed = Trainer.resume(tmp_path / "two")
+    assert resumed.memory is not None and bool(resumed.memory.seen[:9].all())
+    resumed.fit()
+    assert not _differ(_weights(tmp_path / "one"), _weights(tmp_path / "two"))
+
+
+def test_the_bench_pairs_a_composed_method_with_its_base(tmp_path) -> None:
+    from carrot.bench.grid import cell_job, cells
+    from carrot.bench.suites import config_suite
+
+    base = tmp_path / "base.yaml"
+    base.write_text("data:\n  name: digits\n")
+    suite = config_suite(base, [], methods=["mixup", "label_smoothing+carrot"], seeds=(0, 1))
+    assert suite.grid[0][1] == ("ce", "mixup", "label_smoothing", "label_smoothing+carrot")
+    assert suite.methods["label_smoothing+carrot"].baseline == "label_smoothing"
+    assert suite.methods["mixup"].baseline == "ce"
+    job = cell_job(suite, cells(suite)[-1], tmp_path / "out")
+    assert "method=label_smoothing+carrot" in job.overrides
+    assert job.load().method == "label_smoothing+carrot"
+    with pytest.raises(ValueError, match=r"method 'mixup\+carrot' cannot be defined"):
+        config_suite(base, [], methods=["mixup+carrot"])
+    default = config_suite(base, [])
+    assert default.grid[0][1] == ("ce", "carrot")
+
+
+@pytest.mark.distributed
+def test_a_methods_parameters_are_averaged_over_ranks(tiny, tmp_path) -> None:
+    """Each rank sees other batches: without the trainer averaging the method's gradients (they
+    live outside DDP), the centres would drift apart between ranks."""
+    import torch.multiprocessing as mp
+
+    from dist_workers import free_port
+
+    overrides = [*tiny, "method=test_centres", "train.batch_size=8", "train.retrieval=false"]
+    mp.start_processes(
+        method_workers.ddp_worker,
+        args=(2, free_port(), overrides, str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert a["centres"].abs().sum() > 0
+    assert torch.equal(a["centres"], b["centres"])
