@@ -119,6 +119,16 @@ def test_runs_with_other_settings_are_not_paired(tmp_path: Path) -> None:
     run_in_process(cell_job(suite, cell, tmp_path))  # reused
     with pytest.raises(ValueError, match=r"other settings \(carrot.lam_warmup\)"):
         run_in_process(cell_job(suite, cell, tmp_path, ["carrot.lam_warmup=0.5"]))
+    # A run saved before the methods' sections: train.label_smoothing is label_smoothing.smoothing.
+    old = yaml.safe_load(saved.read_text())
+    old["train"]["label_smoothing"] = old.pop("label_smoothing")["smoothing"] + 0.1
+    for section in ("mixup", "cutmix"):
+        del old[section]
+    saved.write_text(yaml.safe_dump(old))
+    with pytest.raises(ValueError, match=r"other settings \(label_smoothing.smoothing\)"):
+        run_in_process(cell_job(suite, cell, tmp_path))
+    smoothing = old["train"]["label_smoothing"]
+    run_in_process(cell_job(suite, cell, tmp_path, [f"label_smoothing.smoothing={smoothing}"]))
 
 
 def test_unknown_names(tmp_path: Path) -> None:

@@ -145,14 +145,15 @@ def check_same_settings(job: Job) -> None:
     so a cell that sets it to anything else is not paired with that run."""
     import yaml
 
-    from carrot.train.config import RESOLVED_DATA_KEYS, Config, config_to_dict, flatten
+    from carrot.train.config import MOVED_KEYS, RESOLVED_DATA_KEYS, Config, config_to_dict, flatten
 
     saved = job.run_dir / "config.yaml"
     if not saved.is_file():
         return
     old = yaml.safe_load(saved.read_text())
     want = config_to_dict(job.load())
-    old_f, want_f, default_f = flatten(old), flatten(want), flatten(config_to_dict(Config()))
+    old_f = {MOVED_KEYS.get(k, k): v for k, v in flatten(old).items()}  # keys of before
+    want_f, default_f = flatten(want), flatten(config_to_dict(Config()))
     # A data key left null is resolved by the run itself (and saved resolved).
     resolved = {f"data.{k}" for k in RESOLVED_DATA_KEYS}
     skip = {"output_dir", *job.ignore}
@@ -248,9 +249,7 @@ def run_subprocess(job: Job, env: dict[str, str]) -> None:
         ).returncode
     if rc != 0:
         tail = "\n".join(job.log.read_text(errors="replace").splitlines()[-15:])
-        raise CellFailed(
-            f"{job.run_dir} failed (exit code {rc}); its log {job.log} ends:\n{tail}"
-        )
+        raise CellFailed(f"{job.run_dir} failed (exit code {rc}); its log {job.log} ends:\n{tail}")
 
 
 class CellFailed(RuntimeError):

@@ -34,6 +34,7 @@ from carrot.train.schema import (
 from carrot.train.validation import RANGES, Range, validate
 
 __all__ = [
+    "MOVED_KEYS",
     "RANGES",
     "RESOLVED_DATA_KEYS",
     "CarrotConfig",
