@@ -158,8 +158,9 @@ class Method(nn.Module):
     def term(
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
     ) -> LossResult:
-        """The term an addable method adds on top of another (``method=OTHER+NAME``); y holds
-        hard labels. Shapes as in :meth:`loss`."""
+        """The term an addable method adds on top of another (``method=OTHER+NAME``), given the
+        targets OTHER's transform returned: hard labels (B,) unless OTHER mixes, which only an
+        addable method with ``hard_labels = False`` accepts. Shapes as in :meth:`loss`."""
         raise NotImplementedError(f"{self.name} cannot be added on top of another method.")
 
     def param_groups(self) -> list[dict[str, Any]]:
