@@ -157,42 +157,6 @@ def _loss_options(loss_options: CEKLOptions | None, given: dict[str, Any]) -> CE
     return base
 
 
-def _consistency_terms(
-    z: Tensor,
-    y: Tensor,
-    classifier: Callable[[Tensor], Tensor],
-    logits: Tensor | None,
-    lo: CEKLOptions,
-    opts: OperatorOptions,
-    memory: ClassMemory | None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None, dict[str, Any], dict[str, Any]]:
-    """(logits of ẑ, KL, auxiliary CE on ẑ⁺ or 0, kept rows, CE arguments, operator stats)."""
-    check_batch(z, y)
-    opts.validate()
-    z_hat = _normalize(z)
-    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    z_plus = _renormalize(z_plus)
-    if logits is None:
-        logits = classifier(z_hat)
-    logits_plus = classifier(z_plus)
-    kept, count = _kept(y, opts.ignore_index)
-    ce_args: dict[str, Any] = dict(
-        label_smoothing=lo.label_smoothing, ignore_index=opts.ignore_index, count=count
-    )
-    kl = kl_consistency(
-        logits,
-        logits_plus,
-        T=lo.T,
-        direction=lo.kl_direction,
-        stop_grad_plus=lo.stop_grad_plus,
-        weight=kept,
-    )
-    aux = torch.zeros((), device=z.device)
-    if lo.aux_ce_weight > 0:
-        aux = _cross_entropy(logits_plus, y, **ce_args)
-    return logits, kl, aux, kept, ce_args, stats
-
-
 def carrot_ce_kl_loss(
     z: Tensor,
     y: Tensor,
@@ -239,6 +203,7 @@ def carrot_ce_kl_loss(
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
         stats plus detached ``ce``, ``kl``, ``aux_ce`` and ``logits`` (of ẑ, for accuracy).
     """
+    check_batch(z, y)
     lo = _loss_options(
         loss_options,
         dict(
@@ -250,14 +215,34 @@ def carrot_ce_kl_loss(
             label_smoothing=label_smoothing,
         ),
     )
+    T, lam, kl_direction, aux_ce_weight = lo.T, lo.lam, lo.kl_direction, lo.aux_ce_weight
+    stop_grad_plus, label_smoothing = lo.stop_grad_plus, lo.label_smoothing
     opts = options if options is not None else OperatorOptions()
-    logits, kl, aux, _, ce_args, stats = _consistency_terms(
-        z, y, classifier, logits, lo, opts, memory
+    opts.validate()
+    z_hat = _normalize(z)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    z_plus = _renormalize(z_plus)
+    if logits is None:
+        logits = classifier(z_hat)
+    logits_plus = classifier(z_plus)
+    kept, count = _kept(y, opts.ignore_index)
+    ce_args: dict[str, Any] = dict(
+        label_smoothing=label_smoothing, ignore_index=opts.ignore_index, count=count
     )
     ce = _cross_entropy(logits, y, **ce_args)
-    loss = ce + lo.lam * kl
-    if lo.aux_ce_weight > 0:
-        loss = loss + lo.aux_ce_weight * aux
+    kl = kl_consistency(
+        logits,
+        logits_plus,
+        T=T,
+        direction=kl_direction,
+        stop_grad_plus=stop_grad_plus,
+        weight=kept,
+    )
+    loss = ce + lam * kl
+    aux = torch.zeros((), device=z.device)
+    if aux_ce_weight > 0:
+        aux = _cross_entropy(logits_plus, y, **ce_args)
+        loss = loss + aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
     return loss, stats
 
@@ -287,11 +272,35 @@ def carrot_consistency_loss(
     Returns:
         ``(loss, stats)``: the 0-d term and the operator's stats plus detached ``kl``, ``aux_ce``.
     """
+    check_batch(z, y)
     lo = _loss_options(loss_options, {})
     opts = options if options is not None else OperatorOptions()
-    _, kl, aux, _, _, stats = _consistency_terms(z, y, classifier, logits, lo, opts, memory)
+    opts.validate()
+    z_hat = _normalize(z)
+    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
+    z_plus = _renormalize(z_plus)
+    if logits is None:
+        logits = classifier(z_hat)
+    logits_plus = classifier(z_plus)
+    kept, count = _kept(y, opts.ignore_index)
+    kl = kl_consistency(
+        logits,
+        logits_plus,
+        T=lo.T,
+        direction=lo.kl_direction,
+        stop_grad_plus=lo.stop_grad_plus,
+        weight=kept,
+    )
     loss = lo.lam * kl
+    aux = torch.zeros((), device=z.device)
     if lo.aux_ce_weight > 0:
+        aux = _cross_entropy(
+            logits_plus,
+            y,
+            label_smoothing=lo.label_smoothing,
+            ignore_index=opts.ignore_index,
+            count=count,
+        )
         loss = loss + lo.aux_ce_weight * aux
     stats.update(kl=kl.detach(), aux_ce=aux.detach())
     return loss, stats
