@@ -138,3 +138,20 @@ def test_carrot_on_top_of_another_method_adds_exactly_carrots_term() -> None:
         assert {"kl", "aux_ce"} <= set(got.parts) and "gamma" in got.stats
         alone_term = carrot_consistency_loss(zc, y, head, logits=logits, options=options)[0]
         assert alone_term.requires_grad
+
+
+def test_carrots_term_leaves_ignored_rows_out() -> None:
+    from carrot.functional import CEKLOptions
+
+    z, y, head = _batch(2)
+    y_ignored = y.clone()
+    y_ignored[[1, 6, 11]] = -100
+    kept = y_ignored != -100
+    lo = CEKLOptions(lam=1.5, aux_ce_weight=0.25, T=2.0)
+    got, stats = carrot_consistency_loss(z, y_ignored, head, loss_options=lo)
+    want, _ = carrot_consistency_loss(z[kept], y[kept], head, loss_options=lo)
+    torch.testing.assert_close(got, want)
+    assert {"kl", "aux_ce", "gamma"} <= stats.keys()
+    zg = z.clone().requires_grad_(True)
+    carrot_consistency_loss(zg, y_ignored, head, loss_options=lo)[0].backward()
+    assert torch.all(zg.grad[~kept] == 0) and zg.grad[kept].abs().sum() > 0
