@@ -170,3 +170,13 @@ def test_carrot_methods_lists_every_method(capsys) -> None:
     for name in method_names():
         assert re.search(rf"^{name}: ", text, re.M)
     assert "label_smoothing.smoothing = 0.1 (float, in [0, 1))" in text
+
+
+def test_every_method_is_in_the_readme_and_docs_tables() -> None:
+    root = SRC.parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Methods") : readme.index("## Public API")]
+    docs = (root / "docs" / "methods.md").read_text(encoding="utf-8")
+    for name in method_names():
+        assert f"| `{name}` |" in table, f"{name} is missing from README's method table"
+        assert f"| `{name}` |" in docs, f"{name} is missing from docs/methods.md's table"

@@ -52,6 +52,7 @@ class CarrotSettings(CEKLOptions, OperatorOptions):
     memory: bool = False
     """m_c from a running memory of every class's centroid, not only the batch's classes."""
     memory_momentum: float = ranged(0.9, Range(0, 1, open_hi=True))
+    """Momentum of the memory's moving averages of the class centres and radii."""
 
     def validate(self, *, prefix: str = "") -> None:
         OperatorOptions.validate(self, prefix=prefix)
