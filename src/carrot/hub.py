@@ -33,6 +33,8 @@ from carrot.train.model import FGVCModel, build_model, timm_name
 
 __all__ = ["CarrotTimmModel", "carrot_fgvc", "export_hf", "write_hf_folder"]
 
+_PROJECT = __name__.partition(".")[0]  # the package's name, carrot
+
 _EXTRA = "pip install 'carrot-fgvc[hf]'"
 # carrot's test resize (carrot.train.data.eval_resize) as timm's eval crop_mode
 _CROP_MODES = {"square": "squash", "short_side": "center", "full": "squash"}
@@ -187,7 +189,7 @@ def _hf_config(config: dict[str, Any], num_features: int) -> dict[str, Any]:
         "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         "label_names": config["label_names"],
-        "carrot": {k: config[k] for k in ("method", "dataset", "epoch", "carrot_version")},
+        _PROJECT: {k: config[k] for k in ("method", "dataset", "epoch", "carrot_version")},
     }
 
 
@@ -219,7 +221,7 @@ def _card(config: dict[str, Any], metrics: dict[str, float], name: str) -> str:
     data = ModelCardData(
         library_name="timm",
         pipeline_tag="image-classification",
-        tags=["image-classification", "timm", "carrot", "fine-grained", config["method"]],
+        tags=["image-classification", "timm", _PROJECT, "fine-grained", config["method"]],
         datasets=[dataset],
         metrics=["accuracy"],
         model_name=name,

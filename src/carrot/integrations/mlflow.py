@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 __all__ = ["MlflowLogger"]
 
+_PROJECT = __name__.partition(".")[0]  # the package's name, carrot
+
 _EXTRA = "pip install 'carrot-fgvc[mlflow]'"
 # MLflow's limits: 100 params a batch, 6000 characters a value (500 in older servers).
 _PARAMS_PER_BATCH = 100
@@ -65,7 +67,7 @@ class MlflowLogger:
                 self.client.update_run(run_id, status="RUNNING")
                 have = set(run.data.params)
             else:
-                name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "carrot"
+                name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or _PROJECT
                 exp = self.client.get_experiment_by_name(name)
                 exp_id = (
                     exp.experiment_id if exp is not None else self.client.create_experiment(name)

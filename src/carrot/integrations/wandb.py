@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 __all__ = ["WandbLogger", "wandb_mode"]
 
+_PROJECT = __name__.partition(".")[0]  # the package's name, carrot
+
 _EXTRA = "pip install 'carrot-fgvc[wandb]'"
 _EXIT_CODES = {"finished": 0, "killed": 255, "failed": 1}
 
@@ -58,7 +60,7 @@ class WandbLogger:
             print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
         self.wandb = wandb
         self.run: Any = wandb.init(
-            project=os.environ.get("WANDB_PROJECT") or "carrot",
+            project=os.environ.get("WANDB_PROJECT") or _PROJECT,
             dir=str(run_dir),
             id=run_id,
             resume="allow" if run_id else None,
