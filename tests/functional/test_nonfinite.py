@@ -1,0 +1,97 @@
+"""The non-finite contract of carrot_operator (issue 22, item 4): a row holding NaN or inf is
+left out of the statistics like an ignored label, comes back unchanged and is counted in the
+stats, on the default and the sync-free path alike; the other rows get exactly what the
+operator gives the batch without it (checked against the float64 oracle)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from oracle import oracle_operator
+
+from carrot import carrot_operator
+from carrot.functional.operator import summarize_stats
+from carrot.functional.options import OperatorOptions
+
+BAD = (float("nan"), float("inf"), -float("inf"))
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    z = torch.randn(12, 5, generator=g) * 0.3 + 2.0 * torch.randn(4, 5, generator=g)[y]
+    return z, y
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+@pytest.mark.parametrize("ignore_index", [-100, None])
+@pytest.mark.parametrize("bad", BAD)
+@pytest.mark.parametrize("rows", [[4], [0, 7], [9, 10]])
+def test_non_finite_rows_are_left_out_and_returned_unchanged(
+    sync_free: bool, ignore_index: int | None, bad: float, rows: list[int]
+) -> None:
+    z, y = _batch()
+    z_bad = z.clone()
+    for i in rows:
+        z_bad[i, i % 5] = bad
+    opts = OperatorOptions(sync_free=sync_free, ignore_index=ignore_index)
+    out, stats = carrot_operator(z_bad, y, options=opts)
+    keep = torch.tensor([i not in rows for i in range(12)])
+    expected = oracle_operator(z[keep], y[keep])[0]
+    torch.testing.assert_close(out[keep].double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[~keep], z_bad[~keep], equal_nan=True)
+    assert int(stats["nonfinite"]) == len(rows)
+    gamma = stats["gamma"][stats["valid"]]
+    assert torch.isfinite(gamma).all() and (gamma >= 1).all()
+    summary = summarize_stats(stats, sync=True)
+    assert all(math.isfinite(v) for v in summary.values())
+    assert summary["classes_in_batch"] == len(set(y[keep].tolist()))
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_both_paths_agree_and_finite_batches_are_untouched(sync_free: bool) -> None:
+    z, y = _batch(1)
+    plain, stats = carrot_operator(z, y, options=OperatorOptions(sync_free=sync_free))
+    assert int(stats["nonfinite"]) == 0
+    torch.testing.assert_close(plain.double(), oracle_operator(z, y)[0], rtol=1e-5, atol=1e-5)
+    z[3, 0] = float("nan")
+    a, _ = carrot_operator(z, y, options=OperatorOptions(sync_free=False))
+    b, _ = carrot_operator(z, y, options=OperatorOptions(sync_free=True))
+    torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_angular_space_and_gradients_of_finite_rows() -> None:
+    z, y = _batch(2)
+    z[5] = float("nan")
+    z = z.requires_grad_()
+    out, stats = carrot_operator(z, y, options=OperatorOptions(space="angular"))
+    assert torch.isnan(out[5]).all() and torch.isfinite(out[torch.arange(12) != 5]).all()
+    out[torch.arange(12) != 5].sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad[torch.arange(12) != 5]).all()
+    free, _ = carrot_operator(z.detach(), y, options=OperatorOptions(detach_stats=False))
+    assert torch.isfinite(free[torch.arange(12) != 5]).all()
+
+
+def test_a_class_whose_rows_are_all_non_finite_drops_out() -> None:
+    z, y = _batch(3)
+    z[y == 2] = float("inf")
+    out, stats = carrot_operator(z, y)
+    assert int(stats["nonfinite"]) == 3 and stats["classes_in_batch"] == 3
+    assert 2 not in stats["classes"][stats["valid"]].tolist()
+    keep = y != 2
+    torch.testing.assert_close(out[keep].double(), oracle_operator(z[keep], y[keep])[0], rtol=1e-5, atol=1e-5)
+    one_left = z.clone()
+    one_left[y != 0] = float("nan")  # one finite class: fewer than two, returned unchanged
+    same, stats = carrot_operator(one_left, y)
+    assert stats["skipped"] and same is one_left
+
+
+def test_fp16_input_keeps_its_dtype() -> None:
+    z, y = _batch(4)
+    z = z.half()
+    z[1, 1] = float("nan")
+    out, stats = carrot_operator(z, y)
+    assert out.dtype == torch.float16 and int(stats["nonfinite"]) == 1
+    assert torch.isfinite(out[torch.arange(12) != 1]).all()
