@@ -54,6 +54,11 @@ def _eval(args: argparse.Namespace) -> int:
     from carrot.train.trained import load_trained
 
     path = Path(args.checkpoint)
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(
+            f"--json {args.json} is a folder; give the file to write, e.g. "
+            f"{Path(args.json) / 'metrics.json'}."
+        )
     ckpt = load_checkpoint(path)  # read once for the model and its EMA
     trained = load_trained(path, overrides=args.overrides, checkpoint=ckpt)
     models = [("model", trained.model)]
@@ -92,7 +97,9 @@ def _eval(args: argparse.Namespace) -> int:
                 shown = " · ".join(f"{k} {v:.2f}" for k, v in metrics.items())
                 print(f"{name:>5}: {shown}")
             if args.json:
-                Path(args.json).write_text(json.dumps(results, indent=2))
+                from carrot.train.runtime import atomic_write_text
+
+                atomic_write_text(Path(args.json), json.dumps(results, indent=2) + "\n")
     finally:
         rt.teardown()
     return 0
@@ -247,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         DatasetError,
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,  # a path that is a file, a folder, unwritable...: the message names it
         ImportError,
         PretrainedWeightsError,
     ) as e:

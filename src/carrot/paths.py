@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "PLAIN_NAME",
+    "default_dir_mode",
     "default_file_mode",
     "fill_placeholders",
     "inside",
@@ -102,13 +103,11 @@ def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "outp
     return "".join(out)
 
 
-_MODE: list[int] = []
+_UMASK: list[int] = []
 
 
-def default_file_mode() -> int:
-    """0o666 less the process umask: the mode ``open()`` gives a new file (0644 under the usual
-    umask 022), for files written through a temporary (``mkstemp`` makes them 0600)."""
-    if not _MODE:
+def _umask() -> int:
+    if not _UMASK:
         mask = None
         try:
             for line in Path("/proc/self/status").read_text().splitlines():
@@ -119,8 +118,19 @@ def default_file_mode() -> int:
         if mask is None:
             mask = os.umask(0o022)  # read it back (not thread-safe; once per process)
             os.umask(mask)
-        _MODE.append(0o666 & ~mask)
-    return _MODE[0]
+        _UMASK.append(mask)
+    return _UMASK[0]
+
+
+def default_file_mode() -> int:
+    """0o666 less the process umask: the mode ``open()`` gives a new file (0644 under the usual
+    umask 022), for files written through a temporary (``mkstemp`` makes them 0600)."""
+    return 0o666 & ~_umask()
+
+
+def default_dir_mode() -> int:
+    """0o777 less the umask: the mode ``mkdir`` gives (``mkdtemp`` makes folders 0700)."""
+    return 0o777 & ~_umask()
 
 
 def make_readable(fd: int) -> None:

@@ -9,11 +9,12 @@ import math
 
 import pytest
 import torch
-from oracle import oracle_operator
 
 from carrot import carrot_operator
 from carrot.functional.operator import summarize_stats
 from carrot.functional.options import OperatorOptions
+
+from oracle import oracle_operator
 
 BAD = (float("nan"), float("inf"), -float("inf"))
 
@@ -66,7 +67,7 @@ def test_angular_space_and_gradients_of_finite_rows() -> None:
     z, y = _batch(2)
     z[5] = float("nan")
     z = z.requires_grad_()
-    out, stats = carrot_operator(z, y, options=OperatorOptions(space="angular"))
+    out, _ = carrot_operator(z, y, options=OperatorOptions(space="angular"))
     assert torch.isnan(out[5]).all() and torch.isfinite(out[torch.arange(12) != 5]).all()
     out[torch.arange(12) != 5].sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad[torch.arange(12) != 5]).all()
@@ -81,7 +82,9 @@ def test_a_class_whose_rows_are_all_non_finite_drops_out() -> None:
     assert int(stats["nonfinite"]) == 3 and stats["classes_in_batch"] == 3
     assert 2 not in stats["classes"][stats["valid"]].tolist()
     keep = y != 2
-    torch.testing.assert_close(out[keep].double(), oracle_operator(z[keep], y[keep])[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out[keep].double(), oracle_operator(z[keep], y[keep])[0], rtol=1e-5, atol=1e-5
+    )
     one_left = z.clone()
     one_left[y != 0] = float("nan")  # one finite class: fewer than two, returned unchanged
     same, stats = carrot_operator(one_left, y)

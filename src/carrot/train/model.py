@@ -328,6 +328,12 @@ def create_backbone(
     if image_size is not None and _fixed_input_size(name):
         kwargs["img_size"] = image_size
     kwargs.update(cfg.timm_kwargs)
+    if not cfg.pretrained and cfg.pretrained_path is not None:
+        raise ValueError(
+            f"model.pretrained_path is set ({cfg.pretrained_path}) but model.pretrained is false, "
+            "so the file would not be read: set model.pretrained=true to start from it, or "
+            "model.pretrained_path=null to train from scratch."
+        )
     if not cfg.pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     if cfg.pretrained_path is None:
@@ -348,6 +354,9 @@ def create_backbone(
         )
     contents = _read_file(path)
     state = _unwrap(contents, path)
+    from carrot.train.checkpoint import check_weights
+
+    check_weights(state, f"the weights in model.pretrained_path {path}")
     preprocessing = weights_preprocessing(path, contents)
     del contents  # a checkpoint's other entries (optimizer state) are not needed
     default = timm.models.get_pretrained_cfg(name)

@@ -122,7 +122,13 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
         while True:
             legacy = (candidate / "checkpoints").exists() or (candidate / "metrics.jsonl").exists()
             if not legacy:
-                candidate.mkdir(parents=True, exist_ok=True)
+                try:
+                    candidate.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise ConfigError(
+                        f"output_dir {candidate} cannot be created ({e.strerror or e}: "
+                        f"{e.filename or candidate}); choose a folder under a writable directory."
+                    ) from e
                 try:
                     fd = os.open(candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
                 except FileExistsError:
@@ -156,7 +162,7 @@ def release_run_dir(run_dir: Path) -> None:
 
     if (run_dir / "checkpoints").exists():
         return
-    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl"):
+    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl", "data.json"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     try:
