@@ -66,7 +66,7 @@ def convert_image(img: Image.Image, mode: str) -> Image.Image:
     if img.mode in _HIGH_BIT_MODES:
         values = np.asarray(img).astype(np.int64).clip(0, 65535)
         img = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    return img if img.mode == mode else img.convert(mode)
+    return img.convert(mode)  # a loaded copy, also in the same mode (the file is closed next)
 
 
 def load_rgb(path: Path, *, crop_bottom: int = 0) -> Image.Image:

@@ -130,7 +130,9 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
                         f"{e.filename or candidate}); choose a folder under a writable directory."
                     ) from e
                 try:
-                    fd = os.open(candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    fd = os.open(
+                        candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666
+                    )
                 except FileExistsError:
                     pass
                 else:
