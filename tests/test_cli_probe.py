@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_run import carrot_cli, one_line_error
 from PIL import Image
+
+from cli_run import carrot_cli, one_line_error
 
 pytestmark = pytest.mark.slow
 COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
@@ -116,7 +117,9 @@ def test_export_config_is_validated(run: Path, tmp_path: Path) -> None:
     from carrot.export import ExportError
 
     good = tmp_path / "good"
-    done = carrot_cli("export", "--checkpoint", run / "run" / "checkpoints" / "last.pt", "--out", good)
+    done = carrot_cli(
+        "export", "--checkpoint", run / "run" / "checkpoints" / "last.pt", "--out", good
+    )
     assert done.returncode == 0, done.stderr
     config = json.loads((good / "config.json").read_text())
     cases = {
@@ -197,7 +200,9 @@ def test_sixteen_bit_images_are_scaled_in_predict_and_training(run: Path, tmp_pa
     assert Image.open(path).mode == "I;16"
     rgb = np.asarray(load_rgb(path))
     assert (rgb[..., 0] == 255).mean() < 0.05  # PIL's clipping made 98% of it white
-    assert np.array_equal(rgb[0, :, 0], np.round(ramp[0].astype(np.int64) * 255 / 65535).astype(np.uint8))
+    assert np.array_equal(
+        rgb[0, :, 0], np.round(ramp[0].astype(np.int64) * 255 / 65535).astype(np.uint8)
+    )
     preds = tmp_path / "p.csv"
     done = carrot_cli("predict", "--checkpoint", run / "run" / "checkpoints" / "last.pt",
                       path.parent, "--out", preds)  # fmt: skip

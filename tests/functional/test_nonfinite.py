@@ -98,3 +98,48 @@ def test_fp16_input_keeps_its_dtype() -> None:
     out, stats = carrot_operator(z, y)
     assert out.dtype == torch.float16 and int(stats["nonfinite"]) == 1
     assert torch.isfinite(out[torch.arange(12) != 1]).all()
+
+
+def test_a_pairwise_matrix_too_large_for_memory_names_its_dimensions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As with 100,000 classes in one batch: the allocator's failure becomes one line naming C."""
+    import carrot.functional.geometry as geometry
+
+    def no_memory(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: "
+            "you tried to allocate 40000000000 bytes."
+        )
+
+    z, y = _batch()
+    monkeypatch.setattr(geometry.torch, "addmm", no_memory)
+    with pytest.raises(ValueError, match=r"C classes in the batch × R.* of 4 × 4 .*fewer classes"):
+        carrot_operator(z, y)
+    monkeypatch.undo()
+    real_eq = torch.Tensor.__eq__
+    calls = {"n": 0}
+
+    def eq(a: torch.Tensor, b: object) -> torch.Tensor:
+        if isinstance(b, torch.Tensor) and a.ndim == 2 and a.shape[1] == 1 and b.ndim == 2:
+            calls["n"] += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.31 GiB")
+        return real_eq(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__eq__", eq)
+    with pytest.raises(
+        ValueError, match=r"label comparison matrix \(B × B\) of 12 × 12 .*sync_free=False"
+    ):
+        carrot_operator(z, y, options=OperatorOptions(sync_free=True))
+    assert calls["n"] == 1
+
+
+def test_other_runtime_errors_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    import carrot.functional.geometry as geometry
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(geometry.torch, "addmm", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        carrot_operator(*_batch())

@@ -46,7 +46,9 @@ def carrot_operator(
     A batch with fewer than two classes is returned unchanged (the very tensor ``z``; with
     ``sync_free``, an equal tensor, and ``skipped`` is a 0-d tensor) and
     ``stats["skipped"]`` is true; so is an empty batch. Rows labelled ``options.ignore_index``
-    (-100, as in cross-entropy) are left out of the statistics and come back unchanged. Under
+    (-100, as in cross-entropy) are left out of the statistics and come back unchanged, and so are
+    rows holding a NaN or an infinity (counted in ``stats["nonfinite"]``, see
+    :func:`exclude_nonfinite`). Under
     ``torch.distributed`` with more than one rank, the statistics see all ranks' embeddings and
     each rank transforms its own, unless ``options.global_stats`` is false.
 
@@ -67,7 +69,8 @@ def carrot_operator(
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
-        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
+        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped``, ``nonfinite``
+        (rows left out for holding NaN or inf, a 0-d tensor) and, with a
         memory, ``memory_skipped`` (classes whose non-finite statistics the memory refused).
     """
     opts = options if options is not None else OperatorOptions()
