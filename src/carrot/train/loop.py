@@ -141,16 +141,16 @@ class Trainer:
         )
         splits = load_splits(cfg)
         check_two_classes(cfg, splits.num_classes)
-        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
-            check_fingerprint(
-                self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main
-            )
         if checkpoint is not None:
             check_classes(
                 checkpoint.get("classes"),
                 splits.train.classes,
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
+            )
+        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
+            check_fingerprint(
+                self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main
             )
         # A resumed run takes every weight from its checkpoint: none is downloaded or read.
         model_cfg = (
