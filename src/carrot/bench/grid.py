@@ -117,10 +117,24 @@ def _literal(path: Path) -> str:
     return str(path).replace("{", "{{").replace("}", "}}")
 
 
+def _sets_scratch(overrides: Sequence[str]) -> bool:
+    """Whether the last ``model.pretrained=...`` of ``overrides`` turns pretraining off (a
+    variant trained from scratch on a fine-tuning dataset: it gets no weights path)."""
+    from carrot.train.config import _parse_scalar
+
+    value = None
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key.strip() == "model.pretrained":
+            value = _parse_scalar(text)
+    return value is False or (isinstance(value, str) and value.lower() in ("false", "no", "off"))
+
+
 def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> Job:
     dataset = suite.datasets[cell.dataset]
     pretrained: tuple[str, ...] = ()
-    if dataset.pretrained is not None:
+    later = (*suite.pins, *suite.methods[cell.method].overrides, *extra)
+    if dataset.pretrained is not None and not _sets_scratch(later):
         pretrained = (
             "model.pretrained=true",
             f"model.pretrained_path={weights_path(out, dataset.pretrained, cell.seed)}",
@@ -137,7 +151,7 @@ def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> 
         *extra,
     )
     # The weights' path follows --out; the pretraining run they come from is matched on its own.
-    ignore = ("model.pretrained_path",) if pretrained else ()
+    ignore = ("model.pretrained_path",) if dataset.pretrained is not None else ()
     return Job(run, dataset.config, overrides, ignore)
 
 
