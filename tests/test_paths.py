@@ -49,6 +49,7 @@ def test_placeholders_name_keys() -> None:
     assert fill_placeholders("runs/{data.name}-{method}-s{seed}", values) == "runs/digits-ce-s3"
     assert fill_placeholders("r/{train.lr}/{{literal}}", values) == "r/0.05/{literal}"
     assert fill_placeholders("r/{train.amp}-{model.pretrained}", values) == "r/off-false"
+    assert fill_placeholders("r/s{seed:03d}-{train.lr:.3f}", values) == "r/s003-0.050"
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,9 @@ def test_placeholders_name_keys() -> None:
         "/x/{data}",
         "/x/{data[name]}",
         "/x/{seed!r}",
-        "/x/{seed:>10}",
+        "/x/{seed:>1000000000}",
+        "/x/{seed:{seed}}",
+        "/x/{method:d}",
         "/x/{method:{seed}}",
         "/x/{0}",
         "/x/{}",

@@ -59,13 +59,17 @@ def inside(path: Path, root: Path, what: str) -> Path:
 
 
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SPEC = re.compile(r"[<>^]?0?[0-9]{0,2}(?:\.[0-9]{1,2})?[dfgs]?")
+"""Format specs a placeholder may carry: alignment, zero padding, a width and precision below
+100, a type (``{seed:03d}``, ``{carrot.lam:.2f}``); nothing nested, nothing huge."""
 
 
 def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "output_dir") -> str:
     """``template`` with each ``{a.b}`` replaced by ``values["a.b"]`` (a flattened config).
 
     Placeholders may only name keys: no attribute access beyond the dotted key, no indexing, no
-    conversion (``!r``) and no format spec; ``{{`` and ``}}`` are literal braces. A value holding a path separator, a NUL or ``..`` is refused too, since it becomes part of a path.
+    conversion (``!r``), and only a short plain format spec (``{seed:03d}``); ``{{`` and ``}}`` are
+    literal braces. A value holding a path separator, a NUL or ``..`` is refused too, since it becomes part of a path.
 
     Args:
         template: e.g. ``"runs/{data.name}-{method}-s{seed}"``.
@@ -81,10 +85,10 @@ def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "outp
         out.append(literal)
         if field is None:
             continue
-        if conversion is not None or spec or not _FIELD.fullmatch(field):
+        if conversion is not None or not _SPEC.fullmatch(spec or "") or not _FIELD.fullmatch(field):
             raise ValueError(
-                f"{key} placeholders must name a config key, like {{data.name}} or {{seed}} (no "
-                f"indexing, attributes, conversions or format specs), got "
+                f"{key} placeholders must name a config key, like {{data.name}} or {{seed:03d}} "
+                f"(no indexing, attributes, conversions or nested or long format specs), got "
                 f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}."
             )
         if field not in values or isinstance(values[field], dict):
@@ -94,6 +98,13 @@ def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "outp
             )
         value = values[field]
         text = str(value).lower() if isinstance(value, bool) else str(value)
+        if spec:
+            try:
+                text = format(value, spec)
+            except (ValueError, TypeError) as e:
+                raise ValueError(
+                    f"{key} placeholder {{{field}:{spec}}} does not fit the value {value!r} ({e})."
+                ) from e
         if "/" in text or "\\" in text or "\0" in text or ".." in text or not text:
             raise ValueError(
                 f"{key} placeholder {{{field}}} has the value {text!r}, which cannot be part of a "

@@ -70,3 +70,37 @@ def test_one_class_datasets_are_refused_for_batch_statistics(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="needs at least two classes in every batch"):
         Trainer(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrained_weights_and_their_preprocessing_are_checked(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    from carrot.train.checkpoint import CheckpointError
+    from carrot.train.config import ModelConfig
+    from carrot.train.model import create_backbone
+
+    state = timm.create_model("carrot_cnn", num_classes=0, widths=[4, 8]).state_dict()
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    cfg = ModelConfig(backbone="carrot_cnn", pretrained=True, pretrained_path=str(weights))
+    cfg.timm_kwargs = {"widths": [4, 8]}
+    create_backbone(cfg)  # loads
+    for bad, message in (
+        ({"std": [0.0, 0.2, 0.2]}, "std must be"),
+        ({"mean": [float("nan")] * 3}, "mean must be"),
+        ({"interpolation": "lanczos9"}, "interpolation must be"),
+        ({"crop_pct": 3}, "crop_pct must be"),
+    ):
+        (tmp_path / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            create_backbone(cfg)
+    (tmp_path / "config.json").unlink()
+    first = next(iter(state))
+    state[first] = state[first].clone().fill_(float("inf"))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    with pytest.raises(CheckpointError, match="hold NaN or inf"):
+        create_backbone(cfg)
+    cfg.pretrained = False
+    with pytest.raises(ValueError, match="model.pretrained_path is set .* but model.pretrained"):
+        create_backbone(cfg)
