@@ -28,6 +28,7 @@ def _intact(victim: Path) -> None:
     assert (victim / "precious.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["../../../../victim", "/tmp/victim", ".."])
 def test_a_method_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> None:
     victim = _victim(tmp_path)
@@ -45,6 +46,7 @@ def test_a_method_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> N
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["../../x", "/abs"])
 def test_a_report_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> None:
     out = tmp_path / "out"
@@ -55,6 +57,7 @@ def test_a_report_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> N
     assert (tmp_path / "results.md").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_suite_names_of_datasets_variants_and_pretrainings_are_plain(tmp_path: Path) -> None:
     base = {
         "seeds": [0],
