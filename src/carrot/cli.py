@@ -56,6 +56,11 @@ def _eval(args: argparse.Namespace) -> int:
     from carrot.train.tta import with_tta
 
     path = Path(args.checkpoint)
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(
+            f"--json {args.json} is a folder; give the file to write, e.g. "
+            f"{Path(args.json) / 'metrics.json'}."
+        )
     ckpt = load_checkpoint(path)  # read once for the model and its EMA
     trained = load_trained(path, overrides=args.overrides, checkpoint=ckpt)
     models = [("model", trained.model)]
@@ -112,8 +117,10 @@ def _eval(args: argparse.Namespace) -> int:
             if args.report:
                 print(f"report: {args.report}")
             if args.json:
+                from carrot.train.runtime import atomic_write_text
+
                 merged = {name: {**results[name], **extras[name]} for name in results}
-                Path(args.json).write_text(json.dumps(merged, indent=2, allow_nan=False))
+                atomic_write_text(Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n")
     finally:
         rt.teardown()
     return 0
@@ -286,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         DatasetError,
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,  # a path that is a file, a folder, unwritable...: the message names it
         ImportError,
         PretrainedWeightsError,
     ) as e:

@@ -39,6 +39,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from carrot.paths import plain_name
+
 __all__ = [
     "TRAINER_METHODS",
     "DatasetSpec",
@@ -179,6 +181,7 @@ def parse_methods(
     out: dict[str, MethodSpec] = {}
     for name, spec in _mapping(data, source, key).items():
         where = f"{key}.{name}" if key else str(name)
+        plain_name(name, f"{_where(source, where)}: the method name")
         if name in known:
             raise ValueError(
                 f"{_where(source, where)}: method {name!r} is already defined "
@@ -256,6 +259,7 @@ def packaged_suites() -> list[str]:
 
 
 def _dataset(name: str, spec: Any, source: str, key: str, base_dir: Path | None) -> DatasetSpec:
+    plain_name(name, f"{_where(source, key)}: the name")
     spec = _check_keys(spec, _DATASET_KEYS, source, key)
     config = spec.get("config")
     path = None
@@ -380,7 +384,7 @@ def load_suite(suite: str | Path, *, methods_file: str | Path | None = None) -> 
         )
     return suite_from_dict(
         _read_yaml(path.read_text(), str(path)),
-        name=path.stem,
+        name=plain_name(path.stem, f"the suite file name {path.name!r} (without .yaml)"),
         source=str(path),
         base_dir=path.parent,
         methods=methods,
@@ -419,7 +423,7 @@ def config_suite(
 
     for m in methods or ("ce", "carrot"):
         add(m)
-    name = path.stem
+    name = plain_name(path.stem, f"the config file name {path.name!r} (without .yaml)")
     dataset = DatasetSpec(
         name,
         f"{path}: {cfg.data.name}, {cfg.model.backbone}",

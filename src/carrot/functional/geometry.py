@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carrot.functional.limits import pairwise_memory
 from carrot.functional.options import Space
 
 __all__ = [
@@ -278,7 +279,14 @@ def _segment(
         valid = classes != ignore_index if ignored else None
         return classes, inverse, counts, valid, n - ignored
     n = y.shape[0]
-    same = y[:, None] == y[None, :]  # (B, B)
+    with pairwise_memory(
+        "sync_free's label comparison matrix (B × B)",
+        n,
+        n,
+        torch.bool,
+        "use a smaller batch, or sync_free=False (the compact class list) for batches this large.",
+    ):
+        same = y[:, None] == y[None, :]  # (B, B)
     position = torch.arange(n, device=y.device)
     inverse = torch.where(same, position[None, :], n).amin(1) if n else position  # (B,)
     first = inverse == position  # the slot of a class: its first sample
@@ -328,7 +336,16 @@ def nearest_reference(
         ref = q if same else refs.to(query.dtype) - center
         q_sq = torch.linalg.vector_norm(q, dim=1).square_()
         r_sq = q_sq if same else torch.linalg.vector_norm(ref, dim=1).square_()
-        d2 = torch.addmm(q_sq[:, None] + r_sq, q, ref.T, alpha=-2.0)  # (C, R)
+        with pairwise_memory(
+            "the matrix of distances between class centroids (C classes in the batch × R "
+            "references)",
+            c,
+            r,
+            query.dtype,
+            "C is the number of classes in one batch (or the batch size with sync_free). Use "
+            "fewer classes per batch (a P×K sampler with a smaller P) or a smaller batch.",
+        ):
+            d2 = torch.addmm(q_sq[:, None] + r_sq, q, ref.T, alpha=-2.0)  # (C, R)
         if same:
             d2.fill_diagonal_(float("inf"))
         if blocked is not None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from carrot.functional.geometry import (
+    check_batch,
     chord_to_angle,
     class_geometry,
     expand_angular,
@@ -21,7 +22,7 @@ from carrot.functional.options import OperatorOptions
 if TYPE_CHECKING:
     from carrot.memory import ClassMemory
 
-__all__ = ["apply_operator", "carrot_operator", "summarize_stats"]
+__all__ = ["apply_operator", "carrot_operator", "exclude_nonfinite", "summarize_stats"]
 
 
 def carrot_operator(
@@ -45,7 +46,9 @@ def carrot_operator(
     A batch with fewer than two classes is returned unchanged (the very tensor ``z``; with
     ``sync_free``, an equal tensor, and ``skipped`` is a 0-d tensor) and
     ``stats["skipped"]`` is true; so is an empty batch. Rows labelled ``options.ignore_index``
-    (-100, as in cross-entropy) are left out of the statistics and come back unchanged. Under
+    (-100, as in cross-entropy) are left out of the statistics and come back unchanged, and so are
+    rows holding a NaN or an infinity (counted in ``stats["nonfinite"]``, see
+    :func:`exclude_nonfinite`). Under
     ``torch.distributed`` with more than one rank, the statistics see all ranks' embeddings and
     each rank transforms its own, unless ``options.global_stats`` is false.
 
@@ -66,7 +69,8 @@ def carrot_operator(
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
-        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
+        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped``, ``nonfinite``
+        (rows left out for holding NaN or inf, a 0-d tensor) and, with a
         memory, ``memory_skipped`` (classes whose non-finite statistics the memory refused).
     """
     opts = options if options is not None else OperatorOptions()
@@ -78,6 +82,37 @@ def carrot_operator(
     else:
         opts.validate()
     return apply_operator(z, y, opts, memory=memory)
+
+
+def exclude_nonfinite(
+    z: Tensor, y: Tensor, ignore_index: int | None
+) -> tuple[Tensor, Tensor, int | None, Tensor]:
+    """The non-finite contract: a row of ``z`` holding a NaN or an infinity is left out of the
+    statistics exactly as an ignored label is (it joins the ignored slot, with zeros in place of
+    its values so that it cannot poison the batch's sums or scale), and comes back unchanged;
+    the number of such rows is ``stats["nonfinite"]``. A trainer sees the NaN in its loss and
+    stops there.
+
+    Returns ``(z_stats, y_stats, ignore_index, nonfinite)``: what the statistics see, the label
+    they ignore (``ignore_index``, or the dtype's smallest integer when that is None) and the
+    count, a 0-d tensor (no host sync).
+
+    Args:
+        z: Embeddings. Shape: (B, D).
+        y: Labels. Shape: (B,).
+        ignore_index: The ignored label, or None.
+    """
+    finite = torch.isfinite(z).all(dim=1)  # (B,)
+    nonfinite = finite.numel() - finite.sum()
+    if z.device.type == "cpu" and not torch.compiler.is_compiling() and bool(finite.all()):
+        return z, y, ignore_index, nonfinite  # nothing to exclude (free to know on a CPU)
+    if ignore_index is None:
+        ignore_index = torch.iinfo(y.dtype).min
+    elif not torch.iinfo(y.dtype).min <= ignore_index <= torch.iinfo(y.dtype).max:
+        y = y.long()
+    z_stats = torch.where(finite[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    y_stats = torch.where(finite, y, torch.full_like(y, ignore_index))
+    return z_stats, y_stats, ignore_index, nonfinite
 
 
 def apply_operator(
@@ -95,15 +130,17 @@ def apply_operator(
         from carrot.distributed import default_reducer
 
         reducer = default_reducer()
+    check_batch(z, y)
+    z_stats, y_stats, ignore_index, nonfinite = exclude_nonfinite(z, y, opts.ignore_index)
     with torch.set_grad_enabled(torch.is_grad_enabled() and not opts.detach_stats):
         geometry = class_geometry(
-            z,
-            y,
+            z_stats,
+            y_stats,
             unbiased_radius=opts.unbiased_radius,
             sync_free=opts.sync_free,
             reducer=reducer,
             space=opts.space,
-            ignore_index=opts.ignore_index,
+            ignore_index=ignore_index,
             rescale=not unit_norm,
         )
         if memory is not None:
@@ -144,6 +181,7 @@ def apply_operator(
         "valid": geometry.valid,
         "classes_in_batch": classes_in_batch,
         "skipped": skipped,
+        "nonfinite": nonfinite,
     }
     if memory is not None:
         stats["memory_skipped"] = memory_skipped

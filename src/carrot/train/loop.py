@@ -33,6 +33,12 @@ from carrot.train.config import (
 from carrot.train.data import DataBundle, build_data, load_splits, resolve_data_config
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
 from carrot.train.evaluate import evaluate
+from carrot.train.guards import (
+    check_fingerprint,
+    check_outside_data,
+    check_two_classes,
+    data_fingerprint,
+)
 from carrot.train.methods import carrot_settings, compute_loss, lam_at
 from carrot.train.model import build_model
 from carrot.train.monitor import EpochMeter, agreed, collapse_message, collapse_reasons
@@ -124,6 +130,7 @@ class Trainer:
     def _setup(self, checkpoint: dict[str, Any] | None) -> None:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
+        check_outside_data(self.run_dir, cfg)  # before anything is created there
         if checkpoint is None:
             self.run_dir = self._claimed = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic
@@ -133,6 +140,7 @@ class Trainer:
             device=rt.device,
         )
         splits = load_splits(cfg)
+        check_two_classes(cfg, splits.num_classes)
         if checkpoint is not None:
             check_classes(
                 checkpoint.get("classes"),
@@ -140,8 +148,16 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
             )
+        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
+            check_fingerprint(
+                self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main
+            )
         # A resumed run takes every weight from its checkpoint: none is downloaded or read.
-        model_cfg = cfg.model if checkpoint is None else replace(cfg.model, pretrained=False)
+        model_cfg = (
+            cfg.model
+            if checkpoint is None
+            else replace(cfg.model, pretrained=False, pretrained_path=None)
+        )
         self.model = build_model(
             model_cfg,
             num_classes=splits.num_classes,

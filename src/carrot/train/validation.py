@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["RANGES", "Range", "validate"]
 
 
+BATCH_STATISTICS_METHODS = ("carrot", "supcon", "supcon_carrot")
+"""Methods whose loss uses statistics across the classes of a batch (CARROT's centroids,
+SupCon's negatives): they need k >= 2 images of each of >= 2 classes in every batch."""
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         from carrot.train.config import ConfigError
@@ -137,11 +142,18 @@ def validate(cfg: Config) -> None:
         t.batch_size >= t.k and t.batch_size % t.k == 0,
         f"train.batch_size must be a positive multiple of train.k={t.k}, got {t.batch_size}.",
     )
-    if cfg.method in ("carrot", "supcon", "supcon_carrot"):
+    if cfg.method in BATCH_STATISTICS_METHODS:
         _check(
             t.k >= 2,
             f"train.k must be >= 2 for method={cfg.method}, got {t.k}: with one image per class every class "
             "is a single point (γ = 1, no SupCon positives) and the method does nothing.",
+        )
+        _check(
+            t.batch_size // t.k >= 2,
+            f"train.batch_size must hold at least two classes (train.batch_size / train.k >= 2) for "
+            f"method={cfg.method}, got batch_size={t.batch_size} with k={t.k}: a batch of one class "
+            "has no other class to measure (γ = 1 on every step, no SupCon negatives) and the "
+            "method does nothing. Raise train.batch_size or lower train.k.",
         )
     _check(
         t.warmup_epochs <= t.epochs,
