@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from carrot import __version__
+from carrot.version import __version__
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -30,16 +30,16 @@ class ExportError(ValueError):
 
 
 def _config_json(trained: Any) -> dict[str, Any]:
-    from carrot import __version__
     from carrot.train.data import eval_resize
-    from carrot.train.model import _fixed_input_size, timm_name
+    from carrot.train.model import fixed_input_size, timm_name
+    from carrot.version import __version__
 
     cfg = trained.cfg
     d, m = cfg.data, cfg.model
     timm_kwargs: dict[str, Any] = dict(m.timm_kwargs)
     if trained.in_chans != 3:
         timm_kwargs["in_chans"] = trained.in_chans
-    if _fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
+    if fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
         timm_kwargs["img_size"] = d.image_size
     head = trained.model.head
     scale = float(head.log_scale.exp()) if hasattr(head, "log_scale") else None

@@ -22,30 +22,35 @@ partial sums over ranks. Without one, the statistics are those of the local batc
 
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carrot.functional.numerics import (
+    _NO_DATA,
+    _eager_cpu,
+    _exponent,
+    _is_one,
+    _ldexp,
+    check_batch,
+    compute_dtype,
+    no_autocast,
+    safe_normalize,
+    safe_sqrt,
+)
 from carrot.functional.options import Space
 
 __all__ = [
     "ClassGeometry",
-    "Space",
+    "Remembered",
     "StatsReducer",
     "chord_to_angle",
     "class_geometry",
-    "compute_dtype",
-    "expand",
-    "expand_angular",
-    "expand_rows",
-    "expansion_factors",
     "log_map",
     "nearest_reference",
-    "safe_normalize",
+    "remembered_distance",
 ]
 
 # How many nearest-centroid candidates, found on a Gram matrix, get their distance recomputed
@@ -54,10 +59,6 @@ _NEAREST_CANDIDATES = 4
 # A class whose RMS radius is below this many units of roundoff of its centroid's norm has no
 # spread (one image, or copies of one image): its γ is 1.
 _DEGENERATE_ULPS = 64
-# Embeddings are rescaled (by a power of two, exactly) only when their largest magnitude lies
-# outside [2^-30, 2^30]: squared norms of D <= 2^20 such values stay far inside float32's range.
-_SCALE_FREE_EXPONENT = 30
-
 
 class StatsReducer(Protocol):
     """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
@@ -108,52 +109,12 @@ class ClassGeometry(NamedTuple):
     """Classes present (valid slots): an int for the compact list, a 0-d tensor (no host sync)
     with ``sync_free``."""
 
-    @property
-    def num_slots(self) -> int:
-        return int(self.classes.shape[0])
-
     def unscaled(self, x: Tensor) -> Tensor:
         """``x`` (one of the scaled statistics) in the embeddings' units; ``inf`` where that is
         beyond the dtype's range."""
         if _is_one(self.scale):
             return x
         return x * self.scale
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype statistics are computed in: float64 for float64 input, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_batch(z: Tensor, y: Tensor) -> None:
-    """Raises ``ValueError`` unless ``z`` is a (B, D) float tensor and ``y`` (B,) integer labels."""
-    if not isinstance(z, Tensor) or z.ndim != 2 or not z.is_floating_point():
-        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        dtype = z.dtype if isinstance(z, Tensor) else None
-        raise ValueError(
-            f"z must be a floating-point tensor of shape (B, D), got shape {shape} and dtype "
-            f"{dtype}; flatten or pool your features to one vector per image first."
-        )
-    if (
-        not isinstance(y, Tensor)
-        or y.ndim != 1
-        or y.is_floating_point()
-        or y.is_complex()
-        or y.dtype == torch.bool
-    ):
-        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        dtype = y.dtype if isinstance(y, Tensor) else None
-        raise ValueError(
-            f"y must be an integer tensor of class indices with shape (B,), got shape {shape} "
-            f"and dtype {dtype}; pass hard labels (soft or one-hot targets have no class geometry)."
-        )
-    if y.shape[0] != z.shape[0]:
-        raise ValueError(
-            f"z and y must hold the same number of samples, got z of shape {tuple(z.shape)} "
-            f"and y of shape {tuple(y.shape)}."
-        )
-    if y.device != z.device:
-        raise ValueError(f"z and y must be on the same device, got {z.device} and {y.device}.")
 
 
 def log_map(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -180,79 +141,6 @@ def chord_to_angle(chord: Tensor) -> Tensor:
     """Angle between unit vectors from their Euclidean distance: 2 asin(d / 2), inf stays inf."""
     half = (chord / 2).clamp(max=1.0 - 1e-7)
     return torch.where(torch.isinf(chord), chord, 2.0 * torch.asin(half))
-
-
-def _safe_sqrt(x: Tensor) -> Tensor:
-    """sqrt with a zero (not NaN) gradient at 0."""
-    if not x.requires_grad:
-        return x.clamp_min(0.0).sqrt_()
-    positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
-
-
-def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
-    """Disables autocast where it is on (entering the context costs more than checking)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-# The exponent of a batch with no data (empty, or all zeros): below any real one, so that under
-# DDP an empty rank does not outvote the others' tiny embeddings; read as 0 after the max.
-_NO_DATA = -(2**30)
-
-
-def _exponent(x: Tensor) -> Tensor:
-    """e such that ``x * 2^-e`` has its largest magnitude inside [2^-30, 2^30] (0 when it already
-    has; :data:`_NO_DATA` when ``x`` is empty or all zero). A 0-d int32 tensor; no host sync on
-    a GPU (on a CPU, reading a number back is free, and fewer ops are faster)."""
-    if x.numel() == 0:
-        return torch.full((), _NO_DATA, dtype=torch.int32, device=x.device)
-    amax = torch.linalg.vector_norm(x, ord=math.inf)
-    if _eager_cpu(x):
-        value = float(amax)
-        if value == 0.0 or not math.isfinite(value):
-            return torch.tensor(_NO_DATA if value == 0.0 else 0, dtype=torch.int32)
-        exp = math.frexp(value)[1]
-        exp -= max(-_SCALE_FREE_EXPONENT, min(_SCALE_FREE_EXPONENT, exp))
-        return torch.tensor(exp, dtype=torch.int32)
-    _, e = torch.frexp(amax)
-    e = e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
-    return torch.where(amax == 0, _NO_DATA, e).to(torch.int32)
-
-
-def _eager_cpu(x: Tensor) -> bool:
-    """On a CPU, outside torch.compile, reading a number back costs nothing: data-dependent
-    shortcuts are worth taking there (a compiled graph must not branch on data)."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _ldexp(x: Tensor, e: Tensor) -> Tensor:
-    """x · 2^e, exact, for any e a float of x's dtype can reach: float64's 2^e itself overflows
-    beyond |e| = 1023, so there it is applied in two halves."""
-    if x.dtype == torch.float64:
-        half = torch.div(e, 2, rounding_mode="floor")
-        return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (e - half).to(x.dtype))
-    return torch.ldexp(x, e.to(x.dtype))
-
-
-def _exponent_range(dtype: torch.dtype) -> tuple[int, int]:
-    """Exponents e with 2^-e a normal number of ``dtype`` (float32: -125..128)."""
-    info = torch.finfo(dtype)
-    return math.frexp(info.tiny)[1], math.frexp(info.max)[1]
-
-
-def safe_normalize(x: Tensor) -> Tensor:
-    """L2-normalized rows, correct for any finite input: each row is first scaled by a power of two
-    (exact) so that its squared norm cannot overflow (rows beyond ~1.8e19 in float32) or
-    underflow. Equal to ``F.normalize(x, dim=1)`` wherever that is finite.
-
-    Args:
-        x: Shape: (B, D).
-    """
-    _, e = torch.frexp(torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True))
-    lo, hi = _exponent_range(x.dtype)  # 2^-e must itself be representable
-    return F.normalize(torch.ldexp(x, -e.clamp(lo, hi).to(x.dtype)), dim=1)
 
 
 def _segment(
@@ -464,7 +352,7 @@ def class_geometry(
         r2 = sq / denom
         if unbiased_radius:
             r2 = r2 * denom / (counts - 1.0).clamp_min(1.0)
-        r = _safe_sqrt(r2)
+        r = safe_sqrt(r2)
 
         with torch.no_grad():
             roundoff = _DEGENERATE_ULPS * torch.finfo(dtype).eps
@@ -492,159 +380,51 @@ def class_geometry(
     )
 
 
-def expansion_factors(
-    geometry: ClassGeometry, *, eps: float = 1e-12, max_gamma: float | None = None
-) -> Tensor:
-    """The parameter-free expansion γ_c = max(1, m_c / (2 r_c + ε)), optionally capped.
 
-    γ_c is 1 for classes without spread (r_c is roundoff: expanding them would only scale
-    roundoff by ~1e5), without another class in the batch (m_c = inf) and for unused slots.
+
+class Remembered(NamedTuple):
+    """Class centers remembered from earlier batches, read-only (``ClassMemory.remembered()``).
+
+    The functions here only read them; the memory's owner (a module or the trainer) updates it
+    from the ``centers``, ``r``, ``classes`` and ``valid`` of the operator's stats.
+    """
+
+    centers: Tensor
+    """Remembered centers (centroids, or mean directions in angular space). Shape: (N, D)."""
+    seen: Tensor
+    """Whether class n has been remembered yet. Shape: (N,)."""
+
+
+def remembered_distance(
+    centers: Tensor, classes: Tensor, remembered: Remembered, *, unit: bool = False
+) -> Tensor:
+    """Distance from each batch class center to the nearest remembered center of another class
+    (``inf`` where none has been seen yet).
 
     Args:
-        geometry: Statistics from :func:`class_geometry`.
-        eps: ε of the formula, in the embeddings' units.
-        max_gamma: Upper bound on γ_c (``None``: no bound, the guide's formula).
+        centers: The batch's class centers. Shape: (C, D).
+        classes: Their labels, in [0, N). Shape: (C,).
+        remembered: The remembered centers.
+        unit: Centers are directions (angular space): compare with the remembered centers
+            re-normalized, since an average of unit vectors is shorter than one.
 
     Returns:
-        γ_c. Shape: (C,).
+        Euclidean (chord) distances. Shape: (C,).
     """
-    m, r = geometry.m, geometry.r
-    # m and r are in units of geometry.scale (often the float 1.0). A true division: eps / scale
-    # with a Python float multiplies by 1/scale, which overflows for scale = 2^-1024.
-    scale = geometry.scale
-    eps_scaled: float | Tensor = eps
-    if isinstance(scale, Tensor):
-        eps_scaled = torch.full_like(scale, eps) / scale
-    elif scale != 1.0:
-        eps_scaled = eps / scale
-    # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
-    # inf or 0/0 in the unused branch into a NaN gradient.
-    inactive = geometry.degenerate | (m == float("inf"))
-    if m.requires_grad or r.requires_grad:
-        m = torch.where(inactive, 0.0, m)
-        r = torch.where(inactive, 1.0, r)
-        gamma = torch.where(inactive, 1.0, (m / (2.0 * r + eps_scaled)).clamp_min(1.0))
-    else:
-        gamma = m.div(r.mul(2.0).add_(eps_scaled)).clamp_min_(1.0).masked_fill_(inactive, 1.0)
-    if max_gamma is not None:
-        gamma = gamma.clamp_max(max_gamma)
-    return gamma
-
-
-def _coefficient(gamma_rows: Tensor, scale: Tensor | float) -> Tensor:
-    """(γ - 1) · scale per row, as a column. Shape: (B, 1)."""
-    coef = gamma_rows - 1.0
-    if not _is_one(scale):
-        coef = coef * scale
-    return coef[:, None]
-
-
-class _FrozenExpansion(torch.autograd.Function):
-    """z + (γ - 1)·s·(z - μ)/s with μ and γ constants: the backward pass is a row scaling by γ.
-
-    Writes the result into ``deviation`` (an internal buffer), so the step costs no new B×D
-    tensor in the forward pass.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | float
-    ) -> Tensor:
-        ctx.save_for_backward(gamma_rows)
-        out = torch.addcmul(
-            z.to(deviation.dtype), deviation, _coefficient(gamma_rows, scale), out=deviation
+    refs, seen = remembered
+    n, dim = refs.shape
+    if centers.ndim != 2 or centers.shape[1] != dim:
+        raise ValueError(
+            f"centers must have shape (C, {dim}), got {tuple(centers.shape)}; the memory was "
+            f"built for dim={dim}."
         )
-        return _to_input_dtype(out, z.dtype, rescaled=not _is_one(scale))
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (gamma_rows,) = ctx.saved_tensors
-        return (grad.to(gamma_rows.dtype) * gamma_rows[:, None]).to(grad.dtype), None, None, None
-
-
-def _to_input_dtype(x: Tensor, dtype: torch.dtype, *, rescaled: bool = True) -> Tensor:
-    """Cast to the input dtype, saturating at its largest finite value instead of inf (a finite
-    input whose expansion lies beyond the dtype's range comes back finite). In the same dtype,
-    only an expansion computed in rescaled units can exceed the range: below 2^30 it cannot."""
-    big = torch.finfo(dtype).max
-    if x.dtype == dtype:
-        if not rescaled:
-            return x
-        return x.clamp(-big, big) if x.requires_grad else x.clamp_(-big, big)
-    return x.clamp_(-big, big).to(dtype)
-
-
-def _is_one(scale: Tensor | float) -> bool:
-    return isinstance(scale, float) and scale == 1.0
-
-
-def expand_rows(
-    z: Tensor, deviation: Tensor, gamma_rows: Tensor, scale: Tensor | float = 1.0
-) -> Tensor:
-    """z⁺ = z + (γ - 1)(z - μ) from precomputed deviations ``z - μ`` (see :func:`expand`).
-
-    When neither ``deviation`` nor ``gamma_rows`` needs a gradient (detached statistics), the
-    result is written into ``deviation``, which must not be used afterwards.
-
-    Args:
-        z: Embeddings. Shape: (B, D).
-        deviation: z - μ_{y} in the compute dtype, in units of ``scale``. Shape: (B, D).
-        gamma_rows: γ of each sample's class. Shape: (B,).
-        scale: Units of ``deviation`` (see :class:`ClassGeometry`).
-
-    Returns:
-        z⁺ in ``z``'s dtype. Shape: (B, D).
-    """
-    with no_autocast(z.device.type):
-        if not (deviation.requires_grad or gamma_rows.requires_grad):
-            out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows, scale)
-            return out
-        z_plus = torch.addcmul(z.to(deviation.dtype), _coefficient(gamma_rows, scale), deviation)
-        return _to_input_dtype(z_plus, z.dtype)
-
-
-def expand_angular(z: Tensor, inverse: Tensor, u: Tensor, gamma: Tensor) -> Tensor:
-    """T_c on the unit sphere: ẑ⁺ = exp_u(γ_c · log_u(ẑ)), i.e. the angle to the mean direction
-    u_c is multiplied by γ_c (capped at π) along the same great circle. Rows of classes with
-    γ_c = 1 are returned unchanged; the others are unit vectors.
-
-    Args:
-        z: Embeddings (normalized here). Shape: (B, D).
-        inverse: Class slot of each sample. Shape: (B,).
-        u: Mean directions of the classes (unit). Shape: (C, D).
-        gamma: Expansion factors. Shape: (C,).
-
-    Returns:
-        ẑ⁺ in ``z``'s dtype. Shape: (B, D).
-    """
-    with no_autocast(z.device.type):
-        z_hat = safe_normalize(z.to(u.dtype))
-        u_rows = u.index_select(0, inverse)
-        g = gamma.index_select(0, inverse)
-        v, theta = log_map(z_hat, u_rows)
-        phi = (g * theta).clamp(max=math.pi)
-        direction = v / torch.where(theta > 0, theta, 1.0)[:, None]  # unit tangent (0 at θ = 0)
-        out = torch.cos(phi)[:, None] * u_rows + torch.sin(phi)[:, None] * direction
-        out = torch.where((g == 1.0)[:, None], z.to(u.dtype), out)
-        return _to_input_dtype(out, z.dtype, rescaled=False)  # unit vectors
-
-
-def expand(z: Tensor, inverse: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:
-    """T_c(z) = μ_c + γ_c (z - μ_c), written as z + (γ_c - 1)(z - μ_c) so that γ_c = 1 returns z
-    bit for bit.
-
-    Computed in ``mu``'s dtype; the result has ``z``'s dtype, saturated at its largest finite
-    value when that dtype is narrower (a finite input never comes back as inf).
-
-    Args:
-        z: Embeddings. Shape: (B, D).
-        inverse: Class slot of each sample. Shape: (B,).
-        mu: Centroids. Shape: (C, D).
-        gamma: Expansion factors. Shape: (C,).
-
-    Returns:
-        The expanded embeddings z⁺. Shape: (B, D).
-    """
-    with no_autocast(z.device.type):
-        deviation = z.to(mu.dtype) - mu.index_select(0, inverse)  # (B, D)
-        return expand_rows(z, deviation, gamma.index_select(0, inverse))
+    torch._assert_async(
+        ((classes >= 0) & (classes < n)).all(),
+        f"ClassMemory: class labels must lie in [0, {n}).",
+    )
+    ids = torch.arange(n, device=classes.device)
+    blocked = ~seen[None, :] | (ids[None, :] == classes[:, None])  # (C, N)
+    if unit:
+        refs = F.normalize(refs, dim=1)
+    dist, _ = nearest_reference(centers, refs, blocked, same=False, rescale=True)
+    return dist

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
+from carrot.functional.geometry import Remembered
+from carrot.functional.numerics import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import apply_operator
 from carrot.functional.options import OperatorOptions
-
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
 
 __all__ = [
     "KLDirection",
     "carrot_ce_kl_loss",
     "carrot_supcon_loss",
+    "carrot_views",
     "check_ce_kl_options",
     "kl_consistency",
     "supcon_loss",
@@ -48,16 +47,27 @@ def _renormalize(z_plus: Tensor) -> Tensor:
         return F.normalize(_wide(z_plus), dim=1).to(z_plus.dtype)
 
 
-def _carrot_views(
+def carrot_views(
     z: Tensor,
     y: Tensor,
     opts: OperatorOptions,
-    memory: ClassMemory | None,
+    memory: Remembered | None,
     *,
     stop_grad_plus: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) (detached with
-    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses."""
+    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses.
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        opts: The operator's options.
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        stop_grad_plus: Detach ẑ⁺.
+
+    Returns:
+        ``(ẑ, ẑ⁺, stats)``. Shapes: (B, D), (B, D).
+    """
     check_batch(z, y)
     opts.validate()
     z_hat = _normalize(z)
@@ -184,7 +194,7 @@ def carrot_ce_kl_loss(
     stop_grad_plus: bool = False,
     label_smoothing: float = 0.0,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -213,7 +223,7 @@ def carrot_ce_kl_loss(
         label_smoothing: Label smoothing of the CE terms (default 0).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -347,7 +357,7 @@ def carrot_supcon_loss(
     gather_global: bool = False,
     stop_grad_plus: bool = False,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -360,13 +370,13 @@ def carrot_supcon_loss(
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
         options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
     opts = options if options is not None else OperatorOptions()
-    z_hat, view, stats = _carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
+    z_hat, view, stats = carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
     features = torch.stack([z_hat, view], dim=1)  # (B, 2, D)
     loss = supcon_loss(
         features,

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from carrot.functional.expansion import expand_angular, expand_rows, expansion_factors
 from carrot.functional.geometry import (
+    Remembered,
     chord_to_angle,
     class_geometry,
-    expand_angular,
-    expand_rows,
-    expansion_factors,
-    no_autocast,
+    remembered_distance,
 )
+from carrot.functional.numerics import no_autocast
 from carrot.functional.options import OperatorOptions
-
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
 
 __all__ = ["apply_operator", "carrot_operator", "summarize_stats"]
 
@@ -31,7 +28,7 @@ def carrot_operator(
     detach_stats: bool | None = None,
     *,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Applies T_c(z) = μ_c + γ_c (z - μ_c) with γ_c = max(1, m_c / (2 r_c + ε)) per class.
 
@@ -57,17 +54,17 @@ def carrot_operator(
             ``options.detach_stats`` (default true, as in the guide).
         options: Every other option (cap on γ, unbiased radius, global statistics, sync-free
             class slots, angular space, ignored label): see :class:`OperatorOptions`.
-        memory: A :class:`~carrot.memory.ClassMemory`: m_c becomes the distance to the nearest
-            other class among the batch's and every class remembered from earlier batches, and
-            the memory is updated with this batch's statistics (in training mode only: call
-            ``memory.eval()`` to use it without updating). A batch of fewer than two classes is
-            still returned unchanged.
+        memory: Class centers remembered from earlier batches (``ClassMemory.remembered()``):
+            m_c becomes the distance to the nearest other class among the batch's and the
+            remembered ones. Only read here; ``stats["centers"]`` then holds what the memory's
+            owner updates it with (``carrot.carrot_operator`` and the modules do both). A batch of
+            fewer than two classes is still returned unchanged.
 
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
         ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
-        memory, ``memory_skipped`` (classes whose non-finite statistics the memory refused).
+        memory, ``centers`` (the batch's class centers in the embeddings' units, (C, D)).
     """
     opts = options if options is not None else OperatorOptions()
     if eps is not None or detach_stats is not None:
@@ -85,11 +82,16 @@ def apply_operator(
     y: Tensor,
     opts: OperatorOptions,
     *,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
     unit_norm: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """:func:`carrot_operator` with validated options. ``unit_norm=True`` promises rows of norm
     1 (the losses' ẑ), whose magnitudes need no rescaling: a few kernels fewer per step."""
+    if memory is not None and not isinstance(memory, Remembered):
+        raise ValueError(
+            f"memory must be a Remembered (ClassMemory.remembered()), got {type(memory).__name__}; "
+            "carrot.carrot_operator and the modules read and update a ClassMemory."
+        )
     reducer = None
     if opts.global_stats:
         from carrot.distributed import default_reducer
@@ -111,8 +113,9 @@ def apply_operator(
                 # Slots without a class (unused, or the ignored label) ask about class 0; their
                 # answer is discarded below.
                 asked = torch.where(geometry.valid, geometry.classes, 0)
-                remembered = memory.nearest(
-                    geometry.unscaled(geometry.mu), asked, unit=opts.space == "angular"
+                centers = geometry.unscaled(geometry.mu)
+                remembered = remembered_distance(
+                    centers, asked, memory, unit=opts.space == "angular"
                 )
                 if opts.space == "angular":
                     remembered = chord_to_angle(remembered)
@@ -120,12 +123,6 @@ def apply_operator(
                     remembered = remembered / geometry.scale
                 m = torch.where(geometry.valid, torch.minimum(geometry.m, remembered), float("inf"))
             geometry = geometry._replace(m=m)
-            memory_skipped = memory.update(
-                geometry.unscaled(geometry.mu),
-                geometry.unscaled(geometry.r),
-                geometry.classes,
-                geometry.valid,
-            )
         gamma = expansion_factors(geometry, eps=opts.eps, max_gamma=opts.max_gamma)
 
     classes_in_batch = geometry.num_classes
@@ -146,7 +143,7 @@ def apply_operator(
         "skipped": skipped,
     }
     if memory is not None:
-        stats["memory_skipped"] = memory_skipped
+        stats["centers"] = centers.detach()
     if skipped is True:
         return z, stats
     if opts.space == "angular":

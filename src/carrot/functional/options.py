@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-__all__ = ["OperatorOptions", "Space"]
+__all__ = ["OperatorOptions", "Space", "as_options"]
 
 Space = Literal["euclidean", "angular"]
 _SPACES = ("euclidean", "angular")
@@ -92,3 +92,16 @@ class OperatorOptions:
         """The options held as attributes of ``source`` (e.g. the trainer's ``carrot`` config
         section, which inherits these fields), as a plain :class:`OperatorOptions`."""
         return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
+
+
+def as_options(options: OperatorOptions | None) -> OperatorOptions:
+    """``options`` checked (``None``: the guide's defaults), for the modules' constructors."""
+    if options is None:
+        return OperatorOptions()
+    if not isinstance(options, OperatorOptions):
+        raise ValueError(
+            f"options must be an OperatorOptions, got {type(options).__name__}; build one with "
+            "carrot.OperatorOptions(max_gamma=..., ...)."
+        )
+    options.validate()
+    return options

@@ -19,6 +19,7 @@ import yaml
 
 from carrot.functional.options import OperatorOptions
 from carrot.train.validation import RANGES, Range, validate
+from carrot.yamlfile import yaml_error
 
 __all__ = [
     "RANGES",
@@ -423,14 +424,6 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """A YAML error on one line: what is wrong and where."""
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return " ".join(str(e).split())
-
-
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
@@ -493,7 +486,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_error(e)}.") from e
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_error(e)}.") from e
         try:
             cfg = config_from_dict(data, cfg)
         except ConfigError as e:
