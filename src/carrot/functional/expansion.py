@@ -16,17 +16,23 @@ __all__ = ["expand", "expand_angular", "expand_rows", "expansion_factors"]
 
 
 def expansion_factors(
-    geometry: ClassGeometry, *, eps: float = 1e-12, max_gamma: float | None = None
+    geometry: ClassGeometry,
+    *,
+    eps: float = 1e-12,
+    max_gamma: float | None = None,
+    radius_factor: float = 2.0,
 ) -> Tensor:
-    """The parameter-free expansion γ_c = max(1, m_c / (2 r_c + ε)), optionally capped.
+    """The parameter-free expansion γ_c = max(1, m_c / (f · r_c + ε)), optionally capped.
 
-    γ_c is 1 for classes without spread (r_c is roundoff: expanding them would only scale
-    roundoff by ~1e5), without another class in the batch (m_c = inf) and for unused slots.
+    f is ``radius_factor`` (the guide's 2: two classes of radius r whose centroids are 2r apart
+    just touch). γ_c is 1 for classes without spread (r_c is roundoff: expanding them would only
+    scale roundoff by ~1e5), without another class in the batch (m_c = inf) and for unused slots.
 
     Args:
         geometry: Statistics from :func:`class_geometry`.
         eps: ε of the formula, in the embeddings' units.
         max_gamma: Upper bound on γ_c (``None``: no bound, the guide's formula).
+        radius_factor: f in the formula (> 0; the guide's 2).
 
     Returns:
         γ_c. Shape: (C,).
@@ -40,18 +46,21 @@ def expansion_factors(
         eps_scaled = torch.full_like(scale, eps) / scale
     elif scale != 1.0:
         eps_scaled = eps / scale
-    # Where γ is forced to 1, m and r are replaced first so that where() does not turn an
-    # inf or 0/0 in the unused branch into a NaN gradient.
-    inactive = geometry.degenerate | (m == float("inf"))
+    inactive = geometry.degenerate
+    # A compact list of two or more classes, all of them real: every m_c is finite (no host sync).
+    n = geometry.num_classes
+    every_m_finite = isinstance(n, int) and n >= 2 and n == geometry.classes.shape[0]
+    if not every_m_finite:
+        no_other = m == float("inf")
+        inactive = inactive | no_other
     if m.requires_grad or r.requires_grad:
-        m = torch.where(inactive, 0.0, m)
-        r = torch.where(inactive, 1.0, r)
-        gamma = torch.where(inactive, 1.0, (m / (2.0 * r + eps_scaled)).clamp_min(1.0))
-    else:
-        gamma = m.div(r.mul(2.0).add_(eps_scaled)).clamp_min_(1.0).masked_fill_(inactive, 1.0)
-    if max_gamma is not None:
-        gamma = gamma.clamp_max(max_gamma)
-    return gamma
+        # No inf may reach the gradient of the unused branch (0 · inf is NaN); r > 0 there.
+        if not every_m_finite:
+            m = m.masked_fill(no_other, 0.0)
+        ratio = m / (r * radius_factor + eps_scaled)
+        return ratio.clamp(1.0, max_gamma).masked_fill(inactive, 1.0)
+    ratio = m.div(r.mul(radius_factor).add_(eps_scaled))
+    return ratio.clamp_(1.0, max_gamma).masked_fill_(inactive, 1.0)
 
 
 def _coefficient(gamma_rows: Tensor, scale: Tensor | float) -> Tensor:

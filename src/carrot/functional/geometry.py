@@ -30,6 +30,7 @@ from torch import Tensor
 
 from carrot.functional.numerics import (
     _NO_DATA,
+    _cpu_exponent,
     _eager_cpu,
     _exponent,
     _is_one,
@@ -38,7 +39,6 @@ from carrot.functional.numerics import (
     compute_dtype,
     no_autocast,
     safe_normalize,
-    safe_sqrt,
 )
 from carrot.functional.options import Space
 
@@ -59,6 +59,9 @@ _NEAREST_CANDIDATES = 4
 # A class whose RMS radius is below this many units of roundoff of its centroid's norm has no
 # spread (one image, or copies of one image): its γ is 1.
 _DEGENERATE_ULPS = 64
+# Up to this many C·R·D products, nearest distances are all computed directly (one cdist kernel,
+# cheaper than ranking on a Gram matrix at these sizes); beyond, ranked first.
+_DIRECT_PAIRS = 2**17
 
 class StatsReducer(Protocol):
     """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
@@ -162,7 +165,11 @@ def _segment(
         n = int(classes.shape[0])
         if ignore_index is None or n == 0:
             return classes, inverse, counts, None, n
-        ignored = int((classes == ignore_index).sum())
+        # Sorted: a label below the smallest class (-100 under labels >= 0) is absent, one read.
+        lowest = int(classes[0])
+        if ignore_index < lowest:
+            return classes, inverse, counts, None, n
+        ignored = 1 if ignore_index == lowest else int((classes == ignore_index).sum())
         valid = classes != ignore_index if ignored else None
         return classes, inverse, counts, valid, n - ignored
     n = y.shape[0]
@@ -211,6 +218,38 @@ def nearest_reference(
             c, dtype=torch.long, device=query.device
         )
     with torch.no_grad():
+        if c * r * d <= _DIRECT_PAIRS:
+            # Few pairs: every distance directly (accurate, no Gram matrix), in one kernel.
+            dist = torch.cdist(
+                query.detach(),
+                refs.detach().to(query.dtype),
+                compute_mode="donot_use_mm_for_euclid_dist",
+            )  # (C, R)
+            if same:
+                dist.fill_diagonal_(float("inf"))
+            if blocked is not None:
+                dist.masked_fill_(blocked, float("inf"))
+            best, nearest = dist.min(dim=1)
+        else:
+            best, nearest = _ranked_nearest(query.detach(), refs, blocked, same=same, k=k)
+    if not query.requires_grad:
+        return best, nearest
+    other = (
+        refs.index_select(0, nearest)
+        if same
+        else refs.detach().to(query.dtype).index_select(0, nearest)
+    )
+    m = torch.linalg.vector_norm(query - other, dim=1)
+    return (m if blocked is None else torch.where(torch.isfinite(best), m, best)), nearest
+
+
+def _ranked_nearest(
+    query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool, k: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`nearest_reference`'s search for many pairs: the best ``k`` candidates of each row
+    ranked on the Gram matrix, their distances recomputed directly. Shapes: (C,), (C,)."""
+    c, d = query.shape
+    with torch.no_grad():
         center = query.mean(0)
         q = query - center
         ref = q if same else refs.to(query.dtype) - center
@@ -223,20 +262,12 @@ def nearest_reference(
             d2.masked_fill_(blocked, float("inf"))
         ranked, candidates = d2.topk(k, dim=1, largest=False)  # (C, k)
         chosen = refs.detach().to(query.dtype).index_select(0, candidates.view(-1)).view(c, k, d)
-        exact = torch.linalg.vector_norm(chosen.sub_(query.detach()[:, None]), dim=2)  # (C, k)
+        exact = torch.linalg.vector_norm(chosen.sub_(query[:, None]), dim=2)  # (C, k)
         if blocked is not None:
             exact.masked_fill_(torch.isinf(ranked), float("inf"))
         best, pick = exact.min(dim=1)
         nearest = candidates.gather(1, pick[:, None]).squeeze(1)  # (C,)
-    if not query.requires_grad:
-        return best, nearest
-    other = (
-        refs.index_select(0, nearest)
-        if same
-        else refs.detach().to(query.dtype).index_select(0, nearest)
-    )
-    m = torch.linalg.vector_norm(query - other, dim=1)
-    return (m if blocked is None else torch.where(torch.isfinite(best), m, best)), nearest
+    return best, nearest
 
 
 def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -305,7 +336,14 @@ def class_geometry(
         scaled = rescale and space != "angular"  # angles need no scale
         labels, offset = y, 0
         scale: Tensor | float = 1.0
-        if scaled or reducer is not None:
+        if scaled and reducer is None and _eager_cpu(z):
+            # On a CPU the largest magnitude is read back for free: most batches need no rescale.
+            e = _cpu_exponent(z_c.detach())
+            if e not in (0, _NO_DATA):
+                exponent = torch.tensor(e, dtype=torch.int32)
+                z_c = _ldexp(z_c, -exponent)
+                scale = torch.ldexp(torch.ones((), dtype=dtype), exponent.to(dtype))
+        elif scaled or reducer is not None:
             # Without a rescale, the exponent only keeps the ranks' label gather in step.
             exponent = (
                 _exponent(z_c.detach())
@@ -327,8 +365,8 @@ def class_geometry(
         )
         inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
         c = classes.shape[0]
-        counts = counts_int.to(dtype)
-        denom = counts.clamp_min(1.0) if valid is not None else counts
+        counts = counts_int  # integer: the divisions below promote to the compute dtype
+        denom = counts.clamp_min(1) if valid is not None else counts
 
         sums = torch.zeros(c, d, dtype=dtype, device=z.device).index_add_(0, inverse, z_c)
         if reducer is not None:
@@ -345,18 +383,22 @@ def class_geometry(
             deviation = (
                 torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
             )
-            sq_rows = torch.linalg.vector_norm(deviation, dim=1).square()
+            sq_rows = torch.linalg.vecdot(deviation, deviation)
         sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(0, inverse, sq_rows)
         if reducer is not None:
             sq = reducer.sum(sq)
         r2 = sq / denom
         if unbiased_radius:
             r2 = r2 * denom / (counts - 1.0).clamp_min(1.0)
-        r = safe_sqrt(r2)
+        # r2 >= 0. With a gradient, r >= sqrt(tiny) keeps it finite for classes without spread.
+        r = r2.clamp_min(torch.finfo(dtype).tiny).sqrt() if r2.requires_grad else r2.sqrt_()
 
         with torch.no_grad():
             roundoff = _DEGENERATE_ULPS * torch.finfo(dtype).eps
-            degenerate = r <= roundoff * torch.linalg.vector_norm(mu, dim=1)
+            if space == "angular" or not rescale:  # |μ| <= 1: unit rows, or mean directions
+                degenerate = r <= roundoff
+            else:
+                degenerate = r <= roundoff * torch.linalg.vector_norm(mu, dim=1)
             if valid is not None:
                 degenerate &= valid
         m, nearest = _nearest_centroid(mu, valid)
@@ -378,8 +420,6 @@ def class_geometry(
         scale,
         num_classes,
     )
-
-
 
 
 class Remembered(NamedTuple):

@@ -79,17 +79,23 @@ def _exponent(x: Tensor) -> Tensor:
     a GPU (on a CPU, reading a number back is free, and fewer ops are faster)."""
     if x.numel() == 0:
         return torch.full((), _NO_DATA, dtype=torch.int32, device=x.device)
-    amax = torch.linalg.vector_norm(x, ord=math.inf)
     if _eager_cpu(x):
-        value = float(amax)
-        if value == 0.0 or not math.isfinite(value):
-            return torch.tensor(_NO_DATA if value == 0.0 else 0, dtype=torch.int32)
-        exp = math.frexp(value)[1]
-        exp -= max(-_SCALE_FREE_EXPONENT, min(_SCALE_FREE_EXPONENT, exp))
-        return torch.tensor(exp, dtype=torch.int32)
+        return torch.tensor(_cpu_exponent(x), dtype=torch.int32)
+    amax = torch.linalg.vector_norm(x, ord=math.inf)
     _, e = torch.frexp(amax)
     e = e - e.clamp(-_SCALE_FREE_EXPONENT, _SCALE_FREE_EXPONENT)
     return torch.where(amax == 0, _NO_DATA, e).to(torch.int32)
+
+
+def _cpu_exponent(x: Tensor) -> int:
+    """:func:`_exponent` as a Python int, for a CPU tensor outside torch.compile."""
+    if x.numel() == 0:
+        return _NO_DATA
+    value = float(torch.linalg.vector_norm(x, ord=math.inf))
+    if value == 0.0 or not math.isfinite(value):
+        return _NO_DATA if value == 0.0 else 0
+    exp = math.frexp(value)[1]
+    return exp - max(-_SCALE_FREE_EXPONENT, min(_SCALE_FREE_EXPONENT, exp))
 
 
 def _eager_cpu(x: Tensor) -> bool:

@@ -123,7 +123,12 @@ def apply_operator(
                     remembered = remembered / geometry.scale
                 m = torch.where(geometry.valid, torch.minimum(geometry.m, remembered), float("inf"))
             geometry = geometry._replace(m=m)
-        gamma = expansion_factors(geometry, eps=opts.eps, max_gamma=opts.max_gamma)
+        gamma = expansion_factors(
+            geometry,
+            eps=opts.eps,
+            max_gamma=opts.max_gamma,
+            radius_factor=opts.radius_factor,
+        )
 
     classes_in_batch = geometry.num_classes
     skipped: bool | Tensor = classes_in_batch < 2

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-__all__ = ["OperatorOptions", "Space", "as_options"]
+__all__ = ["OperatorOptions", "RadiusStat", "Space", "as_options"]
 
 Space = Literal["euclidean", "angular"]
 _SPACES = ("euclidean", "angular")
+RadiusStat = Literal["rms", "median"]
+_RADIUS_STATS = ("rms", "median")
 
 
 @dataclass
@@ -33,7 +35,7 @@ class OperatorOptions:
     """
 
     eps: float = 1e-12
-    """ε in γ_c = max(1, m_c / (2 r_c + ε)); >= 0."""
+    """ε in γ_c = max(1, m_c / (f r_c + ε)); >= 0."""
     detach_stats: bool = True
     """Treat μ_c and γ_c as constants in the backward pass (the guide's default; then
     ∂z⁺/∂z = γ_c). ``False`` differentiates through all statistics."""
@@ -54,6 +56,12 @@ class OperatorOptions:
     ignore_index: int | None = -100
     """Rows with this label are left out of the statistics and returned unchanged, as
     cross-entropy ignores them (its default is also -100); ``None`` counts every label."""
+    radius_factor: float = 2.0
+    """f in γ_c = max(1, m_c / (f r_c + ε)) (> 0). The guide's 2: classes of radius r whose
+    centroids lie 2r apart just touch. A smaller f expands classes that overlap."""
+    radius_stat: RadiusStat = "rms"
+    """The radius r_c: ``"rms"`` (the guide's RMS distance of the members to the centroid) or
+    ``"median"`` (their median distance to it; robust to an outlier member)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,6 +80,17 @@ class OperatorOptions:
         ):
             raise ValueError(
                 f"{prefix}max_gamma must be >= 1 or None (no cap), got {cap!r}; γ is never below 1."
+            )
+        factor = self.radius_factor
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not (factor > 0 and math.isfinite(factor))
+        ):
+            raise ValueError(f"{prefix}radius_factor must be > 0 and finite, got {factor!r}.")
+        if self.radius_stat not in _RADIUS_STATS:
+            raise ValueError(
+                f"{prefix}radius_stat must be one of {_RADIUS_STATS}, got {self.radius_stat!r}."
             )
         for name in ("detach_stats", "unbiased_radius", "global_stats", "sync_free"):
             value = getattr(self, name)
