@@ -59,9 +59,9 @@ _NEAREST_CANDIDATES = 4
 # A class whose RMS radius is below this many units of roundoff of its centroid's norm has no
 # spread (one image, or copies of one image): its γ is 1.
 _DEGENERATE_ULPS = 64
-# Up to this many C·R·D products, nearest distances are all computed directly (one cdist kernel,
-# cheaper than ranking on a Gram matrix at these sizes); beyond, ranked first.
-_DIRECT_PAIRS = 2**17
+# Up to this many C·R·D differences, nearest distances are all computed directly (cheaper than
+# ranking on a Gram matrix at these sizes, and a (C, R, D) temporary of at most 2 MB in float32).
+_DIRECT_PAIRS = 2**19
 
 class StatsReducer(Protocol):
     """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
@@ -219,19 +219,16 @@ def nearest_reference(
         )
     with torch.no_grad():
         if c * r * d <= _DIRECT_PAIRS:
-            # Few pairs: every distance directly (accurate, no Gram matrix), in one kernel.
-            dist = torch.cdist(
-                query.detach(),
-                refs.detach().to(query.dtype),
-                compute_mode="donot_use_mm_for_euclid_dist",
-            )  # (C, R)
+            # Few pairs: every distance directly (accurate, no Gram matrix ranking needed).
+            pairs = query[:, None] - refs.to(query.dtype)[None]  # (C, R, D)
+            dist = torch.linalg.vector_norm(pairs, dim=2)  # (C, R)
             if same:
                 dist.fill_diagonal_(float("inf"))
             if blocked is not None:
                 dist.masked_fill_(blocked, float("inf"))
             best, nearest = dist.min(dim=1)
         else:
-            best, nearest = _ranked_nearest(query.detach(), refs, blocked, same=same, k=k)
+            best, nearest = _ranked_nearest(query, refs, blocked, same=same, k=k)
     if not query.requires_grad:
         return best, nearest
     other = (
@@ -247,7 +244,8 @@ def _ranked_nearest(
     query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool, k: int
 ) -> tuple[Tensor, Tensor]:
     """:func:`nearest_reference`'s search for many pairs: the best ``k`` candidates of each row
-    ranked on the Gram matrix, their distances recomputed directly. Shapes: (C,), (C,)."""
+    ranked on the Gram matrix, their distances recomputed directly. Shapes: (C,), (C,). Runs
+    without autograd (the caller's ``no_grad``)."""
     c, d = query.shape
     with torch.no_grad():
         center = query.mean(0)
@@ -261,7 +259,7 @@ def _ranked_nearest(
         if blocked is not None:
             d2.masked_fill_(blocked, float("inf"))
         ranked, candidates = d2.topk(k, dim=1, largest=False)  # (C, k)
-        chosen = refs.detach().to(query.dtype).index_select(0, candidates.view(-1)).view(c, k, d)
+        chosen = refs.to(query.dtype).index_select(0, candidates.view(-1)).view(c, k, d)
         exact = torch.linalg.vector_norm(chosen.sub_(query[:, None]), dim=2)  # (C, k)
         if blocked is not None:
             exact.masked_fill_(torch.isinf(ranked), float("inf"))
@@ -274,6 +272,18 @@ def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]
     """m_c and the slot of the nearest other centroid (``valid=None``: every slot is a class)."""
     blocked = None if valid is None else ~(valid[:, None] & valid[None, :])
     return nearest_reference(mu, mu, blocked, same=True)
+
+
+_TRUE: dict[torch.device, Tensor] = {}
+
+
+def _all_valid(c: int, device: torch.device) -> Tensor:
+    """``valid`` of a compact list without an ignored label: a read-only view of one ``True``
+    (no kernel per call)."""
+    true = _TRUE.get(device)
+    if true is None:
+        true = _TRUE[device] = torch.ones((), dtype=torch.bool, device=device)
+    return true.expand(c)
 
 
 def class_geometry(
@@ -338,7 +348,7 @@ def class_geometry(
         scale: Tensor | float = 1.0
         if scaled and reducer is None and _eager_cpu(z):
             # On a CPU the largest magnitude is read back for free: most batches need no rescale.
-            e = _cpu_exponent(z_c.detach())
+            e = _cpu_exponent(z_c)
             if e not in (0, _NO_DATA):
                 exponent = torch.tensor(e, dtype=torch.int32)
                 z_c = _ldexp(z_c, -exponent)
@@ -383,7 +393,7 @@ def class_geometry(
             deviation = (
                 torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
             )
-            sq_rows = torch.linalg.vecdot(deviation, deviation)
+            sq_rows = torch.linalg.vector_norm(deviation, dim=1).square()  # fused, no (B, D) temporary
         sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(0, inverse, sq_rows)
         if reducer is not None:
             sq = reducer.sum(sq)
@@ -405,7 +415,7 @@ def class_geometry(
         if space == "angular":
             m = chord_to_angle(m)
     if valid is None:
-        valid = torch.ones(c, dtype=torch.bool, device=z.device)
+        valid = _all_valid(c, z.device)
     return ClassGeometry(
         classes,
         inverse,

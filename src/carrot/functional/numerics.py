@@ -91,7 +91,9 @@ def _cpu_exponent(x: Tensor) -> int:
     """:func:`_exponent` as a Python int, for a CPU tensor outside torch.compile."""
     if x.numel() == 0:
         return _NO_DATA
-    value = float(torch.linalg.vector_norm(x, ord=math.inf))
+    # aminmax is several times faster than the inf-norm on a CPU.
+    lo, hi = torch.aminmax(x.detach() if x.requires_grad else x)
+    value = max(-float(lo), float(hi))
     if value == 0.0 or not math.isfinite(value):
         return _NO_DATA if value == 0.0 else 0
     exp = math.frexp(value)[1]
@@ -122,12 +124,18 @@ def _exponent_range(dtype: torch.dtype) -> tuple[int, int]:
 def safe_normalize(x: Tensor) -> Tensor:
     """L2-normalized rows, correct for any finite input: each row is first scaled by a power of two
     (exact) so that its squared norm cannot overflow (rows beyond ~1.8e19 in float32) or
-    underflow. Equal to ``F.normalize(x, dim=1)`` wherever that is finite.
+    underflow. Equal to ``F.normalize(x, dim=1)`` wherever that is finite, bit for bit.
 
     Args:
         x: Shape: (B, D).
     """
-    _, e = torch.frexp(torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True))
+    if x.dtype == torch.float64:  # the largest magnitude: squares could leave float64's range
+        norm = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True)
+    else:
+        # The row norm in float64, where no square of a float32 leaves the range: one fused
+        # reduction, several times faster on a CPU than the inf-norm.
+        norm = torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True, dtype=torch.float64)
+    _, e = torch.frexp(norm)  # (B, 1)
     lo, hi = _exponent_range(x.dtype)  # 2^-e must itself be representable
     return F.normalize(torch.ldexp(x, -e.clamp(lo, hi).to(x.dtype)), dim=1)
 

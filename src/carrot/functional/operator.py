@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from carrot.distributed import default_reducer
 from carrot.functional.expansion import expand_angular, expand_rows, expansion_factors
 from carrot.functional.geometry import (
     Remembered,
@@ -16,7 +17,7 @@ from carrot.functional.geometry import (
     remembered_distance,
 )
 from carrot.functional.numerics import no_autocast
-from carrot.functional.options import OperatorOptions
+from carrot.functional.options import _GUIDE, OperatorOptions
 
 __all__ = ["apply_operator", "carrot_operator", "summarize_stats"]
 
@@ -66,14 +67,7 @@ def carrot_operator(
         ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
         memory, ``centers`` (the batch's class centers in the embeddings' units, (C, D)).
     """
-    opts = options if options is not None else OperatorOptions()
-    if eps is not None or detach_stats is not None:
-        opts = opts.replace(
-            eps=opts.eps if eps is None else eps,
-            detach_stats=opts.detach_stats if detach_stats is None else detach_stats,
-        )
-    else:
-        opts.validate()
+    opts = (options if options is not None else _GUIDE).with_eps_detach(eps, detach_stats)
     return apply_operator(z, y, opts, memory=memory)
 
 
@@ -92,11 +86,7 @@ def apply_operator(
             f"memory must be a Remembered (ClassMemory.remembered()), got {type(memory).__name__}; "
             "carrot.carrot_operator and the modules read and update a ClassMemory."
         )
-    reducer = None
-    if opts.global_stats:
-        from carrot.distributed import default_reducer
-
-        reducer = default_reducer()
+    reducer = default_reducer() if opts.global_stats else None
     with torch.set_grad_enabled(torch.is_grad_enabled() and not opts.detach_stats):
         geometry = class_geometry(
             z,
@@ -139,22 +129,27 @@ def apply_operator(
         gamma = torch.ones_like(gamma)
     stats: dict[str, Any] = {
         "classes": geometry.classes,
-        "gamma": gamma.detach(),
-        "r": geometry.unscaled(geometry.r).detach(),
-        "m": geometry.unscaled(geometry.m).detach(),
-        "counts": geometry.counts.detach(),
+        "gamma": _constant(gamma),
+        "r": _constant(geometry.unscaled(geometry.r)),
+        "m": _constant(geometry.unscaled(geometry.m)),
+        "counts": geometry.counts,
         "valid": geometry.valid,
         "classes_in_batch": classes_in_batch,
         "skipped": skipped,
     }
     if memory is not None:
-        stats["centers"] = centers.detach()
+        stats["centers"] = _constant(centers)
     if skipped is True:
         return z, stats
     if opts.space == "angular":
         return expand_angular(z, geometry.inverse, geometry.mu, gamma), stats
     gamma_rows = gamma.index_select(0, geometry.inverse)
     return expand_rows(z, geometry.deviation, gamma_rows, geometry.scale), stats
+
+
+def _constant(x: Tensor) -> Tensor:
+    """``x`` detached (a detach costs a little even where there is nothing to detach)."""
+    return x.detach() if x.requires_grad else x
 
 
 def summarize_stats(

@@ -66,8 +66,37 @@ class OperatorOptions:
     def __post_init__(self) -> None:
         self.validate()
 
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _NAMES)
+
+    def checked(self) -> OperatorOptions:
+        """``self``, validated unless these very values were validated before: the operator calls
+        this on every batch, and a field may have been changed since the object was built."""
+        values = self._values()
+        if self.__dict__.get("_checked") != values:
+            self.validate()
+            self.__dict__["_checked"] = values
+        return self
+
+    def with_eps_detach(self, eps: float | None, detach_stats: bool | None) -> OperatorOptions:
+        """A validated copy with ``eps`` and ``detach_stats`` overridden (``None``: kept); ``self``
+        when nothing changes. Copies are remembered, so a call per batch builds none."""
+        options = self.checked()
+        eps = self.eps if eps is None else eps
+        detach_stats = self.detach_stats if detach_stats is None else detach_stats
+        if eps == self.eps and detach_stats is self.detach_stats:
+            return options
+        key = (eps, detach_stats, self.__dict__["_checked"])
+        copies = self.__dict__.setdefault("_copies", {})
+        if key not in copies:
+            copies.clear()
+            copies[key] = dataclasses.replace(self, eps=eps, detach_stats=detach_stats)
+        copy: OperatorOptions = copies[key]
+        return copy
+
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid option (``prefix`` + its name)."""
+        self.__dict__.pop("_checked", None)
         eps, cap = self.eps, self.max_gamma
         if (
             isinstance(eps, bool)
@@ -111,6 +140,10 @@ class OperatorOptions:
         """The options held as attributes of ``source`` (e.g. the trainer's ``carrot`` config
         section, which inherits these fields), as a plain :class:`OperatorOptions`."""
         return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(OperatorOptions))
+_GUIDE = OperatorOptions()  # the defaults, for calls without options; never changed
 
 
 def as_options(options: OperatorOptions | None) -> OperatorOptions:
