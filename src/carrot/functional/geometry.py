@@ -40,7 +40,7 @@ from carrot.functional.numerics import (
     no_autocast,
     safe_normalize,
 )
-from carrot.functional.options import Space
+from carrot.functional.options import RadiusStat, Space
 
 __all__ = [
     "ClassGeometry",
@@ -73,6 +73,11 @@ class StatsReducer(Protocol):
 
     def sum(self, x: Tensor) -> Tensor:
         """Sums a per-class partial sum over all participants (autograd-aware)."""
+        ...
+
+    def gather(self, x: Tensor) -> Tensor:
+        """Concatenates per-row values of all participants, in the order of
+        :meth:`gather_labels` (autograd-aware)."""
         ...
 
 
@@ -277,6 +282,29 @@ def _nearest_centroid(mu: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]
 _TRUE: dict[torch.device, Tensor] = {}
 
 
+def _class_median(distance: Tensor, inverse: Tensor, counts: Tensor) -> Tensor:
+    """Median of each slot's distances (the mean of the two middle ones for an even count), by
+    sorting rows by distance and then, stably, by slot: no loop, no host sync, differentiable
+    through the values it picks. Shape: (C,).
+
+    Args:
+        distance: Distance of each row to its class center. Shape: (N,).
+        inverse: Slot of each row. Shape: (N,).
+        counts: Rows per slot (0 for an unused slot). Shape: (C,).
+    """
+    if distance.shape[0] == 0:
+        return distance.new_zeros(counts.shape)
+    order = torch.argsort(distance.detach(), stable=True)
+    order = order.index_select(0, torch.argsort(inverse.index_select(0, order), stable=True))
+    ranked = distance.index_select(0, order)  # (N,), grouped by slot, ascending within
+    start = torch.cumsum(counts, 0) - counts
+    n = counts.clamp_min(1)
+    last = distance.shape[0] - 1
+    low = ranked.index_select(0, (start + (n - 1) // 2).clamp_max(last))
+    high = ranked.index_select(0, (start + n // 2).clamp_max(last))
+    return (low + high) / 2
+
+
 def _all_valid(c: int, device: torch.device) -> Tensor:
     """``valid`` of a compact list without an ignored label: a read-only view of one ``True``
     (no kernel per call)."""
@@ -296,6 +324,7 @@ def class_geometry(
     space: Space = "euclidean",
     ignore_index: int | None = None,
     rescale: bool = True,
+    radius_stat: RadiusStat = "rms",
 ) -> ClassGeometry:
     """Centroid μ_c, RMS radius r_c and nearest-centroid distance m_c of every class in a batch.
 
@@ -330,6 +359,10 @@ def class_geometry(
             and its own m_c is ``inf`` (so γ = 1 and its rows are returned unchanged).
         rescale: Compute in units of a power of two when the magnitudes lie beyond 2^±30
             (``False``: the caller guarantees they do not, e.g. unit-norm rows; ``scale`` is 1.0).
+        radius_stat: ``"rms"`` (the formula above) or ``"median"``: r_c is the median of the
+            members' distances ||z_i - μ_c|| (angles in angular space), the mean of the two
+            middle ones for an even count. With a reducer, the median is over every rank's
+            members (their distances are all-gathered: exact, differentiable).
 
     Returns:
         The :class:`ClassGeometry` of the batch.
@@ -337,6 +370,13 @@ def class_geometry(
     check_batch(z, y)
     if space not in ("euclidean", "angular"):
         raise ValueError(f"space must be 'euclidean' or 'angular', got {space!r}.")
+    if radius_stat not in ("rms", "median"):
+        raise ValueError(f"radius_stat must be 'rms' or 'median', got {radius_stat!r}.")
+    if radius_stat == "median" and unbiased_radius:
+        raise ValueError(
+            "unbiased_radius must be False with radius_stat='median' (the correction is the RMS "
+            "radius's), got True."
+        )
     dtype = compute_dtype(z.dtype)
     n, d = z.shape
     with no_autocast(z.device.type):
@@ -376,7 +416,8 @@ def class_geometry(
         inverse = inverse_all[offset : offset + n] if reducer is not None else inverse_all
         c = classes.shape[0]
         counts = counts_int  # integer: the divisions below promote to the compute dtype
-        denom = counts.clamp_min(1) if valid is not None else counts
+        # (Inductor's CPU code cannot vectorize an integer clamp: the float one, where needed.)
+        denom = counts.to(dtype).clamp_min(1.0) if valid is not None else counts
 
         sums = torch.zeros(c, d, dtype=dtype, device=z.device).index_add_(0, inverse, z_c)
         if reducer is not None:
@@ -385,23 +426,33 @@ def class_geometry(
 
         if space == "angular":
             mu = F.normalize(mu, dim=1)  # the mean direction u_c
-            deviation, theta = log_map(z_c, mu.index_select(0, inverse))
-            sq_rows = theta.square()
+            deviation, distance = log_map(z_c, mu.index_select(0, inverse))
         else:
             # z - μ_y, built in the gathered buffer: B×D temporaries dominate the cost on CPU.
             gathered = mu.index_select(0, inverse)
             deviation = (
                 torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
             )
-            sq_rows = torch.linalg.vector_norm(deviation, dim=1).square()  # fused, no (B, D) temporary
-        sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(0, inverse, sq_rows)
-        if reducer is not None:
-            sq = reducer.sum(sq)
-        r2 = sq / denom
-        if unbiased_radius:
-            r2 = r2 * denom / (counts - 1.0).clamp_min(1.0)
-        # r2 >= 0. With a gradient, r >= sqrt(tiny) keeps it finite for classes without spread.
-        r = r2.clamp_min(torch.finfo(dtype).tiny).sqrt() if r2.requires_grad else r2.sqrt_()
+            distance = torch.linalg.vector_norm(deviation, dim=1)  # fused: no (B, D) temporary
+        tiny = torch.finfo(dtype).tiny
+        if radius_stat == "median":
+            if reducer is not None:
+                distance = reducer.gather(distance)  # every rank's rows, in label order
+            r = _class_median(distance, inverse_all, counts)
+            # With a gradient, r >= tiny keeps γ's unused branch finite for classes without spread.
+            if r.requires_grad:
+                r = r.clamp_min(tiny)
+        else:
+            sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(
+                0, inverse, distance.square()
+            )
+            if reducer is not None:
+                sq = reducer.sum(sq)
+            r2 = sq / denom
+            if unbiased_radius:
+                r2 = r2 * denom / (counts - 1.0).clamp_min(1.0)
+            # r2 >= 0. With a gradient, r >= sqrt(tiny) keeps it finite without spread.
+            r = r2.clamp_min(tiny).sqrt() if r2.requires_grad else r2.sqrt_()
 
         with torch.no_grad():
             roundoff = _DEGENERATE_ULPS * torch.finfo(dtype).eps

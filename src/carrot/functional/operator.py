@@ -95,6 +95,7 @@ def apply_operator(
             sync_free=opts.sync_free,
             reducer=reducer,
             space=opts.space,
+            radius_stat=opts.radius_stat,
             ignore_index=opts.ignore_index,
             rescale=not unit_norm,
         )

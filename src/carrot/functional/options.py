@@ -61,7 +61,10 @@ class OperatorOptions:
     centroids lie 2r apart just touch. A smaller f expands classes that overlap."""
     radius_stat: RadiusStat = "rms"
     """The radius r_c: ``"rms"`` (the guide's RMS distance of the members to the centroid) or
-    ``"median"`` (their median distance to it; robust to an outlier member)."""
+    ``"median"`` (their median distance to it, the mean of the two middle ones for an even
+    count; robust to an outlier member). With ``global_stats`` under DDP the median is over every
+    rank's members (their distances are all-gathered, B numbers per rank: exact); with
+    ``sync_free`` it is computed by sorting, without a host sync. Not with ``unbiased_radius``."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -120,6 +123,11 @@ class OperatorOptions:
         if self.radius_stat not in _RADIUS_STATS:
             raise ValueError(
                 f"{prefix}radius_stat must be one of {_RADIUS_STATS}, got {self.radius_stat!r}."
+            )
+        if self.radius_stat == "median" and self.unbiased_radius is True:
+            raise ValueError(
+                f"{prefix}unbiased_radius must be False with radius_stat='median' (the correction "
+                "is the RMS radius's), got True."
             )
         for name in ("detach_stats", "unbiased_radius", "global_stats", "sync_free"):
             value = getattr(self, name)
