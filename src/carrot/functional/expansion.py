@@ -116,7 +116,7 @@ def expand_rows(
             out: Tensor = _FrozenExpansion.apply(z, deviation, gamma_rows, scale)
             return out
         z_plus = torch.addcmul(z.to(deviation.dtype), _coefficient(gamma_rows, scale), deviation)
-        return _to_input_dtype(z_plus, z.dtype)
+        return _to_input_dtype(z_plus, z.dtype, rescaled=not _is_one(scale))
 
 
 def expand_angular(z: Tensor, inverse: Tensor, u: Tensor, gamma: Tensor) -> Tensor:

@@ -4,9 +4,9 @@ For every class ``c`` present in a batch of embeddings ``z_i`` with labels ``y_i
 (``n_c`` samples of class ``c``)::
 
     μ_c    = (1 / n_c) Σ_{y_i = c} z_i                     centroid
-    r_c    = sqrt((1 / n_c) Σ_{y_i = c} ||z_i - μ_c||²)    RMS radius
+    r_c    = sqrt((1 / n_c) Σ_{y_i = c} ||z_i - μ_c||²)    RMS radius (or their median distance)
     m_c    = min_{c' ≠ c} ||μ_c - μ_c'||                   distance to the nearest other centroid
-    γ_c    = max(1, m_c / (2 r_c + ε))                     parameter-free expansion
+    γ_c    = max(1, m_c / (f r_c + ε))                     expansion (f = 2 in the guide)
     T_c(z) = μ_c + γ_c (z - μ_c)                           the CARROT operator
 
 Everything here is vectorized over classes (no Python loop, no host sync except the one
@@ -433,9 +433,11 @@ def class_geometry(
             deviation = (
                 torch.sub(z_c, gathered, out=gathered) if not mu.requires_grad else z_c - gathered
             )
-            distance = torch.linalg.vector_norm(deviation, dim=1)  # fused: no (B, D) temporary
+            distance = None
         tiny = torch.finfo(dtype).tiny
         if radius_stat == "median":
+            if distance is None:
+                distance = torch.linalg.vector_norm(deviation, dim=1)
             if reducer is not None:
                 distance = reducer.gather(distance)  # every rank's rows, in label order
             r = _class_median(distance, inverse_all, counts)
@@ -443,9 +445,13 @@ def class_geometry(
             if r.requires_grad:
                 r = r.clamp_min(tiny)
         else:
-            sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(
-                0, inverse, distance.square()
-            )
+            if distance is not None:
+                sq_rows = distance.square()
+            elif deviation.requires_grad:  # differentiates in fewer kernels than a norm squared
+                sq_rows = (deviation * deviation).sum(1)
+            else:  # fused: no (B, D) temporary
+                sq_rows = torch.linalg.vector_norm(deviation, dim=1).square_()
+            sq = torch.zeros(c, dtype=dtype, device=z.device).index_add_(0, inverse, sq_rows)
             if reducer is not None:
                 sq = reducer.sum(sq)
             r2 = sq / denom

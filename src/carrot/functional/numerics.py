@@ -129,15 +129,17 @@ def safe_normalize(x: Tensor) -> Tensor:
     Args:
         x: Shape: (B, D).
     """
+    lo, hi = _exponent_range(x.dtype)  # 2^-e must itself be representable
     if x.dtype == torch.float64:  # the largest magnitude: squares could leave float64's range
         norm = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=1, keepdim=True)
-    else:
-        # The row norm in float64, where no square of a float32 leaves the range: one fused
-        # reduction, several times faster on a CPU than the inf-norm.
-        norm = torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True, dtype=torch.float64)
-    _, e = torch.frexp(norm)  # (B, 1)
-    lo, hi = _exponent_range(x.dtype)  # 2^-e must itself be representable
-    return F.normalize(torch.ldexp(x, -e.clamp(lo, hi).to(x.dtype)), dim=1)
+        _, e = torch.frexp(norm)  # (B, 1)
+        return F.normalize(torch.ldexp(x, -e.clamp(lo, hi).to(x.dtype)), dim=1)
+    # The row norm in float64, where no square of a float32 leaves the range: one fused
+    # reduction, several times faster on a CPU than the inf-norm. Its exponent by log2 (frexp of
+    # a float64 trips Inductor's CPU code generation); 2^e is within a factor 2 of the norm.
+    norm = torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True, dtype=torch.float64)
+    e = torch.log2(norm).ceil_().to(x.dtype)  # (B, 1); -inf for a zero row, clamped below
+    return F.normalize(torch.ldexp(x, e.clamp_(lo, hi).neg_()), dim=1)
 
 
 def _to_input_dtype(x: Tensor, dtype: torch.dtype, *, rescaled: bool = True) -> Tensor:

@@ -131,7 +131,7 @@ class CarrotConfig(OperatorOptions):
     """Options of the CARROT losses (see carrot.functional.carrot_ce_kl_loss and docs/stability.md).
 
     The operator's options (eps, detach_stats, max_gamma, unbiased_radius, global_stats, sync_free,
-    space, ignore_index) are inherited from :class:`carrot.OperatorOptions`, their one home. The
+    space, ignore_index, radius_factor, radius_stat) are inherited from :class:`carrot.OperatorOptions`, their one home. The
     defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
     ``guide: true`` runs the guide's exact recipe instead."""
 
