@@ -26,8 +26,9 @@ _RADIUS_STATS = ("rms", "median")
 class OperatorOptions:
     """How the CARROT operator computes its class statistics and expansion.
 
-    The defaults are the guide's formulas. Values are checked when the object is built (and again
-    by :meth:`validate`), so a bad option fails before the first batch.
+    The defaults are the guide's formulas. Values are checked when the object is built (a field
+    changed later is checked at its next use), so a bad option fails before the first batch and
+    unchanged options are never re-checked per batch.
 
     Example:
         >>> options = OperatorOptions(max_gamma=1.5, sync_free=True)
@@ -68,38 +69,40 @@ class OperatorOptions:
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_built", True)
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _NAMES)
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A field changed after construction is checked at the next use (``checked``), once.
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("_built"):
+            object.__setattr__(self, "_dirty", True)
+            self.__dict__.pop("_copies", None)
 
     def checked(self) -> OperatorOptions:
-        """``self``, validated unless these very values were validated before: the operator calls
-        this on every batch, and a field may have been changed since the object was built."""
-        values = self._values()
-        if self.__dict__.get("_checked") != values:
+        """``self``, validated again only if a field changed since it was built or last checked
+        (the operator calls this on every batch: no re-validation of unchanged options)."""
+        if self.__dict__.get("_dirty"):
             self.validate()
-            self.__dict__["_checked"] = values
+            object.__setattr__(self, "_dirty", False)
         return self
 
     def with_eps_detach(self, eps: float | None, detach_stats: bool | None) -> OperatorOptions:
         """A validated copy with ``eps`` and ``detach_stats`` overridden (``None``: kept); ``self``
         when nothing changes. Copies are remembered, so a call per batch builds none."""
-        options = self.checked()
+        self.checked()
         eps = self.eps if eps is None else eps
         detach_stats = self.detach_stats if detach_stats is None else detach_stats
         if eps == self.eps and detach_stats is self.detach_stats:
-            return options
-        key = (eps, detach_stats, self.__dict__["_checked"])
+            return self
+        key = (eps, detach_stats)
         copies = self.__dict__.setdefault("_copies", {})
         if key not in copies:
-            copies.clear()
             copies[key] = dataclasses.replace(self, eps=eps, detach_stats=detach_stats)
         copy: OperatorOptions = copies[key]
         return copy
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid option (``prefix`` + its name)."""
-        self.__dict__.pop("_checked", None)
         eps, cap = self.eps, self.max_gamma
         if (
             isinstance(eps, bool)
