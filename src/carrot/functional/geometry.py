@@ -192,11 +192,12 @@ def nearest_reference(
 ) -> tuple[Tensor, Tensor]:
     """Distance from every query row to the nearest reference row that is not blocked, and its index.
 
-    Candidates are ranked on the Gram matrix of the centered vectors (fast, but |a|²+|b|²-2a·b
-    cancels when two vectors are close), then the distance to each of the best few is recomputed
-    as a direct difference, which is accurate and carries the gradient of ``query`` (references are
-    constants here unless they are the query itself). A row without an allowed reference gets
-    ``inf``.
+    For few pairs (C·R·D up to 2^19) every distance is a direct difference. For more, candidates
+    are ranked on the Gram matrix of the centered vectors (fast, but |a|²+|b|²-2a·b cancels when
+    two vectors are close), then the distance to each of the best few is recomputed as a direct
+    difference. Either way the reported distance is accurate; it carries the gradient of
+    ``query`` (references are constants here unless they are the query itself). A row without an
+    allowed reference gets ``inf``.
 
     Args:
         query: Shape: (C, D).
