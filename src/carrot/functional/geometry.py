@@ -60,8 +60,8 @@ _NEAREST_CANDIDATES = 4
 # spread (one image, or copies of one image): its γ is 1.
 _DEGENERATE_ULPS = 64
 # Up to this many C·R·D differences, nearest distances are all computed directly (cheaper than
-# ranking on a Gram matrix at these sizes, and a (C, R, D) temporary of at most 2 MB in float32).
-_DIRECT_PAIRS = 2**19
+# ranking on a Gram matrix at these sizes, and a (C, R, D) temporary of at most 512 KB in float32).
+_DIRECT_PAIRS = 2**17
 
 class StatsReducer(Protocol):
     """Decides which samples the statistics see; implemented by :mod:`carrot.distributed`."""
@@ -171,7 +171,7 @@ def _segment(
         if ignore_index is None or n == 0:
             return classes, inverse, counts, None, n
         # Sorted: a label below the smallest class (-100 under labels >= 0) is absent, one read.
-        lowest = int(classes[0])
+        lowest = int(classes[0].tolist())
         if ignore_index < lowest:
             return classes, inverse, counts, None, n
         ignored = 1 if ignore_index == lowest else int((classes == ignore_index).sum())
@@ -192,7 +192,7 @@ def nearest_reference(
 ) -> tuple[Tensor, Tensor]:
     """Distance from every query row to the nearest reference row that is not blocked, and its index.
 
-    For few pairs (C·R·D up to 2^19) every distance is a direct difference. For more, candidates
+    For few pairs (C·R·D up to 2^17) every distance is a direct difference. For more, candidates
     are ranked on the Gram matrix of the centered vectors (fast, but |a|²+|b|²-2a·b cancels when
     two vectors are close), then the distance to each of the best few is recomputed as a direct
     difference. Either way the reported distance is accurate; it carries the gradient of
