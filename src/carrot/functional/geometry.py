@@ -22,7 +22,8 @@ partial sums over ranks. Without one, the statistics are those of the local batc
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+import contextlib
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +188,11 @@ def _segment(
     return y, inverse, counts, valid, valid.sum()
 
 
+def _no_grad() -> contextlib.AbstractContextManager[Any]:
+    """``torch.no_grad()``, or nothing where gradients are off already (entering costs more)."""
+    return torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
+
+
 def nearest_reference(
     query: Tensor, refs: Tensor, blocked: Tensor | None, *, same: bool, rescale: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -223,7 +229,7 @@ def nearest_reference(
         return torch.full((c,), float("inf"), dtype=query.dtype, device=query.device), torch.zeros(
             c, dtype=torch.long, device=query.device
         )
-    with torch.no_grad():
+    with _no_grad():
         if c * r * d <= _DIRECT_PAIRS:
             # Few pairs: every distance directly (accurate, no Gram matrix ranking needed).
             pairs = query[:, None] - refs.to(query.dtype)[None]  # (C, R, D)
@@ -461,7 +467,7 @@ def class_geometry(
             # r2 >= 0. With a gradient, r >= sqrt(tiny) keeps it finite without spread.
             r = r2.clamp_min(tiny).sqrt() if r2.requires_grad else r2.sqrt_()
 
-        with torch.no_grad():
+        with _no_grad():
             roundoff = _DEGENERATE_ULPS * torch.finfo(dtype).eps
             if space == "angular" or not rescale:  # |μ| <= 1: unit rows, or mean directions
                 degenerate = r <= roundoff
