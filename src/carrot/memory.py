@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from carrot.functional import losses, operator
-from carrot.functional.geometry import Remembered, remembered_distance
 from carrot.functional.losses import KLDirection
+from carrot.functional.nearest import Remembered, remembered_distance
 from carrot.functional.options import OperatorOptions
 
 __all__ = ["ClassMemory", "carrot_ce_kl_loss", "carrot_operator", "carrot_supcon_loss"]

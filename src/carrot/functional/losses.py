@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import Remembered
+from carrot.functional.nearest import Remembered
 from carrot.functional.numerics import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import apply_operator
 from carrot.functional.options import _GUIDE, OperatorOptions

@@ -93,7 +93,7 @@ def _cpu_exponent(x: Tensor) -> int:
         return _NO_DATA
     # aminmax is several times faster than the inf-norm on a CPU.
     lo, hi = torch.aminmax(x.detach() if x.requires_grad else x)
-    value = max(-lo.tolist(), hi.tolist())  # tolist: read without a dispatched op
+    value = max(-float(lo.tolist()), float(hi.tolist()))  # tolist: no dispatched op
     if value == 0.0 or not math.isfinite(value):
         return _NO_DATA if value == 0.0 else 0
     exp = math.frexp(value)[1]

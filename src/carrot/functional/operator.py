@@ -10,12 +10,8 @@ from torch import Tensor
 
 from carrot.distributed import default_reducer
 from carrot.functional.expansion import expand_angular, expand_rows, expansion_factors
-from carrot.functional.geometry import (
-    Remembered,
-    chord_to_angle,
-    class_geometry,
-    remembered_distance,
-)
+from carrot.functional.geometry import chord_to_angle, class_geometry
+from carrot.functional.nearest import Remembered, remembered_distance
 from carrot.functional.numerics import no_autocast
 from carrot.functional.options import _GUIDE, OperatorOptions
 
