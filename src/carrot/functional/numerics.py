@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +93,8 @@ def _cpu_exponent(x: Tensor) -> int:
         return _NO_DATA
     # aminmax is several times faster than the inf-norm on a CPU.
     lo, hi = torch.aminmax(x.detach() if x.requires_grad else x)
-    value = max(-float(lo.tolist()), float(hi.tolist()))  # tolist: no dispatched op
+    # tolist reads a 0-d tensor as a Python number without a dispatched op.
+    value = max(-cast(float, lo.tolist()), cast(float, hi.tolist()))
     if value == 0.0 or not math.isfinite(value):
         return _NO_DATA if value == 0.0 else 0
     exp = math.frexp(value)[1]
