@@ -86,7 +86,7 @@ class ClassGeometry(NamedTuple):
     inverse: Tensor
     """Slot of each local sample. Shape: (B,)."""
     counts: Tensor
-    """Samples per class over everything the statistics saw. Shape: (C,)."""
+    """Samples per class over everything the statistics saw (an integer tensor). Shape: (C,)."""
     valid: Tensor
     """Whether the slot holds a class (always true for the compact list). Shape: (C,)."""
     mu: Tensor

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["check_batch", "compute_dtype", "no_autocast", "safe_normalize", "safe_sqrt"]
+__all__ = ["check_batch", "compute_dtype", "no_autocast", "safe_normalize"]
 
 # Embeddings are rescaled (by a power of two, exactly) only when their largest magnitude lies
 # outside [2^-30, 2^30]: squared norms of D <= 2^20 such values stay far inside float32's range.
@@ -51,14 +51,6 @@ def check_batch(z: Tensor, y: Tensor) -> None:
         )
     if y.device != z.device:
         raise ValueError(f"z and y must be on the same device, got {z.device} and {y.device}.")
-
-
-def safe_sqrt(x: Tensor) -> Tensor:
-    """sqrt with a zero (not NaN) gradient at 0."""
-    if not x.requires_grad:
-        return x.clamp_min(0.0).sqrt_()
-    positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
 
 
 def no_autocast(device_type: str) -> contextlib.AbstractContextManager[Any]:
