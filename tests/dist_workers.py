@@ -108,6 +108,12 @@ class Net(nn.Module):
         raise ValueError(self.method)
 
 
+# The median radius (issue 25) under DDP: every rank's distances are gathered.
+MEDIAN_OPTIONS = {
+    "median": OperatorOptions(radius_stat="median", radius_factor=1.0, detach_stats=False),
+    "median_sync_free": OperatorOptions(radius_stat="median", radius_factor=1.0, sync_free=True),
+}
+
 METHODS = ("ce_kl", "ce_kl_through_stats", "supcon_global", "supcon_global_through_stats")
 
 
@@ -173,6 +179,11 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 "gamma": stats["gamma"][stats["valid"]],
                 "classes": stats["classes"][stats["valid"]],
             }
+        for key, options in MEDIAN_OPTIONS.items():
+            z = z_loc.clone().requires_grad_(True)
+            out, stats = carrot_operator(z, y_loc, options=options)
+            (out * w_loc).sum().backward()
+            results[key] = {"out": out.detach(), "grad": z.grad, "gamma": stats["gamma"]}
         local_out, local_stats = carrot_operator(
             z_loc, y_loc, options=OperatorOptions(global_stats=False)
         )

@@ -16,6 +16,7 @@ from carrot import carrot_operator, carrot_supcon_loss, supcon_loss
 from carrot.distributed import all_gather_with_grad, all_reduce_sum, ddp_loss_scale, is_distributed
 
 from dist_workers import (
+    MEDIAN_OPTIONS,
     METHODS,
     SIZES,
     Net,
@@ -76,6 +77,24 @@ def test_non_finite_rows_across_ranks_equal_one_process(ranks, sync_free: bool) 
         if not sync_free:
             assert_close(got["gamma"], stats["gamma"][stats["valid"]], rtol=1e-6, atol=1e-9)
     assert counted == 2  # each rank counts its own rows
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", sorted(MEDIAN_OPTIONS))
+def test_the_median_radius_is_over_every_rank(ranks, key: str) -> None:
+    """The median is not a sum: the ranks gather their members' distances, and the result and
+    its gradient equal one process's on the concatenated batch."""
+    world, results = ranks
+    data = scenario(world)
+    z = data["z"].clone().requires_grad_(True)
+    out, stats = carrot_operator(z, data["y"], options=MEDIAN_OPTIONS[key])
+    (out * data["w"]).sum().backward()
+    assert (stats["gamma"] > 1).any()
+    for rank, res in enumerate(results):
+        sl = local_slice(world, rank)
+        assert_close(res[key]["out"], out[sl].detach(), rtol=1e-6, atol=1e-9)
+        assert_close(res[key]["grad"], z.grad[sl], rtol=1e-6, atol=1e-9)
+        assert_close(res[key]["gamma"], stats["gamma"], rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.distributed

@@ -1,7 +1,9 @@
 """carrot: CARROT, a parameter-free class-geometry embedding regularizer for fine-grained
 visual classification, in PyTorch.
 
-The formulas live in :mod:`carrot.functional.geometry`.
+The formulas live in :mod:`carrot.functional.geometry`. ``carrot_operator`` and the two CARROT
+losses exported here are :mod:`carrot.functional`'s plus the read and update of an optional
+:class:`~carrot.memory.ClassMemory` (the functional ones only read a memory).
 """
 
 import torch
@@ -9,9 +11,6 @@ import torch
 from carrot.functional import (
     ClassGeometry,
     OperatorOptions,
-    carrot_ce_kl_loss,
-    carrot_operator,
-    carrot_supcon_loss,
     class_geometry,
     expand,
     expansion_factors,
@@ -19,10 +18,10 @@ from carrot.functional import (
     summarize_stats,
     supcon_loss,
 )
+from carrot.memory import carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss
 from carrot.modules import CarrotCEKLLoss, CarrotSupConLoss, CarrotTransform, SupConLoss
 from carrot.samplers import PKSampler
-
-__version__ = "0.2.0"
+from carrot.version import __version__
 
 
 def load_model(path: str) -> torch.nn.Module:

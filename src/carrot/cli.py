@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from carrot import __version__
+from carrot.version import __version__
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -147,11 +147,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from carrot.export import export_model
+    if args.format == "hf":  # a timm / Hugging Face Hub folder
+        from carrot.hub import export_hf
 
-    result = export_model(
-        Path(args.checkpoint), Path(args.out), fmt=args.format, ema=args.ema, force=args.force
-    )
+        result = export_hf(Path(args.checkpoint), Path(args.out), ema=args.ema, force=args.force)
+    else:
+        from carrot.export import export_model
+
+        result = export_model(
+            Path(args.checkpoint), Path(args.out), fmt=args.format, ema=args.ema, force=args.force
+        )
     print(f"carrot export: wrote {', '.join(result['files'])} to {result['folder']}")
     if "onnx_max_abs_diff" in result:
         print(

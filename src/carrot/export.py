@@ -30,7 +30,7 @@ from carrot.train.checkpoint import check_weights
 
 __all__ = ["FORMATS", "ExportError", "check_export_config", "export_model", "load_model"]
 
-FORMATS = ("safetensors", "onnx", "all", "hf")
+FORMATS = ("safetensors", "onnx", "all")  # and "hf": carrot.hub.export_hf
 ONNX_TOLERANCE = 1e-4
 
 
@@ -39,16 +39,16 @@ class ExportError(ValueError):
 
 
 def _config_json(trained: Any) -> dict[str, Any]:
-    from carrot import __version__
     from carrot.train.data import eval_resize
-    from carrot.train.model import _fixed_input_size, timm_name
+    from carrot.train.model import fixed_input_size, timm_name
+    from carrot.version import __version__
 
     cfg = trained.cfg
     d, m = cfg.data, cfg.model
     timm_kwargs: dict[str, Any] = dict(m.timm_kwargs)
     if trained.in_chans != 3:
         timm_kwargs["in_chans"] = trained.in_chans
-    if _fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
+    if fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
         timm_kwargs["img_size"] = d.image_size
     head = trained.model.head
     scale = float(head.log_scale.exp()) if hasattr(head, "log_scale") else None
@@ -255,10 +255,6 @@ def export_model(
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    if fmt == "hf":  # a timm / Hugging Face Hub folder (carrot.hub)
-        from carrot.hub import export_hf
-
-        return export_hf(Path(checkpoint), Path(out), ema=ema, force=force)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; export writes a folder. Choose another --out.")

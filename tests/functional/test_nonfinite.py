@@ -105,6 +105,7 @@ def test_a_pairwise_matrix_too_large_for_memory_names_its_dimensions(
 ) -> None:
     """As with 100,000 classes in one batch: the allocator's failure becomes one line naming C."""
     import carrot.functional.geometry as geometry
+    import carrot.functional.nearest as nearest
 
     def no_memory(*args: object, **kwargs: object) -> torch.Tensor:
         raise RuntimeError(
@@ -113,6 +114,7 @@ def test_a_pairwise_matrix_too_large_for_memory_names_its_dimensions(
         )
 
     z, y = _batch()
+    monkeypatch.setattr(nearest, "_DIRECT_PAIRS", 0)  # the Gram-matrix search of many classes
     monkeypatch.setattr(geometry.torch, "addmm", no_memory)
     with pytest.raises(ValueError, match=r"C classes in the batch × R.* of 4 × 4 .*fewer classes"):
         carrot_operator(z, y)
@@ -136,10 +138,12 @@ def test_a_pairwise_matrix_too_large_for_memory_names_its_dimensions(
 
 def test_other_runtime_errors_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
     import carrot.functional.geometry as geometry
+    import carrot.functional.nearest as nearest
 
     def broken(*args: object, **kwargs: object) -> torch.Tensor:
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
+    monkeypatch.setattr(nearest, "_DIRECT_PAIRS", 0)
     monkeypatch.setattr(geometry.torch, "addmm", broken)
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         carrot_operator(*_batch())

@@ -120,13 +120,13 @@ def _literal(path: Path) -> str:
 def _sets_scratch(overrides: Sequence[str]) -> bool:
     """Whether the last ``model.pretrained=...`` of ``overrides`` turns pretraining off (a
     variant trained from scratch on a fine-tuning dataset: it gets no weights path)."""
-    from carrot.train.config import _parse_scalar
+    from carrot.train.config import parse_scalar
 
     value = None
     for item in overrides:
         key, _, text = item.partition("=")
         if key.strip() == "model.pretrained":
-            value = _parse_scalar(text)
+            value = parse_scalar(text)
     return value is False or (isinstance(value, str) and value.lower() in ("false", "no", "off"))
 
 

@@ -218,12 +218,12 @@ def parse_methods(
 def _read_yaml(text: str, source: str) -> Any:
     import yaml
 
-    from carrot.train.config import _yaml_error
+    from carrot.yamlfile import yaml_error
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(f"{source} is not valid YAML: {_yaml_error(e)}.") from e
+        raise ValueError(f"{source} is not valid YAML: {yaml_error(e)}.") from e
 
 
 def _resources() -> Any:

@@ -15,7 +15,6 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "LabeledImages",
-    "build_dataset",
     "convert_image",
     "load_rgb",
     "register",
@@ -105,23 +104,3 @@ def register(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
         return factory
 
     return wrap
-
-
-def build_dataset(
-    name: str, *, root: str | Path | None, split: str, **options: Any
-) -> LabeledImages:
-    """Build one split (``"train"`` or ``"test"``) of a registered dataset.
-
-    Raises:
-        ValueError: ``name`` is not registered (the message lists the registered names).
-        DatasetError: the files are missing or malformed.
-    """
-    import carrot.data  # noqa: F401  (registers the built-in datasets)
-
-    if name not in DATASETS:
-        raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {name!r}.")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    return DATASETS[name](
-        root=None if root is None else Path(root).expanduser(), split=split, **options
-    )

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
+from carrot.functional.nearest import Remembered
+from carrot.functional.numerics import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import apply_operator
-from carrot.functional.options import OperatorOptions
-
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
+from carrot.functional.options import _GUIDE, OperatorOptions
 
 __all__ = [
     "KLDirection",
     "carrot_ce_kl_loss",
     "carrot_supcon_loss",
+    "carrot_views",
     "check_ce_kl_options",
     "kl_consistency",
     "supcon_loss",
@@ -48,18 +47,29 @@ def _renormalize(z_plus: Tensor) -> Tensor:
         return F.normalize(_wide(z_plus), dim=1).to(z_plus.dtype)
 
 
-def _carrot_views(
+def carrot_views(
     z: Tensor,
     y: Tensor,
     opts: OperatorOptions,
-    memory: ClassMemory | None,
+    memory: Remembered | None,
     *,
     stop_grad_plus: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) (detached with
-    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses."""
+    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses.
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        opts: The operator's options.
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        stop_grad_plus: Detach ẑ⁺.
+
+    Returns:
+        ``(ẑ, ẑ⁺, stats)``. Shapes: (B, D), (B, D).
+    """
     check_batch(z, y)
-    opts.validate()
+    opts = opts.checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     view = _renormalize(z_plus)
@@ -87,31 +97,36 @@ def check_ce_kl_options(
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
 
 
-def _kept(y: Tensor, ignore_index: int | None) -> tuple[Tensor | None, Tensor | int]:
-    """Rows that count (None: all of them) and how many, at least 1 (no host sync)."""
-    if ignore_index is None:
+def _kept(
+    y: Tensor, ignore_index: int | None, stats: dict[str, Any]
+) -> tuple[Tensor | None, Tensor | int]:
+    """Rows that count (None: all of them) and how many, at least 1 (no host sync). The
+    operator's compact class list already tells whether the ignored label occurs: then every
+    slot is a class (``classes_in_batch`` is an int equal to the number of slots)."""
+    present = stats["classes_in_batch"]
+    if ignore_index is None or (
+        isinstance(present, int) and present == stats["classes"].shape[0]
+    ):
         return None, max(y.shape[0], 1)
     kept = y != ignore_index
     return kept, kept.sum().clamp_min(1)
 
 
-def _cross_entropy(
-    logits: Tensor,
-    y: Tensor,
-    *,
-    label_smoothing: float,
-    ignore_index: int | None,
-    count: Tensor | int,
-) -> Tensor:
-    """Mean cross-entropy over the ``count`` rows not ignored; 0 for an empty batch."""
-    total = F.cross_entropy(
-        _wide(logits),
-        y,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-        ignore_index=-100 if ignore_index is None else ignore_index,
-    )
-    return total / count
+def _kl_sum(log_p: Tensor, log_q: Tensor, direction: str, kept: Tensor | None) -> Tensor:
+    """Σ over the kept rows of KL in ``direction`` (see :func:`kl_consistency`) from the
+    log-probabilities of z and z⁺. An ignored row gets the same distribution on both sides, which
+    makes its term and its gradient exactly zero without a masked reduction."""
+
+    def kl(log_target: Tensor, log_input: Tensor) -> Tensor:
+        if kept is not None:
+            log_target = torch.where(kept[:, None], log_target, log_input)
+        return F.kl_div(log_input, log_target, reduction="sum", log_target=True)
+
+    if direction == "plus_z":
+        return kl(log_q, log_p)
+    if direction == "z_plus":
+        return kl(log_p, log_q)
+    return 0.5 * (kl(log_q, log_p) + kl(log_p, log_q))
 
 
 def kl_consistency(
@@ -184,7 +199,7 @@ def carrot_ce_kl_loss(
     stop_grad_plus: bool = False,
     label_smoothing: float = 0.0,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -213,7 +228,7 @@ def carrot_ce_kl_loss(
         label_smoothing: Label smoothing of the CE terms (default 0).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -227,31 +242,39 @@ def carrot_ce_kl_loss(
         aux_ce_weight=aux_ce_weight,
         label_smoothing=label_smoothing,
     )
-    opts = options if options is not None else OperatorOptions()
-    opts.validate()
+    opts = (options if options is not None else _GUIDE).checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     z_plus = _renormalize(z_plus)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
-    kept, count = _kept(y, opts.ignore_index)
-    ce_args: dict[str, Any] = dict(
-        label_smoothing=label_smoothing, ignore_index=opts.ignore_index, count=count
-    )
-    ce = _cross_entropy(logits, y, **ce_args)
-    kl = kl_consistency(
-        logits,
-        logits_plus,
-        T=T,
-        direction=kl_direction,
-        stop_grad_plus=stop_grad_plus,
-        weight=kept,
-    )
-    loss = ce + lam * kl
+    kept, count = _kept(y, opts.ignore_index, stats)
+    ignore = -100 if opts.ignore_index is None else opts.ignore_index
+    wide, wide_plus = _wide(logits), _wide(logits_plus)
+    # Every branch below is chosen by a hyperparameter, never by data: at the guide's T = 1,
+    # λ = 1 and no smoothing, CE and KL share one log-softmax per view and nothing is rescaled.
+    tempered = T != 1.0
+    log_p = F.log_softmax(wide / T if tempered else wide, dim=1)
+    log_q = F.log_softmax(wide_plus / T if tempered else wide_plus, dim=1)
+
+    def cross_entropy(raw: Tensor, log_probs: Tensor) -> Tensor:
+        if tempered or label_smoothing:
+            total = F.cross_entropy(
+                raw, y, reduction="sum", label_smoothing=label_smoothing, ignore_index=ignore
+            )
+        else:
+            total = F.nll_loss(log_probs, y, reduction="sum", ignore_index=ignore)
+        return total / count
+
+    ce = cross_entropy(wide, log_p)
+    kl = _kl_sum(log_p, log_q.detach() if stop_grad_plus else log_q, kl_direction, kept) / count
+    if tempered:
+        kl = kl * (T * T)
+    loss = ce + (kl if lam == 1.0 else lam * kl)
     aux = torch.zeros((), device=z.device)
     if aux_ce_weight > 0:
-        aux = _cross_entropy(logits_plus, y, **ce_args)
+        aux = cross_entropy(wide_plus, log_q)
         loss = loss + aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
     return loss, stats
@@ -347,7 +370,7 @@ def carrot_supcon_loss(
     gather_global: bool = False,
     stop_grad_plus: bool = False,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -360,13 +383,13 @@ def carrot_supcon_loss(
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
         options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
-    opts = options if options is not None else OperatorOptions()
-    z_hat, view, stats = _carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
+    opts = options if options is not None else _GUIDE
+    z_hat, view, stats = carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
     features = torch.stack([z_hat, view], dim=1)  # (B, 2, D)
     loss = supcon_loss(
         features,

@@ -243,7 +243,7 @@ def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
     (default image_size / 0.875) before a crop."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+    from carrot.data import DATASETS
 
     data = dict(config.get("data", {}))
     if "augment" in data:

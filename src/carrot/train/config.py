@@ -19,6 +19,7 @@ import yaml
 
 from carrot.functional.options import OperatorOptions
 from carrot.train.validation import RANGES, Range, validate
+from carrot.yamlfile import yaml_error
 
 __all__ = [
     "RANGES",
@@ -130,7 +131,7 @@ class CarrotConfig(OperatorOptions):
     """Options of the CARROT losses (see carrot.functional.carrot_ce_kl_loss and docs/stability.md).
 
     The operator's options (eps, detach_stats, max_gamma, unbiased_radius, global_stats, sync_free,
-    space, ignore_index) are inherited from :class:`carrot.OperatorOptions`, their one home. The
+    space, ignore_index, radius_factor, radius_stat) are inherited from :class:`carrot.OperatorOptions`, their one home. The
     defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
     ``guide: true`` runs the guide's exact recipe instead."""
 
@@ -426,19 +427,11 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """A YAML error on one line: what is wrong and where."""
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return " ".join(str(e).split())
-
-
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def _parse_scalar(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
     try:
         return _yaml(text)
     except yaml.YAMLError:
@@ -465,7 +458,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key = key.strip()
         if not key:
             raise ConfigError(f"override {item!r} has no key before '='.")
-        _assign(cfg, key.split("."), _parse_scalar(text))
+        _assign(cfg, key.split("."), parse_scalar(text))
     validate(cfg)
     return cfg
 
@@ -496,7 +489,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_error(e)}.") from e
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_error(e)}.") from e
         try:
             cfg = config_from_dict(data, cfg)
         except ConfigError as e:

@@ -9,14 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot.functional import (
-    OperatorOptions,
-    carrot_ce_kl_loss,
-    carrot_operator,
-    carrot_supcon_loss,
-    supcon_loss,
-)
-from carrot.memory import ClassMemory
+from carrot.functional import OperatorOptions, carrot_operator, supcon_loss
+from carrot.memory import ClassMemory, carrot_ce_kl_loss, carrot_supcon_loss
 from carrot.train.config import CarrotConfig, Config
 from carrot.train.model import ModelOutput
 

@@ -28,6 +28,7 @@ __all__ = [
     "backbone_state",
     "build_model",
     "create_backbone",
+    "fixed_input_size",
     "read_weights",
     "timm_name",
     "weights_preprocessing",
@@ -325,7 +326,7 @@ def _mismatch(path: Path, name: str, kwargs: dict[str, Any], state: dict[str, Te
     return "; ".join(parts)
 
 
-def _fixed_input_size(name: str) -> bool:
+def fixed_input_size(name: str) -> bool:
     """Whether the architecture is built for one input size (ViT, DeiT, EVA, Swin...): such a
     model takes ``img_size``, and timm resamples its position embeddings when loading weights."""
     if name.startswith("hf-hub:"):
@@ -355,7 +356,7 @@ def create_backbone(
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "drop_rate": cfg.drop_rate}
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
-    if image_size is not None and _fixed_input_size(name):
+    if image_size is not None and fixed_input_size(name):
         kwargs["img_size"] = image_size
     kwargs.update(cfg.timm_kwargs)
     if not cfg.pretrained and cfg.pretrained_path is not None:

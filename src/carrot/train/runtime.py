@@ -153,7 +153,7 @@ def environment_info(world_size: int, device: torch.device) -> dict[str, Any]:
     import timm
     import torchvision
 
-    from carrot import __version__
+    from carrot.version import __version__
 
     info: dict[str, Any] = {
         "carrot": __version__,

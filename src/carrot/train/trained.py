@@ -90,7 +90,7 @@ def load_trained(
         ) from e
     model.eval().to(device)
     epoch = int(ckpt.get("state", {}).get("epoch", 0))
-    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+    from carrot.data import DATASETS
 
     kind = DATASETS.get(cfg.data.name)
     traits = types.SimpleNamespace(
