@@ -58,6 +58,14 @@ def scenario(world: int) -> dict[str, Tensor]:
     return {"x": x, "z": z, "y": y, "w": w}
 
 
+def nonfinite_z(z: Tensor) -> Tensor:
+    """``z`` with a NaN in the second row and an infinity in the last (different ranks)."""
+    bad = z.clone()
+    bad[1, 0] = float("nan")
+    bad[-1, 2] = float("inf")
+    return bad
+
+
 def local_slice(world: int, rank: int) -> slice:
     start = sum(SIZES[world][:rank])
     return slice(start, start + SIZES[world][rank])
@@ -99,6 +107,12 @@ class Net(nn.Module):
             return loss + probe
         raise ValueError(self.method)
 
+
+# The median radius (issue 25) under DDP: every rank's distances are gathered.
+MEDIAN_OPTIONS = {
+    "median": OperatorOptions(radius_stat="median", radius_factor=1.0, detach_stats=False),
+    "median_sync_free": OperatorOptions(radius_stat="median", radius_factor=1.0, sync_free=True),
+}
 
 METHODS = ("ce_kl", "ce_kl_through_stats", "supcon_global", "supcon_global_through_stats")
 
@@ -156,6 +170,20 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 "grad": z.grad,
                 **{k: stats[k] for k in ("classes", "gamma", "r", "m", "counts")},
             }
+        for sync_free in (False, True):  # non-finite rows on some ranks (issue 22, item 4)
+            bad = nonfinite_z(data["z"])[sl]
+            out, stats = carrot_operator(bad, y_loc, options=OperatorOptions(sync_free=sync_free))
+            results[f"nonfinite_{sync_free}"] = {
+                "out": out,
+                "nonfinite": stats["nonfinite"],
+                "gamma": stats["gamma"][stats["valid"]],
+                "classes": stats["classes"][stats["valid"]],
+            }
+        for key, options in MEDIAN_OPTIONS.items():
+            z = z_loc.clone().requires_grad_(True)
+            out, stats = carrot_operator(z, y_loc, options=options)
+            (out * w_loc).sum().backward()
+            results[key] = {"out": out.detach(), "grad": z.grad, "gamma": stats["gamma"]}
         local_out, local_stats = carrot_operator(
             z_loc, y_loc, options=OperatorOptions(global_stats=False)
         )

@@ -9,8 +9,19 @@ import torch
 from torch import Tensor
 
 
-def oracle_geometry(z: Tensor, y: Tensor, *, unbiased: bool = False) -> dict[str, Tensor]:
-    """μ_c, r_c, m_c per class (classes ascending), in float64, differentiable in ``z``."""
+def _median(values: list[Tensor]) -> Tensor:
+    """The middle value, or the mean of the two middle ones for an even count."""
+    ordered = sorted(values, key=lambda v: float(v.detach()))
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+
+def oracle_geometry(
+    z: Tensor, y: Tensor, *, unbiased: bool = False, radius_stat: str = "rms"
+) -> dict[str, Tensor]:
+    """μ_c, r_c, m_c per class (classes ascending), in float64, differentiable in ``z``.
+    r_c is the RMS distance of the members to μ_c, or with ``radius_stat="median"`` their median
+    distance to it."""
     z = z.double()
     labels = sorted(set(y.tolist()))
     mus, rs, counts, flat = [], [], [], []
@@ -21,6 +32,8 @@ def oracle_geometry(z: Tensor, y: Tensor, *, unbiased: bool = False) -> dict[str
         identical = all(torch.equal(row, rows[0]) for row in rows)
         if identical:
             r = torch.zeros((), dtype=torch.float64)
+        elif radius_stat == "median":
+            r = _median([torch.sqrt(((row - mu) ** 2).sum()) for row in rows])
         else:
             total = sum(((row - mu) ** 2).sum() for row in rows)
             var = total / n
@@ -55,17 +68,20 @@ def oracle_operator(
     detach_stats: bool = True,
     unbiased: bool = False,
     max_gamma: float | None = None,
+    radius_factor: float = 2.0,
+    radius_stat: str = "rms",
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """T_c(z) = μ_c + γ_c (z - μ_c), γ_c = max(1, m_c / (2 r_c + ε)); γ = 1 for a class without
-    spread or without another class; identity for fewer than two classes."""
+    """T_c(z) = μ_c + γ_c (z - μ_c), γ_c = max(1, m_c / (f r_c + ε)) with f = ``radius_factor``
+    (the guide's 2); γ = 1 for a class without spread or without another class; identity for
+    fewer than two classes."""
     z = z.double()
-    g = oracle_geometry(z, y, unbiased=unbiased)
+    g = oracle_geometry(z, y, unbiased=unbiased, radius_stat=radius_stat)
     gammas = []
     for c in range(len(g["classes"])):
         if bool(g["flat"][c]) or not math.isfinite(float(g["m"][c].detach())):
             gamma = torch.ones((), dtype=torch.float64)
         else:
-            gamma = torch.clamp(g["m"][c] / (2 * g["r"][c] + eps), min=1.0)
+            gamma = torch.clamp(g["m"][c] / (radius_factor * g["r"][c] + eps), min=1.0)
         if max_gamma is not None:
             gamma = torch.clamp(gamma, max=max_gamma)
         gammas.append(gamma)

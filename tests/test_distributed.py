@@ -15,7 +15,18 @@ from torch.testing import assert_close
 from carrot import carrot_operator, carrot_supcon_loss, supcon_loss
 from carrot.distributed import all_gather_with_grad, all_reduce_sum, ddp_loss_scale, is_distributed
 
-from dist_workers import METHODS, SIZES, Net, free_port, local_slice, scenario, sgd_step, worker
+from dist_workers import (
+    MEDIAN_OPTIONS,
+    METHODS,
+    SIZES,
+    Net,
+    free_port,
+    local_slice,
+    nonfinite_z,
+    scenario,
+    sgd_step,
+    worker,
+)
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["world2", "world3"])
@@ -46,6 +57,44 @@ def test_operator_equals_single_process_on_concatenated_batch(ranks, detach: boo
         assert_close(got["grad"], z.grad[sl], rtol=1e-6, atol=1e-9)
         for key in ("classes", "gamma", "r", "m", "counts"):
             assert_close(got[key], stats[key], rtol=1e-6, atol=1e-9, msg=key)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_non_finite_rows_across_ranks_equal_one_process(ranks, sync_free: bool) -> None:
+    from carrot import OperatorOptions
+
+    world, results = ranks
+    data = scenario(world)
+    bad = nonfinite_z(data["z"])
+    out, stats = carrot_operator(bad, data["y"], options=OperatorOptions(sync_free=sync_free))
+    assert int(stats["nonfinite"]) == 2
+    counted = 0
+    for rank, res in enumerate(results):
+        got = res[f"nonfinite_{sync_free}"]
+        assert_close(got["out"], out[local_slice(world, rank)], rtol=1e-6, atol=1e-9, equal_nan=True)
+        counted += int(got["nonfinite"])
+        if not sync_free:
+            assert_close(got["gamma"], stats["gamma"][stats["valid"]], rtol=1e-6, atol=1e-9)
+    assert counted == 2  # each rank counts its own rows
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", sorted(MEDIAN_OPTIONS))
+def test_the_median_radius_is_over_every_rank(ranks, key: str) -> None:
+    """The median is not a sum: the ranks gather their members' distances, and the result and
+    its gradient equal one process's on the concatenated batch."""
+    world, results = ranks
+    data = scenario(world)
+    z = data["z"].clone().requires_grad_(True)
+    out, stats = carrot_operator(z, data["y"], options=MEDIAN_OPTIONS[key])
+    (out * data["w"]).sum().backward()
+    assert (stats["gamma"] > 1).any()
+    for rank, res in enumerate(results):
+        sl = local_slice(world, rank)
+        assert_close(res[key]["out"], out[sl].detach(), rtol=1e-6, atol=1e-9)
+        assert_close(res[key]["grad"], z.grad[sl], rtol=1e-6, atol=1e-9)
+        assert_close(res[key]["gamma"], stats["gamma"], rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.distributed

@@ -1,7 +1,9 @@
 """carrot: CARROT, a parameter-free class-geometry embedding regularizer for fine-grained
 visual classification, in PyTorch.
 
-The formulas live in :mod:`carrot.functional.geometry`.
+The formulas live in :mod:`carrot.functional.geometry`. ``carrot_operator`` and the two CARROT
+losses exported here (and CARROT's term alone, ``carrot_consistency_loss``) are :mod:`carrot.functional`'s plus the read and update of an optional
+:class:`~carrot.memory.ClassMemory` (the functional ones only read a memory).
 """
 
 import torch
@@ -10,10 +12,6 @@ from carrot.functional import (
     CEKLOptions,
     ClassGeometry,
     OperatorOptions,
-    carrot_ce_kl_loss,
-    carrot_consistency_loss,
-    carrot_operator,
-    carrot_supcon_loss,
     class_geometry,
     expand,
     expansion_factors,
@@ -21,10 +19,15 @@ from carrot.functional import (
     summarize_stats,
     supcon_loss,
 )
+from carrot.memory import (
+    carrot_ce_kl_loss,
+    carrot_consistency_loss,
+    carrot_operator,
+    carrot_supcon_loss,
+)
 from carrot.modules import CarrotCEKLLoss, CarrotSupConLoss, CarrotTransform, SupConLoss
 from carrot.samplers import PKSampler
-
-__version__ = "0.2.0"
+from carrot.version import __version__
 
 
 def load_model(path: str) -> torch.nn.Module:

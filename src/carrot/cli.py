@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from carrot import __version__
+from carrot.version import __version__
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -56,6 +56,11 @@ def _eval(args: argparse.Namespace) -> int:
     from carrot.train.tta import with_tta
 
     path = Path(args.checkpoint)
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(
+            f"--json {args.json} is a folder; give the file to write, e.g. "
+            f"{Path(args.json) / 'metrics.json'}."
+        )
     ckpt = load_checkpoint(path)  # read once for the model and its EMA
     trained = load_trained(path, overrides=args.overrides, checkpoint=ckpt)
     models = [("model", trained.model)]
@@ -112,8 +117,10 @@ def _eval(args: argparse.Namespace) -> int:
             if args.report:
                 print(f"report: {args.report}")
             if args.json:
+                from carrot.train.runtime import atomic_write_text
+
                 merged = {name: {**results[name], **extras[name]} for name in results}
-                Path(args.json).write_text(json.dumps(merged, indent=2, allow_nan=False))
+                atomic_write_text(Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n")
     finally:
         rt.teardown()
     return 0
@@ -140,11 +147,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from carrot.export import export_model
+    if args.format == "hf":  # a timm / Hugging Face Hub folder
+        from carrot.hub import export_hf
 
-    result = export_model(
-        Path(args.checkpoint), Path(args.out), fmt=args.format, ema=args.ema, force=args.force
-    )
+        result = export_hf(Path(args.checkpoint), Path(args.out), ema=args.ema, force=args.force)
+    else:
+        from carrot.export import export_model
+
+        result = export_model(
+            Path(args.checkpoint), Path(args.out), fmt=args.format, ema=args.ema, force=args.force
+        )
     print(f"carrot export: wrote {', '.join(result['files'])} to {result['folder']}")
     if "onnx_max_abs_diff" in result:
         print(
@@ -302,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         DatasetError,
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,  # a path that is a file, a folder, unwritable...: the message names it
         ImportError,
         PretrainedWeightsError,
     ) as e:

@@ -170,6 +170,9 @@ class DistributedReducer:
     def sum(self, x: Tensor) -> Tensor:
         return all_reduce_sum(x, self.group)
 
+    def gather(self, x: Tensor) -> Tensor:
+        return all_gather_with_grad(x, self.group)[0]
+
 
 def default_reducer(group: Any = None) -> DistributedReducer | None:
     """A :class:`DistributedReducer` when running distributed with more than one rank, else

@@ -16,15 +16,21 @@ An export folder holds:
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["FORMATS", "ExportError", "export_model", "load_model"]
+from carrot.train.checkpoint import check_weights
 
-FORMATS = ("safetensors", "onnx", "all", "hf")
+__all__ = ["FORMATS", "ExportError", "check_export_config", "export_model", "load_model"]
+
+FORMATS = ("safetensors", "onnx", "all")  # and "hf": carrot.hub.export_hf
 ONNX_TOLERANCE = 1e-4
 
 
@@ -33,16 +39,16 @@ class ExportError(ValueError):
 
 
 def _config_json(trained: Any) -> dict[str, Any]:
-    from carrot import __version__
     from carrot.train.data import eval_resize
-    from carrot.train.model import _fixed_input_size, timm_name
+    from carrot.train.model import fixed_input_size, timm_name
+    from carrot.version import __version__
 
     cfg = trained.cfg
     d, m = cfg.data, cfg.model
     timm_kwargs: dict[str, Any] = dict(m.timm_kwargs)
     if trained.in_chans != 3:
         timm_kwargs["in_chans"] = trained.in_chans
-    if _fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
+    if fixed_input_size(timm_name(m.backbone)) and "img_size" not in timm_kwargs:
         timm_kwargs["img_size"] = d.image_size
     head = trained.model.head
     scale = float(head.log_scale.exp()) if hasattr(head, "log_scale") else None
@@ -65,6 +71,96 @@ def _config_json(trained: Any) -> dict[str, Any]:
         "epoch": trained.epoch,
         "carrot_version": __version__,
     }
+
+
+def _bad(file: Path, key: str, rule: str, value: Any) -> ExportError:
+    return ExportError(
+        f"{file}: {key} must be {rule}, got {value!r}; it is not a config.json that carrot "
+        "export wrote (re-export the checkpoint)."
+    )
+
+
+def _int(value: Any, lo: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def check_export_config(config: Any, file: Path) -> dict[str, Any]:
+    """``config`` (read from ``file``) if it is a complete, consistent export config; else an
+    :class:`ExportError` naming the first key that is missing or wrong."""
+    if not isinstance(config, dict):
+        raise _bad(file, "the file", "a JSON object", type(config).__name__)
+    required = ("architecture", "num_classes", "label_names", "input_size", "head")
+    for key in required:
+        if key not in config:
+            raise ExportError(
+                f"{file} has no {key!r}; an export config needs {', '.join(required)}. "
+                "Re-export the checkpoint."
+            )
+    arch = config["architecture"]
+    if not isinstance(arch, str) or not arch:
+        raise _bad(file, "architecture", "a timm model name", arch)
+    n = config["num_classes"]
+    if not _int(n):
+        raise _bad(file, "num_classes", "an integer >= 1", n)
+    names = config["label_names"]
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise _bad(file, "label_names", "a list of class names", names)
+    if len(names) != n:
+        raise _bad(file, "label_names", f"a list of num_classes = {n} names", f"{len(names)} names")
+    in_chans = config.get("in_chans", 3)
+    if not _int(in_chans):
+        raise _bad(file, "in_chans", "an integer >= 1", in_chans)
+    size = config["input_size"]
+    if (
+        not isinstance(size, list)
+        or len(size) != 3
+        or not all(_int(v) for v in size)
+        or size[0] != in_chans
+    ):
+        raise _bad(file, "input_size", f"[in_chans = {in_chans}, height >= 1, width >= 1]", size)
+    for key in ("mean", "std"):
+        values = config.get(key, [])
+        if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            raise _bad(file, key, "a list of finite numbers", values)
+        if values and len(values) != in_chans:
+            raise _bad(file, key, f"a list of in_chans = {in_chans} numbers", values)
+        if key == "std" and not all(v > 0 for v in values):
+            raise _bad(file, "std", "a list of numbers > 0", values)
+    interpolation = config.get("interpolation", "bilinear")
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise _bad(file, "interpolation", "'bilinear', 'bicubic' or 'nearest'", interpolation)
+    crop = config.get("crop_pct", 1.0)
+    if crop is not None and not (_positive(crop) and crop <= 1.0):
+        raise _bad(file, "crop_pct", "a number in (0, 1]", crop)
+    resize = config.get("resize", "full")
+    if resize not in ("square", "short_side", "full"):
+        raise _bad(file, "resize", "'square', 'short_side' or 'full'", resize)
+    dim = config.get("embedding_dim")
+    if dim is not None and not _int(dim):
+        raise _bad(file, "embedding_dim", "null or an integer >= 1", dim)
+    if not isinstance(config.get("timm_kwargs", {}), dict):
+        raise _bad(file, "timm_kwargs", "a mapping", config.get("timm_kwargs"))
+    head = config["head"]
+    if not isinstance(head, dict) or head.get("type") not in ("cosine", "linear"):
+        raise _bad(file, "head", "{type: 'cosine' or 'linear', scale, learn_scale}", head)
+    scale = head.get("scale")
+    if scale is not None and not _positive(scale):
+        raise _bad(file, "head.scale", "null or a finite number > 0", scale)
+    if not isinstance(head.get("learn_scale", False), bool):
+        raise _bad(file, "head.learn_scale", "true or false", head.get("learn_scale"))
+    return config
 
 
 def _model_from_config(config: dict[str, Any]) -> nn.Module:
@@ -106,9 +202,19 @@ def load_model(path: str | Path) -> nn.Module:
     for f in (config_file, weights):
         if not f.is_file():
             raise FileNotFoundError(f"{f} does not exist; {folder} is not a carrot export folder.")
-    config = json.loads(config_file.read_text())
-    model = _model_from_config(config)
-    load_weights(model, str(weights), strict=True)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportError(f"{config_file} is not valid JSON ({e}); re-export the checkpoint.") from e
+    model = _model_from_config(check_export_config(config, config_file))
+    try:
+        load_weights(model, str(weights), strict=True)
+    except Exception as e:  # safetensors raises several types for a wrong or corrupt file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ExportError(
+            f"{weights} does not fit the model of {config_file} ({first}); re-export the checkpoint."
+        ) from e
+    check_weights(model.state_dict(), f"the weights in {weights}")
     model.carrot_config = config
     return model.eval()
 
@@ -145,41 +251,68 @@ def export_model(
 ) -> dict[str, Any]:
     """Write the export folder ``out`` from ``checkpoint``; returns what was written, with the
     ONNX-vs-PyTorch logit difference when ONNX was exported (an error above 1e-4)."""
-    from safetensors.torch import save_file, save_model
-
     from carrot.train.trained import load_trained
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    if fmt == "hf":  # a timm / Hugging Face Hub folder (carrot.hub)
-        from carrot.hub import export_hf
-
-        return export_hf(Path(checkpoint), Path(out), ema=ema, force=force)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; export writes a folder. Choose another --out.")
+    if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or add --force.")
     trained = load_trained(Path(checkpoint), ema=ema)
     model = trained.model.float().cpu().eval()
-    out.mkdir(parents=True, exist_ok=True)
     config = _config_json(trained)
-    written: dict[str, Any] = {"folder": str(out), "files": []}
+    # Everything goes to a temporary folder beside ``out`` and is moved into place at the end:
+    # a failed export (a missing extra, an unfaithful ONNX file) leaves nothing behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        written = _write(model, config, tmp, fmt)
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    written["folder"] = str(out)
+    return written
+
+
+def _write(model: Any, config: dict[str, Any], folder: Path, fmt: str) -> dict[str, Any]:
+    from safetensors.torch import save_file, save_model
+
+    from carrot.paths import default_dir_mode
+
+    written: dict[str, Any] = {"files": []}
     if fmt in ("safetensors", "all"):
-        save_model(model, str(out / "model.safetensors"))
+        save_model(model, str(folder / "model.safetensors"))
         backbone = {k: v.contiguous() for k, v in model.backbone.state_dict().items()}
-        save_file(backbone, str(out / "backbone.safetensors"))
+        save_file(backbone, str(folder / "backbone.safetensors"))
         written["files"] += ["model.safetensors", "backbone.safetensors"]
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     written["files"].append("config.json")
     if fmt in ("onnx", "all"):
         g = torch.Generator().manual_seed(0)
         size = config["input_size"]
         sample = torch.randn(2, *size, generator=g)
-        diff = _onnx(model, out, sample)
+        diff = _onnx(model, folder, sample)
         written["files"].append("model.onnx")
         written["onnx_max_abs_diff"] = diff
         if not diff <= ONNX_TOLERANCE:
             raise ExportError(
                 f"onnxruntime's logits differ from PyTorch's by {diff:.3g} (> {ONNX_TOLERANCE}); "
-                f"{out / 'model.onnx'} is not faithful. Export with --format safetensors."
+                "the ONNX file is not faithful and nothing was written. Export with --format "
+                "safetensors."
             )
+    os.chmod(folder, default_dir_mode())  # mkdtemp makes it private
     return written
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """``tmp``'s files into ``out``: a rename of the folder when ``out`` is new or empty, else
+    (``--force``) one rename per file, each replacing its old version whole."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)

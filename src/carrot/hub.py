@@ -21,6 +21,9 @@ user's ``hf upload USER/REPO DIR``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +253,8 @@ def export_hf(
 ) -> dict[str, Any]:
     """Write a folder that ``timm.create_model("local-dir:OUT", pretrained=True)`` loads (with
     :mod:`carrot.hub` imported): config.json, model.safetensors, README.md."""
-    from carrot.export import ExportError
+    from carrot.export import ExportError, _move_into_place
+    from carrot.paths import default_dir_mode
     from carrot.train.checkpoint import load_checkpoint
     from carrot.train.trained import load_trained
 
@@ -274,7 +278,17 @@ def export_hf(
     if ema and evaluated and "top1_ema" in evaluated[-1]:
         metrics = {"top1": float(evaluated[-1]["top1_ema"])}
     del ckpt
-    return write_hf_folder(trained, out, metrics)
+    # Written to a temporary folder beside ``out`` and moved into place, as every export is.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        written = write_hf_folder(trained, tmp, metrics)
+        os.chmod(tmp, default_dir_mode())  # mkdtemp makes it private
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    written["folder"] = str(out)
+    return written
 
 
 def write_hf_folder(trained: Any, out: Path, metrics: dict[str, float]) -> dict[str, Any]:

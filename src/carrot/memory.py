@@ -1,4 +1,5 @@
-"""A memory of every class's geometry across batches (optional, off by default).
+"""A memory of every class's geometry across batches (optional, off by default), and the
+operator and losses that read and update one.
 
 In a P×K batch of P classes out of hundreds (NABirds: 16 of 555), the nearest other class *in the
 batch* is rarely a class's true nearest confuser, so m_c overestimates the margin. ``ClassMemory``
@@ -9,19 +10,32 @@ classes *and* every class seen before.
 Its buffers are updated from the statistics the operator already has: under ``torch.distributed``
 with global statistics (the default) those are the same on every rank, so the memories stay
 identical without any extra communication. With ``global_stats=False`` each rank remembers its own.
+
+:mod:`carrot.functional` only reads a memory (a :class:`~carrot.functional.geometry.Remembered`);
+the state lives here, as torchmetrics keeps state in modules. :func:`carrot_operator`,
+:func:`carrot_ce_kl_loss` and :func:`carrot_supcon_loss` (the ones ``carrot`` exports) are the
+functional ones plus that read and the update that follows, when given a :class:`ClassMemory`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot.functional.geometry import nearest_reference
+from carrot.functional import losses, operator
+from carrot.functional.nearest import Remembered, remembered_distance
+from carrot.functional.options import CEKLOptions, KLDirection, OperatorOptions
 
-__all__ = ["ClassMemory"]
+__all__ = [
+    "ClassMemory",
+    "carrot_ce_kl_loss",
+    "carrot_consistency_loss",
+    "carrot_operator",
+    "carrot_supcon_loss",
+]
 
 
 class ClassMemory(nn.Module):
@@ -65,40 +79,29 @@ class ClassMemory(nn.Module):
             state_dict.setdefault(prefix + "skipped", torch.zeros_like(self.skipped))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
-    def _check(self, centers: Tensor, classes: Tensor) -> None:
-        if centers.ndim != 2 or centers.shape[1] != self.dim:
-            raise ValueError(
-                f"centers must have shape (C, {self.dim}), got {tuple(centers.shape)}; the memory was "
-                f"built for dim={self.dim}."
-            )
-        torch._assert_async(
-            ((classes >= 0) & (classes < self.num_classes)).all(),
-            f"ClassMemory: class labels must lie in [0, {self.num_classes}).",
-        )
+    def remembered(self) -> Remembered:
+        """The remembered centers, as the functional operator reads them (views, no copy)."""
+        return Remembered(self.centers[: self.num_classes], self.seen[: self.num_classes])
 
     def nearest(self, centers: Tensor, classes: Tensor, *, unit: bool = False) -> Tensor:
         """Distance from each batch class center to the nearest remembered center of another class
-        (``inf`` where none has been seen yet).
+        (``inf`` where none has been seen yet); see
+        :func:`~carrot.functional.geometry.remembered_distance`.
 
         Args:
             centers: The batch's class centers. Shape: (C, D).
             classes: Their labels. Shape: (C,).
-            unit: Centers are directions (angular space): compare with the remembered centers
-                re-normalized, since an average of unit vectors is shorter than one.
+            unit: Centers are directions (angular space).
 
         Returns:
             Euclidean (chord) distances. Shape: (C,).
         """
-        self._check(centers, classes)
-        ids = torch.arange(self.num_classes, device=classes.device)
-        blocked = ~self.seen[None, : self.num_classes] | (
-            ids[None, :] == classes[:, None]
-        )  # (C, N)
-        refs = self.centers[: self.num_classes]
-        if unit:
-            refs = F.normalize(refs, dim=1)
-        dist, _ = nearest_reference(centers, refs, blocked, same=False, rescale=True)
-        return dist
+        return remembered_distance(centers, classes, self.remembered(), unit=unit)
+
+    def update_from(self, stats: dict[str, Any]) -> Tensor:
+        """:meth:`update` with the ``centers``, ``r``, ``classes`` and ``valid`` of an operator's
+        stats (computed with this memory); returns the refused count."""
+        return self.update(stats["centers"], stats["r"], stats["classes"], stats["valid"])
 
     @torch.no_grad()
     def update(self, centers: Tensor, radii: Tensor, classes: Tensor, valid: Tensor) -> Tensor:
@@ -122,7 +125,15 @@ class ClassMemory(nn.Module):
         refused = (valid & ~finite).sum()
         self.skipped += refused
         valid = valid & finite
-        self._check(centers, torch.where(valid, classes, 0))
+        if centers.ndim != 2 or centers.shape[1] != self.dim:
+            raise ValueError(
+                f"centers must have shape (C, {self.dim}), got {tuple(centers.shape)}; the memory was "
+                f"built for dim={self.dim}."
+            )
+        torch._assert_async(
+            ((~valid) | ((classes >= 0) & (classes < self.num_classes))).all(),
+            f"ClassMemory: class labels must lie in [0, {self.num_classes}).",
+        )
         slot = torch.where(valid, classes, self.num_classes)
         seen = self.seen.index_select(0, slot)
         keep = torch.where(seen, self.momentum, 0.0).to(self.centers.dtype)
@@ -140,3 +151,176 @@ class ClassMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
+
+
+def _read(memory: ClassMemory | None) -> Remembered | None:
+    if memory is None:
+        return None
+    if not isinstance(memory, ClassMemory):
+        raise ValueError(f"memory must be a ClassMemory or None, got {type(memory).__name__}.")
+    return memory.remembered()
+
+
+def _update(memory: ClassMemory | None, stats: dict[str, Any]) -> dict[str, Any]:
+    """Blends the batch into the memory; ``stats["memory_skipped"]`` counts refused classes."""
+    if memory is not None:
+        stats["memory_skipped"] = memory.update_from(stats)
+    return stats
+
+
+def carrot_operator(
+    z: Tensor,
+    y: Tensor,
+    eps: float | None = None,
+    detach_stats: bool | None = None,
+    *,
+    options: OperatorOptions | None = None,
+    memory: ClassMemory | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """:func:`carrot.functional.carrot_operator`, reading and updating a class memory.
+
+    With ``memory``, m_c becomes the distance to the nearest other class among the batch's and
+    every class remembered from earlier batches, and the memory is then updated with this batch's
+    statistics (in training mode only: ``memory.eval()`` reads without updating);
+    ``stats["memory_skipped"]`` counts the classes whose non-finite statistics it refused.
+
+    Args:
+        z: Embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        eps: See :func:`carrot.functional.carrot_operator`.
+        detach_stats: See :func:`carrot.functional.carrot_operator`.
+        options: The operator's options.
+        memory: Optional :class:`ClassMemory`.
+
+    Returns:
+        ``(z_plus, stats)`` as :func:`carrot.functional.carrot_operator`.
+    """
+    z_plus, stats = operator.carrot_operator(
+        z, y, eps, detach_stats, options=options, memory=_read(memory)
+    )
+    return z_plus, _update(memory, stats)
+
+
+def carrot_ce_kl_loss(
+    z: Tensor,
+    y: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    *,
+    logits: Tensor | None = None,
+    T: float | None = None,
+    lam: float | None = None,
+    kl_direction: KLDirection | None = None,
+    aux_ce_weight: float | None = None,
+    stop_grad_plus: bool | None = None,
+    label_smoothing: float | None = None,
+    loss_options: CEKLOptions | None = None,
+    options: OperatorOptions | None = None,
+    memory: ClassMemory | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """:func:`carrot.functional.carrot_ce_kl_loss`, reading and updating a class memory (see
+    :func:`carrot_operator`).
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        classifier: Head mapping embeddings to logits.
+        logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
+        T, lam, kl_direction, aux_ce_weight, stop_grad_plus, label_smoothing: Replace those of
+            ``loss_options`` (see :class:`carrot.CEKLOptions`, their one home).
+        loss_options: The loss's hyperparameters (default: the guide's).
+        options: The operator's options.
+        memory: Optional :class:`ClassMemory`.
+
+    Returns:
+        ``(loss, stats)`` as :func:`carrot.functional.carrot_ce_kl_loss`.
+    """
+    loss, stats = losses.carrot_ce_kl_loss(
+        z,
+        y,
+        classifier,
+        logits=logits,
+        T=T,
+        lam=lam,
+        kl_direction=kl_direction,
+        aux_ce_weight=aux_ce_weight,
+        stop_grad_plus=stop_grad_plus,
+        label_smoothing=label_smoothing,
+        loss_options=loss_options,
+        options=options,
+        memory=_read(memory),
+    )
+    return loss, _update(memory, stats)
+
+
+def carrot_consistency_loss(
+    z: Tensor,
+    y: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    *,
+    logits: Tensor | None = None,
+    loss_options: CEKLOptions | None = None,
+    options: OperatorOptions | None = None,
+    memory: ClassMemory | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """:func:`carrot.functional.carrot_consistency_loss` (CARROT's term alone), reading and
+    updating a class memory (see :func:`carrot_operator`).
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        classifier: Head mapping embeddings to logits.
+        logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
+        loss_options: The loss's hyperparameters (default: the guide's).
+        options: The operator's options.
+        memory: Optional :class:`ClassMemory`.
+
+    Returns:
+        ``(loss, stats)`` as :func:`carrot.functional.carrot_consistency_loss`.
+    """
+    loss, stats = losses.carrot_consistency_loss(
+        z,
+        y,
+        classifier,
+        logits=logits,
+        loss_options=loss_options,
+        options=options,
+        memory=_read(memory),
+    )
+    return loss, _update(memory, stats)
+
+
+def carrot_supcon_loss(
+    z: Tensor,
+    y: Tensor,
+    *,
+    temperature: float = 0.1,
+    gather_global: bool = False,
+    stop_grad_plus: bool = False,
+    options: OperatorOptions | None = None,
+    memory: ClassMemory | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """:func:`carrot.functional.carrot_supcon_loss`, reading and updating a class memory (see
+    :func:`carrot_operator`).
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        temperature: τ of the contrastive loss.
+        gather_global: Contrast against all ranks' views.
+        stop_grad_plus: Detach the expanded view.
+        options: The operator's options.
+        memory: Optional :class:`ClassMemory`.
+
+    Returns:
+        ``(loss, stats)`` as :func:`carrot.functional.carrot_supcon_loss`.
+    """
+    loss, stats = losses.carrot_supcon_loss(
+        z,
+        y,
+        temperature=temperature,
+        gather_global=gather_global,
+        stop_grad_plus=stop_grad_plus,
+        options=options,
+        memory=_read(memory),
+    )
+    return loss, _update(memory, stats)

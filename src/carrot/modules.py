@@ -1,7 +1,8 @@
 """``nn.Module`` forms of the CARROT operator and losses.
 
 Thin wrappers over :mod:`carrot.functional`: they hold the hyperparameters (validated here, so a
-bad value fails when the module is built, not mid-epoch) and the statistics of the last call.
+bad value fails when the module is built, not mid-epoch), the statistics of the last call and the
+optional class memory, which they read and update (the functional operator only reads it).
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from carrot.functional.losses import carrot_ce_kl_loss, carrot_supcon_loss, supcon_loss
-from carrot.functional.operator import carrot_operator, summarize_stats
-from carrot.functional.options import CEKLOptions, KLDirection, OperatorOptions
-from carrot.memory import ClassMemory
+from carrot.functional.losses import supcon_loss
+from carrot.functional.operator import summarize_stats
+from carrot.functional.options import CEKLOptions, KLDirection, OperatorOptions, as_options
+from carrot.memory import ClassMemory, carrot_ce_kl_loss, carrot_operator, carrot_supcon_loss
 
-__all__ = ["CarrotCEKLLoss", "CarrotSupConLoss", "CarrotTransform", "SupConLoss"]
+__all__ = ["CarrotCEKLLoss", "CarrotSupConLoss", "CarrotTransform", "KeepsStats", "SupConLoss"]
 
 
-class _KeepsStats(nn.Module):
+class KeepsStats(nn.Module):
+    """Base of the modules that keep the operator's statistics of their last call in
+    ``last_stats`` and summarize them with :meth:`summary`."""
+
     last_stats: dict[str, Any] | None
 
     def summary(
@@ -39,19 +43,7 @@ def _check_temperature(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}.")
 
 
-def _options(options: OperatorOptions | None) -> OperatorOptions:
-    if options is None:
-        return OperatorOptions()
-    if not isinstance(options, OperatorOptions):
-        raise ValueError(
-            f"options must be an OperatorOptions, got {type(options).__name__}; build one with "
-            "carrot.OperatorOptions(max_gamma=..., ...)."
-        )
-    options.validate()
-    return options
-
-
-class CarrotTransform(_KeepsStats):
+class CarrotTransform(KeepsStats):
     """The CARROT operator as a module: ``forward(z, y) -> z⁺``.
 
     Keeps the statistics of the last call in ``last_stats`` (detached tensors) and summarizes
@@ -73,7 +65,7 @@ class CarrotTransform(_KeepsStats):
         self, options: OperatorOptions | None = None, *, memory: ClassMemory | None = None
     ) -> None:
         super().__init__()
-        self.options = _options(options)
+        self.options = as_options(options)
         self.memory = memory
         self.last_stats = None
 
@@ -92,7 +84,7 @@ class CarrotTransform(_KeepsStats):
         return repr(self.options)
 
 
-class CarrotCEKLLoss(_KeepsStats):
+class CarrotCEKLLoss(KeepsStats):
     """CE + λ·KL CARROT regularization: ``forward(z, y, classifier) -> loss``.
 
     ``CarrotCEKLLoss(options, *, memory, T, lam, ...)``: the operator's options first, as on
@@ -126,7 +118,7 @@ class CarrotCEKLLoss(_KeepsStats):
         )
         base = loss_options if loss_options is not None else CEKLOptions()
         self.loss_options = base.replace(**{k: v for k, v in given.items() if v is not None})
-        self.options = _options(options)
+        self.options = as_options(options)
         self.memory = memory
         self.last_stats = None
 
@@ -174,7 +166,7 @@ class SupConLoss(nn.Module):
         return f"temperature={self.temperature}, gather_global={self.gather_global}"
 
 
-class CarrotSupConLoss(_KeepsStats):
+class CarrotSupConLoss(KeepsStats):
     """SupCon with z and its CARROT expansion as two views: ``forward(z, y) -> loss``.
 
     See :func:`carrot.functional.carrot_supcon_loss`; statistics in ``last_stats``.
@@ -194,7 +186,7 @@ class CarrotSupConLoss(_KeepsStats):
         self.temperature = temperature
         self.gather_global = gather_global
         self.stop_grad_plus = stop_grad_plus
-        self.options = _options(options)
+        self.options = as_options(options)
         self.memory = memory
         self.last_stats = None
 

@@ -8,7 +8,10 @@ cannot be read gets a row with the error filled in instead of stopping the run.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +19,62 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from carrot.paths import make_readable
+
 __all__ = ["IMAGE_EXTENSIONS", "find_images", "predict"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every entry under ``folder`` outside hidden files and folders, following symlinked
+    folders as training's ImageFolder does (each real folder once: a link loop ends)."""
+    seen: set[str] = set()
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith("."):
+                yield Path(here) / name
+
+
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files among ``paths``: files as given, folders searched recursively for image
-    extensions with hidden files and folders skipped; sorted, without duplicates."""
+    """Image files among ``paths``: files as given, folders searched recursively (symlinks
+    followed, hidden files and folders skipped) for image extensions; sorted, without
+    duplicates. A FIFO, socket or device is listed too: :func:`predict` gives it a row that
+    says it was skipped (opening a FIFO would wait forever)."""
     found: set[Path] = set()
     for item in paths:
         p = Path(item)
         if p.is_dir():
-            for f in p.rglob("*"):
-                rel = f.relative_to(p).parts
-                if (
-                    f.is_file()
-                    and f.suffix.lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in rel)
-                ):
-                    found.add(f)
+            found.update(f for f in _walk(p) if f.suffix.lower() in IMAGE_EXTENSIONS)
         elif p.exists():
             found.add(p)
         else:
             raise FileNotFoundError(f"{p} does not exist (PATH must be image files or folders).")
     return sorted(found, key=str)
+
+
+def _not_regular(path: Path) -> str:
+    """Why ``path`` is not read ("" for a regular file, symlinks followed)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    if stat.S_ISREG(mode):
+        return ""
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"skipped: not a regular file ({kind})"
+
+
+def _text(path: Path) -> str:
+    """``path`` as valid UTF-8 text: bytes of a name that are not UTF-8 (a file from another
+    system) become ``\\xNN`` escapes instead of failing the CSV."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 class _Files(Dataset[tuple[Tensor, int, str]]):
@@ -61,9 +95,14 @@ class _Files(Dataset[tuple[Tensor, int, str]]):
         from PIL import Image
         from torchvision.transforms.v2.functional import pil_to_tensor
 
+        from carrot.data.base import convert_image
+
+        odd = _not_regular(self.files[i])
+        if odd:
+            return torch.zeros(0), i, odd
         try:
             with Image.open(self.files[i]) as img:
-                img = img.convert(self.mode)
+                img = convert_image(img, self.mode)  # as training reads it
             x = self.transform(img if self.photo else pil_to_tensor(img))
             return x, i, ""
         except Exception as e:  # PIL and the transforms raise many types for bad files
@@ -93,6 +132,7 @@ def predict(
     test-time augmentation, ``none`` or ``flip`` (see :mod:`carrot.train.tta`)."""
     from carrot.train.data import build_transforms
     from carrot.train.progress import Progress
+    from carrot.train.runtime import check_device
     from carrot.train.trained import load_trained
     from carrot.train.tta import with_tta
 
@@ -100,10 +140,15 @@ def predict(
         raise ValueError(f"--top-k must be >= 1, got {top_k}.")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}.")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder; give the CSV file to write, e.g. {out / 'preds.csv'}."
+        )
     files = find_images(paths)
     if not files:
         raise FileNotFoundError("no image files found in the given paths.")
-    dev = torch.device(device)
+    dev = check_device(device, "--device")
     trained = load_trained(Path(checkpoint), ema=ema, device=dev)
     cfg, classes = trained.cfg, trained.classes
     traits = trained.dataset_traits
@@ -127,9 +172,9 @@ def predict(
                     top_p, top_i = probs.topk(k, dim=1)
                 j = 0
                 for i, err in zip(idx, errors, strict=True):
-                    row: dict[str, Any] = {"path": str(files[i])}
+                    row: dict[str, Any] = {"path": _text(files[i])}
                     if err:
-                        row["error"] = err
+                        row["error"] = err.encode("utf-8", "backslashreplace").decode("utf-8")
                     else:
                         for rank in range(k):
                             name = "" if rank == 0 else f"top{rank + 1}_"
@@ -145,11 +190,18 @@ def predict(
     for rank in range(2, k + 1):
         columns += [f"top{rank}_label", f"top{rank}_prob"]
     columns.append("error")
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    # Through a temporary and a rename: an interrupted write never leaves half a CSV.
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        make_readable(fd)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     failed = sum(bool(r["error"]) for r in rows)
     return {"out": str(out), "images": len(rows), "failed": failed}

@@ -249,7 +249,7 @@ def test_float64_at_its_extremes(scale: float) -> None:
 
 def test_an_empty_rank_does_not_outvote_tiny_embeddings() -> None:
     """The scale exponent of no data is below any real one (a rank with an empty batch reports it)."""
-    from carrot.functional.geometry import _NO_DATA, _exponent
+    from carrot.functional.numerics import _NO_DATA, _exponent
 
     assert int(_exponent(torch.zeros(0, 4))) == _NO_DATA == int(_exponent(torch.zeros(3, 4)))
     assert int(_exponent(torch.full((2, 2), 1e-25))) < 0

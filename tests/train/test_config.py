@@ -141,7 +141,7 @@ def test_output_dir_placeholders() -> None:
     )
     assert cfg.run_dir() == Path("out/cub/ce-3")
     cfg.output_dir = "out/{nope}"
-    with pytest.raises(ConfigError, match="placeholder that is not a config key"):
+    with pytest.raises(ConfigError, match=r"placeholder \{nope\} is not a config key"):
         cfg.run_dir()
 
 

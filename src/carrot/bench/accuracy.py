@@ -31,6 +31,7 @@ from carrot.bench.grid import (
 from carrot.bench.report import analyze, collect, comparison_rows, markdown, plot, write_csv
 from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
+from carrot.paths import inside, plain_name
 
 __all__ = ["Cell", "Suite", "config_suite", "load_suite", "run_suite"]
 
@@ -88,6 +89,7 @@ def run_suite(
     thread count, whichever way the cells are scheduled).
     """
     _check_names(suite, datasets, methods)
+    plain_name(report_name or suite.name, "--report-name")
     grid = cells(suite, seeds=seeds, datasets=datasets, methods=methods)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -123,7 +125,8 @@ def run_suite(
         rows.append(row)
         trajectories.extend(traj)
     comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()})
-    report = out / (report_name or suite.name)  # several suites may share one folder of runs
+    # Several suites may share one folder of runs.
+    report = inside(out / plain_name(report_name or suite.name, "--report-name"), out, "report")
     report.mkdir(exist_ok=True)
     write_csv(report / "results.csv", rows)
     write_csv(report / "trajectories.csv", trajectories)

@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carrot.bench.suites import Suite
+from carrot.paths import inside, plain_name
 
 if TYPE_CHECKING:
     from carrot.train.config import Config
@@ -46,7 +47,16 @@ class Cell:
     seed: int
 
     def run_dir(self, out: Path) -> Path:
-        return out / "runs" / self.dataset / self.method / f"s{self.seed}"
+        """``out/runs/DATASET/METHOD/sSEED``; refused unless the names are plain and the folder
+        resolves inside ``out`` (a symlink out is refused too)."""
+        run = (
+            out
+            / "runs"
+            / plain_name(self.dataset, "dataset name")
+            / plain_name(self.method, "method name")
+            / f"s{int(self.seed)}"
+        )
+        return inside(run, out, "run folder")
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,9 @@ def cells(
 
 
 def pretrain_dir(out: Path, source: str, seed: int) -> Path:
-    """The run folder of a pretraining run."""
-    return out / "pretrain" / source / f"s{seed}"
+    """The run folder of a pretraining run (inside ``out``, see :meth:`Cell.run_dir`)."""
+    run = out / "pretrain" / plain_name(source, "pretraining name") / f"s{int(seed)}"
+    return inside(run, out, "pretraining folder")
 
 
 def weights_path(out: Path, source: str, seed: int) -> Path:
@@ -101,10 +112,29 @@ def weights_path(out: Path, source: str, seed: int) -> Path:
     return pretrain_dir(out.resolve(), source, seed) / "backbone.safetensors"
 
 
+def _literal(path: Path) -> str:
+    """``path`` as an output_dir template: braces in --out are not placeholders."""
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+def _sets_scratch(overrides: Sequence[str]) -> bool:
+    """Whether the last ``model.pretrained=...`` of ``overrides`` turns pretraining off (a
+    variant trained from scratch on a fine-tuning dataset: it gets no weights path)."""
+    from carrot.train.config import parse_scalar
+
+    value = None
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key.strip() == "model.pretrained":
+            value = parse_scalar(text)
+    return value is False or (isinstance(value, str) and value.lower() in ("false", "no", "off"))
+
+
 def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> Job:
     dataset = suite.datasets[cell.dataset]
     pretrained: tuple[str, ...] = ()
-    if dataset.pretrained is not None:
+    later = (*suite.pins, *suite.methods[cell.method].overrides, *extra)
+    if dataset.pretrained is not None and not _sets_scratch(later):
         pretrained = (
             "model.pretrained=true",
             f"model.pretrained_path={weights_path(out, dataset.pretrained, cell.seed)}",
@@ -117,18 +147,20 @@ def cell_job(suite: Suite, cell: Cell, out: Path, extra: Sequence[str] = ()) -> 
         *suite.pins,
         *suite.methods[cell.method].overrides,
         f"seed={cell.seed}",
-        f"output_dir={run}",
+        f"output_dir={_literal(run)}",
         *extra,
     )
     # The weights' path follows --out; the pretraining run they come from is matched on its own.
-    ignore = ("model.pretrained_path",) if pretrained else ()
+    ignore = ("model.pretrained_path",) if dataset.pretrained is not None else ()
     return Job(run, dataset.config, overrides, ignore)
 
 
 def pretrain_job(suite: Suite, source: str, seed: int, out: Path, extra: Sequence[str] = ()) -> Job:
     spec = suite.pretrain[source]
     run = pretrain_dir(out, source, seed)
-    overrides = (*suite.common, *spec.overrides, f"seed={seed}", f"output_dir={run}", *extra)
+    overrides = (
+        *suite.common, *spec.overrides, f"seed={seed}", f"output_dir={_literal(run)}", *extra
+    )  # fmt: skip
     return Job(run, spec.config, overrides)
 
 
@@ -195,16 +227,55 @@ def check_data(named_jobs: Iterable[tuple[str, Job]]) -> None:
         )
 
 
+@contextlib.contextmanager
+def cell_lock(job: Job) -> Iterator[None]:
+    """Hold ``RUN.lock`` (beside the run folder) while this process prepares and trains a cell,
+    so that a second bench on the same --out never deletes or resumes a cell another one is
+    training: it waits for that cell (and says so), then finds it finished. The lock is an
+    ``flock``, released by the OS when its holder dies (a killed bench leaves no stale lock)."""
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = job.run_dir.parent / f"{job.run_dir.name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process guard
+        yield
+        return
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            print(
+                f"carrot bench: {job.run_dir} is being trained by another process (pid {holder}); "
+                "waiting for it to finish.",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _prepare(job: Job) -> str | None:
-    """What a job needs: None (finished), "resume" (checkpoint) or "start" (a fresh folder)."""
+    """What a job needs: None (finished), "resume" (checkpoint) or "start" (a fresh folder).
+    Called with the cell's :func:`cell_lock` held."""
     check_same_settings(job)
     if finished(job.run_dir):
         return None
     job.run_dir.parent.mkdir(parents=True, exist_ok=True)
     if (job.run_dir / "checkpoints" / "last.pt").is_file():
         return "resume"
+    if job.run_dir.is_symlink():
+        raise ValueError(f"run folder {job.run_dir} is a symlink; refusing to delete or write it.")
     if job.run_dir.exists():
-        shutil.rmtree(job.run_dir)  # a start that never reached a checkpoint
+        shutil.rmtree(job.run_dir)  # a start that never reached a checkpoint (no one holds it)
     return "start"
 
 
@@ -212,12 +283,13 @@ def run_in_process(job: Job) -> None:
     """Train ``job`` here (resuming a checkpoint if an earlier grid was cut off); stdout to its log."""
     from carrot.train import Trainer
 
-    action = _prepare(job)
-    if action is None:
-        return
-    with open(job.log, "a") as fh, contextlib.redirect_stdout(fh):
-        trainer = Trainer.resume(job.run_dir) if action == "resume" else Trainer(job.load())
-        trainer.fit()
+    with cell_lock(job):
+        action = _prepare(job)
+        if action is None:
+            return
+        with open(job.log, "a") as fh, contextlib.redirect_stdout(fh):
+            trainer = Trainer.resume(job.run_dir) if action == "resume" else Trainer(job.load())
+            trainer.fit()
 
 
 def command(job: Job, action: str) -> list[str]:
@@ -232,6 +304,11 @@ def command(job: Job, action: str) -> list[str]:
 
 def run_subprocess(job: Job, env: dict[str, str]) -> None:
     """Train ``job`` in a process of its own with ``env`` (threads, GPU); output to its log."""
+    with cell_lock(job):
+        _run_subprocess(job, env)
+
+
+def _run_subprocess(job: Job, env: dict[str, str]) -> None:
     action = _prepare(job)
     if action is None:
         return

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.methods import MethodError, default_method, get_method, registered
+from carrot.paths import plain_name
 
 __all__ = [
     "TRAINER_METHODS",
@@ -199,6 +200,7 @@ def parse_methods(
     out: dict[str, MethodSpec] = {}
     for name, spec in _mapping(data, source, key).items():
         where = f"{key}.{name}" if key else str(name)
+        plain_name(name, f"{_where(source, where)}: the method name")
         if name in known:
             raise ValueError(
                 f"{_where(source, where)}: method {name!r} is already defined "
@@ -235,12 +237,12 @@ def parse_methods(
 def _read_yaml(text: str, source: str) -> Any:
     import yaml
 
-    from carrot.train.config import _yaml_error
+    from carrot.yamlfile import yaml_error
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(f"{source} is not valid YAML: {_yaml_error(e)}.") from e
+        raise ValueError(f"{source} is not valid YAML: {yaml_error(e)}.") from e
 
 
 def _resources() -> Any:
@@ -276,6 +278,7 @@ def packaged_suites() -> list[str]:
 
 
 def _dataset(name: str, spec: Any, source: str, key: str, base_dir: Path | None) -> DatasetSpec:
+    plain_name(name, f"{_where(source, key)}: the name")
     spec = _check_keys(spec, _DATASET_KEYS, source, key)
     config = spec.get("config")
     path = None
@@ -400,7 +403,7 @@ def load_suite(suite: str | Path, *, methods_file: str | Path | None = None) -> 
         )
     return suite_from_dict(
         _read_yaml(path.read_text(), str(path)),
-        name=path.stem,
+        name=plain_name(path.stem, f"the suite file name {path.name!r} (without .yaml)"),
         source=str(path),
         base_dir=path.parent,
         methods=methods,
@@ -440,7 +443,7 @@ def config_suite(
 
     for m in methods or [default_method()]:
         add(m)
-    name = path.stem
+    name = plain_name(path.stem, f"the config file name {path.name!r} (without .yaml)")
     dataset = DatasetSpec(
         name,
         f"{path}: {cfg.data.name}, {cfg.model.backbone}",

@@ -15,7 +15,7 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "LabeledImages",
-    "build_dataset",
+    "convert_image",
     "load_rgb",
     "register",
 ]
@@ -52,6 +52,22 @@ class LabeledImages(Dataset[tuple[Any, int]]):
         return self.load(index), int(self.labels[index])
 
 
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def convert_image(img: Image.Image, mode: str) -> Image.Image:
+    """``img`` in ``mode`` ("RGB" or "L"), as training and ``carrot predict`` both read images.
+
+    16-bit images (PIL modes ``I;16*``, and ``I``, read as 16-bit) are scaled to 8 bits,
+    v → round(v · 255 / 65535); PIL's own conversion clips them at 255, turning nearly every
+    pixel of a full-range image white.
+    """
+    if img.mode in _HIGH_BIT_MODES:
+        values = np.asarray(img).astype(np.int64).clip(0, 65535)
+        img = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return img.convert(mode)  # a loaded copy, also in the same mode (the file is closed next)
+
+
 def load_rgb(path: Path, *, crop_bottom: int = 0) -> Image.Image:
     """Open an image as RGB; an unreadable file is a :class:`DatasetError` naming it.
 
@@ -61,7 +77,7 @@ def load_rgb(path: Path, *, crop_bottom: int = 0) -> Image.Image:
     """
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = convert_image(img, "RGB")
     except FileNotFoundError as e:
         raise DatasetError(f"image file {path} does not exist; check data.root.") from e
     except Exception as e:  # PIL raises several types for corrupt files
@@ -88,23 +104,3 @@ def register(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
         return factory
 
     return wrap
-
-
-def build_dataset(
-    name: str, *, root: str | Path | None, split: str, **options: Any
-) -> LabeledImages:
-    """Build one split (``"train"`` or ``"test"``) of a registered dataset.
-
-    Raises:
-        ValueError: ``name`` is not registered (the message lists the registered names).
-        DatasetError: the files are missing or malformed.
-    """
-    import carrot.data  # noqa: F401  (registers the built-in datasets)
-
-    if name not in DATASETS:
-        raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {name!r}.")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    return DATASETS[name](
-        root=None if root is None else Path(root).expanduser(), split=split, **options
-    )

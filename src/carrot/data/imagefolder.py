@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,14 @@ class ImageFolder(LabeledImages):
                 f"{split_dir} holds no images with extensions {list(IMG_EXTENSIONS)}; expected "
                 f"{split_dir}/<class>/<image>."
             )
-        # Hidden files and folders (.ipynb_checkpoints/, .git/, macOS ._img.jpg) are not data.
+        # Hidden files and folders (.ipynb_checkpoints/, .git/, macOS ._img.jpg) are not data,
+        # nor is anything but a regular file (a FIFO would block the loader forever). Symlinked
+        # files and folders are followed (torchvision walks with followlinks=True), as predict does.
         samples = [
             (p, label)
             for p, label in samples
             if not any(part.startswith(".") for part in Path(p).relative_to(split_dir).parts)
+            and os.path.isfile(p)
         ]
         if not samples:
             raise DatasetError(

@@ -1,14 +1,7 @@
 """Pure tensor functions: the CARROT class geometry, the operator and its losses."""
 
-from carrot.functional.geometry import (
-    ClassGeometry,
-    StatsReducer,
-    class_geometry,
-    compute_dtype,
-    expand,
-    expansion_factors,
-    safe_normalize,
-)
+from carrot.functional.expansion import expand, expansion_factors
+from carrot.functional.geometry import ClassGeometry, StatsReducer, class_geometry
 from carrot.functional.losses import (
     KLDirection,
     carrot_ce_kl_loss,
@@ -17,6 +10,8 @@ from carrot.functional.losses import (
     kl_consistency,
     supcon_loss,
 )
+from carrot.functional.nearest import Remembered
+from carrot.functional.numerics import compute_dtype, safe_normalize
 from carrot.functional.operator import carrot_operator, summarize_stats
 from carrot.functional.options import CEKLOptions, OperatorOptions, Space
 
@@ -25,6 +20,7 @@ __all__ = [
     "ClassGeometry",
     "KLDirection",
     "OperatorOptions",
+    "Remembered",
     "Space",
     "StatsReducer",
     "carrot_ce_kl_loss",

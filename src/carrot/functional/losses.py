@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.geometry import check_batch, compute_dtype, no_autocast, safe_normalize
+from carrot.functional.nearest import Remembered
+from carrot.functional.numerics import check_batch, compute_dtype, no_autocast, safe_normalize
 from carrot.functional.operator import apply_operator
-from carrot.functional.options import _KL_DIRECTIONS, CEKLOptions, KLDirection, OperatorOptions
-
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
+from carrot.functional.options import (
+    _GUIDE,
+    _GUIDE_LOSS,
+    _KL_DIRECTIONS,
+    CEKLOptions,
+    KLDirection,
+    OperatorOptions,
+)
 
 __all__ = [
     "KLDirection",
     "carrot_ce_kl_loss",
     "carrot_consistency_loss",
     "carrot_supcon_loss",
+    "carrot_views",
     "kl_consistency",
     "supcon_loss",
 ]
@@ -45,49 +51,63 @@ def _renormalize(z_plus: Tensor) -> Tensor:
         return F.normalize(_wide(z_plus), dim=1).to(z_plus.dtype)
 
 
-def _carrot_views(
+def carrot_views(
     z: Tensor,
     y: Tensor,
     opts: OperatorOptions,
-    memory: ClassMemory | None,
+    memory: Remembered | None,
     *,
     stop_grad_plus: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) (detached with
-    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses."""
+    ``stop_grad_plus``), and the operator's stats: the two views of the contrastive losses.
+
+    Args:
+        z: Raw embeddings. Shape: (B, D).
+        y: Integer class labels. Shape: (B,).
+        opts: The operator's options.
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        stop_grad_plus: Detach ẑ⁺.
+
+    Returns:
+        ``(ẑ, ẑ⁺, stats)``. Shapes: (B, D), (B, D).
+    """
     check_batch(z, y)
-    opts.validate()
+    opts = opts.checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     view = _renormalize(z_plus)
     return z_hat, (view.detach() if stop_grad_plus else view), stats
 
 
-def _kept(y: Tensor, ignore_index: int | None) -> tuple[Tensor | None, Tensor | int]:
-    """Rows that count (None: all of them) and how many, at least 1 (no host sync)."""
-    if ignore_index is None:
+def _kept(
+    y: Tensor, ignore_index: int | None, stats: dict[str, Any]
+) -> tuple[Tensor | None, Tensor | int]:
+    """Rows that count (None: all of them) and how many, at least 1 (no host sync). The
+    operator's compact class list already tells whether the ignored label occurs: then every
+    slot is a class (``classes_in_batch`` is an int equal to the number of slots)."""
+    present = stats["classes_in_batch"]
+    if ignore_index is None or (isinstance(present, int) and present == stats["classes"].shape[0]):
         return None, max(y.shape[0], 1)
     kept = y != ignore_index
     return kept, kept.sum().clamp_min(1)
 
 
-def _cross_entropy(
-    logits: Tensor,
-    y: Tensor,
-    *,
-    label_smoothing: float,
-    ignore_index: int | None,
-    count: Tensor | int,
-) -> Tensor:
-    """Mean cross-entropy over the ``count`` rows not ignored; 0 for an empty batch."""
-    total = F.cross_entropy(
-        _wide(logits),
-        y,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-        ignore_index=-100 if ignore_index is None else ignore_index,
-    )
-    return total / count
+def _kl_sum(log_p: Tensor, log_q: Tensor, direction: str, kept: Tensor | None) -> Tensor:
+    """Σ over the kept rows of KL in ``direction`` (see :func:`kl_consistency`) from the
+    log-probabilities of z and z⁺. An ignored row gets the same distribution on both sides, which
+    makes its term and its gradient exactly zero without a masked reduction."""
+
+    def kl(log_target: Tensor, log_input: Tensor) -> Tensor:
+        if kept is not None:
+            log_target = torch.where(kept[:, None], log_target, log_input)
+        return F.kl_div(log_input, log_target, reduction="sum", log_target=True)
+
+    if direction == "plus_z":
+        return kl(log_q, log_p)
+    if direction == "z_plus":
+        return kl(log_p, log_q)
+    return 0.5 * (kl(log_q, log_p) + kl(log_p, log_q))
 
 
 def kl_consistency(
@@ -149,12 +169,11 @@ def kl_consistency(
 
 def _loss_options(loss_options: CEKLOptions | None, given: dict[str, Any]) -> CEKLOptions:
     """``loss_options`` (default: the guide's) with the hyperparameters given as keywords."""
-    base = loss_options if loss_options is not None else CEKLOptions()
+    base = loss_options if loss_options is not None else _GUIDE_LOSS
     changes = {k: v for k, v in given.items() if v is not None}
     if changes:
         return base.replace(**changes)
-    base.validate()
-    return base
+    return base.checked()
 
 
 def carrot_ce_kl_loss(
@@ -171,7 +190,7 @@ def carrot_ce_kl_loss(
     label_smoothing: float | None = None,
     loss_options: CEKLOptions | None = None,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -197,7 +216,7 @@ def carrot_ce_kl_loss(
         loss_options: All of them at once (default: ``CEKLOptions()``).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -217,31 +236,39 @@ def carrot_ce_kl_loss(
     )
     T, lam, kl_direction, aux_ce_weight = lo.T, lo.lam, lo.kl_direction, lo.aux_ce_weight
     stop_grad_plus, label_smoothing = lo.stop_grad_plus, lo.label_smoothing
-    opts = options if options is not None else OperatorOptions()
-    opts.validate()
+    opts = (options if options is not None else _GUIDE).checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     z_plus = _renormalize(z_plus)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
-    kept, count = _kept(y, opts.ignore_index)
-    ce_args: dict[str, Any] = dict(
-        label_smoothing=label_smoothing, ignore_index=opts.ignore_index, count=count
-    )
-    ce = _cross_entropy(logits, y, **ce_args)
-    kl = kl_consistency(
-        logits,
-        logits_plus,
-        T=T,
-        direction=kl_direction,
-        stop_grad_plus=stop_grad_plus,
-        weight=kept,
-    )
-    loss = ce + lam * kl
+    kept, count = _kept(y, opts.ignore_index, stats)
+    ignore = -100 if opts.ignore_index is None else opts.ignore_index
+    wide, wide_plus = _wide(logits), _wide(logits_plus)
+    # Every branch below is chosen by a hyperparameter, never by data: at the guide's T = 1,
+    # λ = 1 and no smoothing, CE and KL share one log-softmax per view and nothing is rescaled.
+    tempered = T != 1.0
+    log_p = F.log_softmax(wide / T if tempered else wide, dim=1)
+    log_q = F.log_softmax(wide_plus / T if tempered else wide_plus, dim=1)
+
+    def cross_entropy(raw: Tensor, log_probs: Tensor) -> Tensor:
+        if tempered or label_smoothing:
+            total = F.cross_entropy(
+                raw, y, reduction="sum", label_smoothing=label_smoothing, ignore_index=ignore
+            )
+        else:
+            total = F.nll_loss(log_probs, y, reduction="sum", ignore_index=ignore)
+        return total / count
+
+    ce = cross_entropy(wide, log_p)
+    kl = _kl_sum(log_p, log_q.detach() if stop_grad_plus else log_q, kl_direction, kept) / count
+    if tempered:
+        kl = kl * (T * T)
+    loss = ce + (kl if lam == 1.0 else lam * kl)
     aux = torch.zeros((), device=z.device)
     if aux_ce_weight > 0:
-        aux = _cross_entropy(logits_plus, y, **ce_args)
+        aux = cross_entropy(wide_plus, log_q)
         loss = loss + aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
     return loss, stats
@@ -255,10 +282,10 @@ def carrot_consistency_loss(
     logits: Tensor | None = None,
     loss_options: CEKLOptions | None = None,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT's term alone, to add to any other objective: λ · T² · KL(ẑ, ẑ⁺) (+ the auxiliary
-    CE on ẑ⁺): :func:`carrot_ce_kl_loss` without its CE on ẑ.
+    CE on ẑ⁺): :func:`carrot_ce_kl_loss` without its CE on ẑ. Ignored rows are left out.
 
     Args:
         z: Raw embeddings. Shape: (B, D).
@@ -267,22 +294,21 @@ def carrot_consistency_loss(
         logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
         loss_options: λ, T, direction... (:class:`CEKLOptions`; default: the guide's).
         options: The operator's options (:class:`OperatorOptions`).
-        memory: Optional :class:`~carrot.memory.ClassMemory`.
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d term and the operator's stats plus detached ``kl``, ``aux_ce``.
     """
     check_batch(z, y)
     lo = _loss_options(loss_options, {})
-    opts = options if options is not None else OperatorOptions()
-    opts.validate()
+    opts = (options if options is not None else _GUIDE).checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     z_plus = _renormalize(z_plus)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
-    kept, count = _kept(y, opts.ignore_index)
+    kept, count = _kept(y, opts.ignore_index, stats)
     kl = kl_consistency(
         logits,
         logits_plus,
@@ -294,13 +320,15 @@ def carrot_consistency_loss(
     loss = lo.lam * kl
     aux = torch.zeros((), device=z.device)
     if lo.aux_ce_weight > 0:
-        aux = _cross_entropy(
-            logits_plus,
+        ignore = -100 if opts.ignore_index is None else opts.ignore_index
+        total = F.cross_entropy(
+            _wide(logits_plus),
             y,
+            reduction="sum",
             label_smoothing=lo.label_smoothing,
-            ignore_index=opts.ignore_index,
-            count=count,
+            ignore_index=ignore,
         )
+        aux = total / count
         loss = loss + lo.aux_ce_weight * aux
     stats.update(kl=kl.detach(), aux_ce=aux.detach())
     return loss, stats
@@ -396,7 +424,7 @@ def carrot_supcon_loss(
     gather_global: bool = False,
     stop_grad_plus: bool = False,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -409,13 +437,13 @@ def carrot_supcon_loss(
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
         options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
-        memory: Optional :class:`~carrot.memory.ClassMemory` for m_c (see carrot_operator).
+        memory: Remembered class centers for m_c, read only (see carrot_operator).
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
-    opts = options if options is not None else OperatorOptions()
-    z_hat, view, stats = _carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
+    opts = options if options is not None else _GUIDE
+    z_hat, view, stats = carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
     features = torch.stack([z_hat, view], dim=1)  # (B, 2, D)
     loss = supcon_loss(
         features,

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from carrot.functional.geometry import (
-    chord_to_angle,
-    class_geometry,
-    expand_angular,
-    expand_rows,
-    expansion_factors,
-    no_autocast,
-)
-from carrot.functional.options import OperatorOptions
+from carrot.distributed import default_reducer
+from carrot.functional.expansion import expand_angular, expand_rows, expansion_factors
+from carrot.functional.geometry import chord_to_angle, class_geometry
+from carrot.functional.nearest import Remembered, remembered_distance
+from carrot.functional.numerics import check_batch, no_autocast
+from carrot.functional.options import _GUIDE, OperatorOptions
 
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
-
-__all__ = ["apply_operator", "carrot_operator", "summarize_stats"]
+__all__ = ["apply_operator", "carrot_operator", "exclude_nonfinite", "summarize_stats"]
 
 
 def carrot_operator(
@@ -31,7 +25,7 @@ def carrot_operator(
     detach_stats: bool | None = None,
     *,
     options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Applies T_c(z) = μ_c + γ_c (z - μ_c) with γ_c = max(1, m_c / (2 r_c + ε)) per class.
 
@@ -45,7 +39,9 @@ def carrot_operator(
     A batch with fewer than two classes is returned unchanged (the very tensor ``z``; with
     ``sync_free``, an equal tensor, and ``skipped`` is a 0-d tensor) and
     ``stats["skipped"]`` is true; so is an empty batch. Rows labelled ``options.ignore_index``
-    (-100, as in cross-entropy) are left out of the statistics and come back unchanged. Under
+    (-100, as in cross-entropy) are left out of the statistics and come back unchanged, and so are
+    rows holding a NaN or an infinity (counted in ``stats["nonfinite"]``, see
+    :func:`exclude_nonfinite`). Under
     ``torch.distributed`` with more than one rank, the statistics see all ranks' embeddings and
     each rank transforms its own, unless ``options.global_stats`` is false.
 
@@ -57,27 +53,52 @@ def carrot_operator(
             ``options.detach_stats`` (default true, as in the guide).
         options: Every other option (cap on γ, unbiased radius, global statistics, sync-free
             class slots, angular space, ignored label): see :class:`OperatorOptions`.
-        memory: A :class:`~carrot.memory.ClassMemory`: m_c becomes the distance to the nearest
-            other class among the batch's and every class remembered from earlier batches, and
-            the memory is updated with this batch's statistics (in training mode only: call
-            ``memory.eval()`` to use it without updating). A batch of fewer than two classes is
-            still returned unchanged.
+        memory: Class centers remembered from earlier batches (``ClassMemory.remembered()``):
+            m_c becomes the distance to the nearest other class among the batch's and the
+            remembered ones. Only read here; ``stats["centers"]`` then holds what the memory's
+            owner updates it with (``carrot.carrot_operator`` and the modules do both). A batch of
+            fewer than two classes is still returned unchanged.
 
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
-        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped`` and, with a
-        memory, ``memory_skipped`` (classes whose non-finite statistics the memory refused).
+        ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped``, ``nonfinite``
+        (rows left out for holding NaN or inf, a 0-d tensor) and, with a memory, ``centers`` (the
+        batch's class centers in the embeddings' units, (C, D)).
     """
-    opts = options if options is not None else OperatorOptions()
-    if eps is not None or detach_stats is not None:
-        opts = opts.replace(
-            eps=opts.eps if eps is None else eps,
-            detach_stats=opts.detach_stats if detach_stats is None else detach_stats,
-        )
-    else:
-        opts.validate()
+    opts = (options if options is not None else _GUIDE).with_eps_detach(eps, detach_stats)
     return apply_operator(z, y, opts, memory=memory)
+
+
+def exclude_nonfinite(
+    z: Tensor, y: Tensor, ignore_index: int | None
+) -> tuple[Tensor, Tensor, int | None, Tensor]:
+    """The non-finite contract: a row of ``z`` holding a NaN or an infinity is left out of the
+    statistics exactly as an ignored label is (it joins the ignored slot, with zeros in place of
+    its values so that it cannot poison the batch's sums or scale), and comes back unchanged;
+    the number of such rows is ``stats["nonfinite"]``. A trainer sees the NaN in its loss and
+    stops there.
+
+    Returns ``(z_stats, y_stats, ignore_index, nonfinite)``: what the statistics see, the label
+    they ignore (``ignore_index``, or the dtype's smallest integer when that is None) and the
+    count, a 0-d tensor (no host sync).
+
+    Args:
+        z: Embeddings. Shape: (B, D).
+        y: Labels. Shape: (B,).
+        ignore_index: The ignored label, or None.
+    """
+    finite = torch.isfinite(z).all(dim=1)  # (B,)
+    nonfinite = finite.numel() - finite.sum()
+    if z.device.type == "cpu" and not torch.compiler.is_compiling() and bool(finite.all()):
+        return z, y, ignore_index, nonfinite  # nothing to exclude (free to know on a CPU)
+    if ignore_index is None:
+        ignore_index = torch.iinfo(y.dtype).min
+    elif not torch.iinfo(y.dtype).min <= ignore_index <= torch.iinfo(y.dtype).max:
+        y = y.long()
+    z_stats = torch.where(finite[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    y_stats = torch.where(finite, y, torch.full_like(y, ignore_index))
+    return z_stats, y_stats, ignore_index, nonfinite
 
 
 def apply_operator(
@@ -85,25 +106,29 @@ def apply_operator(
     y: Tensor,
     opts: OperatorOptions,
     *,
-    memory: ClassMemory | None = None,
+    memory: Remembered | None = None,
     unit_norm: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """:func:`carrot_operator` with validated options. ``unit_norm=True`` promises rows of norm
     1 (the losses' ẑ), whose magnitudes need no rescaling: a few kernels fewer per step."""
-    reducer = None
-    if opts.global_stats:
-        from carrot.distributed import default_reducer
-
-        reducer = default_reducer()
+    if memory is not None and not isinstance(memory, Remembered):
+        raise ValueError(
+            f"memory must be a Remembered (ClassMemory.remembered()), got {type(memory).__name__}; "
+            "carrot.carrot_operator and the modules read and update a ClassMemory."
+        )
+    reducer = default_reducer() if opts.global_stats else None
+    check_batch(z, y)
+    z_stats, y_stats, ignore_index, nonfinite = exclude_nonfinite(z, y, opts.ignore_index)
     with torch.set_grad_enabled(torch.is_grad_enabled() and not opts.detach_stats):
         geometry = class_geometry(
-            z,
-            y,
+            z_stats,
+            y_stats,
             unbiased_radius=opts.unbiased_radius,
             sync_free=opts.sync_free,
             reducer=reducer,
             space=opts.space,
-            ignore_index=opts.ignore_index,
+            radius_stat=opts.radius_stat,
+            ignore_index=ignore_index,
             rescale=not unit_norm,
         )
         if memory is not None:
@@ -111,8 +136,9 @@ def apply_operator(
                 # Slots without a class (unused, or the ignored label) ask about class 0; their
                 # answer is discarded below.
                 asked = torch.where(geometry.valid, geometry.classes, 0)
-                remembered = memory.nearest(
-                    geometry.unscaled(geometry.mu), asked, unit=opts.space == "angular"
+                centers = geometry.unscaled(geometry.mu)
+                remembered = remembered_distance(
+                    centers, asked, memory, unit=opts.space == "angular"
                 )
                 if opts.space == "angular":
                     remembered = chord_to_angle(remembered)
@@ -120,13 +146,12 @@ def apply_operator(
                     remembered = remembered / geometry.scale
                 m = torch.where(geometry.valid, torch.minimum(geometry.m, remembered), float("inf"))
             geometry = geometry._replace(m=m)
-            memory_skipped = memory.update(
-                geometry.unscaled(geometry.mu),
-                geometry.unscaled(geometry.r),
-                geometry.classes,
-                geometry.valid,
-            )
-        gamma = expansion_factors(geometry, eps=opts.eps, max_gamma=opts.max_gamma)
+        gamma = expansion_factors(
+            geometry,
+            eps=opts.eps,
+            max_gamma=opts.max_gamma,
+            radius_factor=opts.radius_factor,
+        )
 
     classes_in_batch = geometry.num_classes
     skipped: bool | Tensor = classes_in_batch < 2
@@ -137,22 +162,28 @@ def apply_operator(
         gamma = torch.ones_like(gamma)
     stats: dict[str, Any] = {
         "classes": geometry.classes,
-        "gamma": gamma.detach(),
-        "r": geometry.unscaled(geometry.r).detach(),
-        "m": geometry.unscaled(geometry.m).detach(),
-        "counts": geometry.counts.detach(),
+        "gamma": _constant(gamma),
+        "r": _constant(geometry.unscaled(geometry.r)),
+        "m": _constant(geometry.unscaled(geometry.m)),
+        "counts": geometry.counts,
         "valid": geometry.valid,
         "classes_in_batch": classes_in_batch,
         "skipped": skipped,
+        "nonfinite": nonfinite,
     }
     if memory is not None:
-        stats["memory_skipped"] = memory_skipped
+        stats["centers"] = _constant(centers)
     if skipped is True:
         return z, stats
     if opts.space == "angular":
         return expand_angular(z, geometry.inverse, geometry.mu, gamma), stats
     gamma_rows = gamma.index_select(0, geometry.inverse)
     return expand_rows(z, geometry.deviation, gamma_rows, geometry.scale), stats
+
+
+def _constant(x: Tensor) -> Tensor:
+    """``x`` detached (a detach costs a little even where there is nothing to detach)."""
+    return x.detach() if x.requires_grad else x
 
 
 def summarize_stats(

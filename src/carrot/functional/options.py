@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
-__all__ = ["CEKLOptions", "KLDirection", "OperatorOptions", "Space"]
+__all__ = ["CEKLOptions", "KLDirection", "OperatorOptions", "RadiusStat", "Space", "as_options"]
 
 Space = Literal["euclidean", "angular"]
 _SPACES = ("euclidean", "angular")
+RadiusStat = Literal["rms", "median"]
+_RADIUS_STATS = ("rms", "median")
 KLDirection = Literal["plus_z", "z_plus", "symmetric"]
 _KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
 
@@ -26,8 +28,9 @@ _KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
 class OperatorOptions:
     """How the CARROT operator computes its class statistics and expansion.
 
-    The defaults are the guide's formulas. Values are checked when the object is built (and again
-    by :meth:`validate`), so a bad option fails before the first batch.
+    The defaults are the guide's formulas. Values are checked when the object is built (a field
+    changed later is checked at its next use), so a bad option fails before the first batch and
+    unchanged options are never re-checked per batch.
 
     Example:
         >>> options = OperatorOptions(max_gamma=1.5, sync_free=True)
@@ -35,7 +38,7 @@ class OperatorOptions:
     """
 
     eps: float = 1e-12
-    """ε in γ_c = max(1, m_c / (2 r_c + ε)); >= 0."""
+    """ε in γ_c = max(1, m_c / (f r_c + ε)); >= 0."""
     detach_stats: bool = True
     """Treat μ_c and γ_c as constants in the backward pass (the guide's default; then
     ∂z⁺/∂z = γ_c). ``False`` differentiates through all statistics."""
@@ -56,9 +59,49 @@ class OperatorOptions:
     ignore_index: int | None = -100
     """Rows with this label are left out of the statistics and returned unchanged, as
     cross-entropy ignores them (its default is also -100); ``None`` counts every label."""
+    radius_factor: float = 2.0
+    """f in γ_c = max(1, m_c / (f r_c + ε)) (> 0). The guide's 2: classes of radius r whose
+    centroids lie 2r apart just touch. A smaller f expands classes that overlap."""
+    radius_stat: RadiusStat = "rms"
+    """The radius r_c: ``"rms"`` (the guide's RMS distance of the members to the centroid) or
+    ``"median"`` (their median distance to it, the mean of the two middle ones for an even
+    count; robust to an outlier member). With ``global_stats`` under DDP the median is over every
+    rank's members (their distances are all-gathered, B numbers per rank: exact); with
+    ``sync_free`` it is computed by sorting, without a host sync. Not with ``unbiased_radius``."""
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A field changed after construction is checked at the next use (``checked``), once.
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("_built"):
+            object.__setattr__(self, "_dirty", True)
+            self.__dict__.pop("_copies", None)
+
+    def checked(self) -> OperatorOptions:
+        """``self``, validated again only if a field changed since it was built or last checked
+        (the operator calls this on every batch: no re-validation of unchanged options)."""
+        if self.__dict__.get("_dirty"):
+            self.validate()
+            object.__setattr__(self, "_dirty", False)
+        return self
+
+    def with_eps_detach(self, eps: float | None, detach_stats: bool | None) -> OperatorOptions:
+        """A validated copy with ``eps`` and ``detach_stats`` overridden (``None``: kept); ``self``
+        when nothing changes. Copies are remembered, so a call per batch builds none."""
+        self.checked()
+        eps = self.eps if eps is None else eps
+        detach_stats = self.detach_stats if detach_stats is None else detach_stats
+        if eps == self.eps and detach_stats is self.detach_stats:
+            return self
+        key = (eps, detach_stats)
+        copies = self.__dict__.setdefault("_copies", {})
+        if key not in copies:
+            copies[key] = dataclasses.replace(self, eps=eps, detach_stats=detach_stats)
+        copy: OperatorOptions = copies[key]
+        return copy
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid option (``prefix`` + its name)."""
@@ -74,6 +117,22 @@ class OperatorOptions:
         ):
             raise ValueError(
                 f"{prefix}max_gamma must be >= 1 or None (no cap), got {cap!r}; γ is never below 1."
+            )
+        factor = self.radius_factor
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not (factor > 0 and math.isfinite(factor))
+        ):
+            raise ValueError(f"{prefix}radius_factor must be > 0 and finite, got {factor!r}.")
+        if self.radius_stat not in _RADIUS_STATS:
+            raise ValueError(
+                f"{prefix}radius_stat must be one of {_RADIUS_STATS}, got {self.radius_stat!r}."
+            )
+        if self.radius_stat == "median" and self.unbiased_radius is True:
+            raise ValueError(
+                f"{prefix}unbiased_radius must be False with radius_stat='median' (the correction "
+                "is the RMS radius's), got True."
             )
         for name in ("detach_stats", "unbiased_radius", "global_stats", "sync_free"):
             value = getattr(self, name)
@@ -94,6 +153,23 @@ class OperatorOptions:
         """The options held as attributes of ``source`` (e.g. the trainer's ``carrot`` config
         section, which inherits these fields), as a plain :class:`OperatorOptions`."""
         return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(OperatorOptions))
+_GUIDE = OperatorOptions()  # the defaults, for calls without options; never changed
+
+
+def as_options(options: OperatorOptions | None) -> OperatorOptions:
+    """``options`` checked (``None``: the guide's defaults), for the modules' constructors."""
+    if options is None:
+        return OperatorOptions()
+    if not isinstance(options, OperatorOptions):
+        raise ValueError(
+            f"options must be an OperatorOptions, got {type(options).__name__}; build one with "
+            "carrot.OperatorOptions(max_gamma=..., ...)."
+        )
+    options.validate()
+    return options
 
 
 def _is_number(x: Any) -> bool:
@@ -126,6 +202,22 @@ class CEKLOptions:
 
     def __post_init__(self) -> None:
         self.validate()
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As OperatorOptions: a field changed after construction is checked at its next use.
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("_built"):
+            object.__setattr__(self, "_dirty", True)
+            self.__dict__.pop("_copies", None)  # as OperatorOptions does, for a subclass of both
+
+    def checked(self) -> CEKLOptions:
+        """``self``, validated again only if a field changed since it was built or last checked
+        (the losses call this on every batch: no re-validation of unchanged options)."""
+        if self.__dict__.get("_dirty"):
+            self.validate()
+            object.__setattr__(self, "_dirty", False)
+        return self
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid hyperparameter (``prefix`` + its name)."""
@@ -151,3 +243,6 @@ class CEKLOptions:
     def replace(self, **changes: Any) -> CEKLOptions:
         """A copy with some hyperparameters changed (validated)."""
         return dataclasses.replace(self, **changes)
+
+
+_GUIDE_LOSS = CEKLOptions()  # the defaults, for calls without loss options; never changed

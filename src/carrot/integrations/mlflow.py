@@ -16,6 +16,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
+from carrot.integrations.artifacts import artifact_files
+
 __all__ = ["MlflowLogger"]
 
 _PROJECT = __name__.partition(".")[0]  # the package's name, carrot
@@ -96,8 +98,6 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, metrics=items[i : i + _METRICS_PER_BATCH])
 
     def log_artifacts(self, run_dir: Path) -> None:
-        from carrot.train.loggers import artifact_files
-
         for f in artifact_files(run_dir):
             sub = str(f.parent.relative_to(run_dir)) if f.parent != run_dir else None
             self.client.log_artifact(self.run_id, str(f), sub)

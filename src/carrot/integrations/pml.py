@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from carrot.functional.losses import _carrot_views
-from carrot.functional.options import OperatorOptions
+from carrot.functional.losses import carrot_views
+from carrot.functional.options import OperatorOptions, as_options
 from carrot.memory import ClassMemory
-from carrot.modules import _KeepsStats, _options
+from carrot.modules import KeepsStats
 
 __all__ = ["CarrotViewLoss"]
 
@@ -53,7 +53,7 @@ def _operator_options(
     return OperatorOptions(**keywords)
 
 
-class CarrotViewLoss(_KeepsStats):
+class CarrotViewLoss(KeepsStats):
     """A pytorch-metric-learning loss applied to the embeddings and their CARROT expansion.
 
     ``forward(embeddings, labels)`` computes ẑ = normalize(z), ẑ⁺ = normalize(carrot_operator(ẑ, y))
@@ -124,7 +124,7 @@ class CarrotViewLoss(_KeepsStats):
         self.loss = loss
         self.miner = miner
         self.stop_grad_plus = stop_grad_plus
-        self.options = _options(_operator_options(options, operator_options))
+        self.options = as_options(_operator_options(options, operator_options))
         self.memory = memory
         self.last_stats = None
 
@@ -147,9 +147,16 @@ class CarrotViewLoss(_KeepsStats):
         Returns:
             The wrapped loss on the concatenation. Shape: ().
         """
-        z_hat, view, stats = _carrot_views(
-            embeddings, labels, self.options, self.memory, stop_grad_plus=self.stop_grad_plus
+        memory = self.memory
+        z_hat, view, stats = carrot_views(
+            embeddings,
+            labels,
+            self.options,
+            None if memory is None else memory.remembered(),
+            stop_grad_plus=self.stop_grad_plus,
         )
+        if memory is not None:
+            stats["memory_skipped"] = memory.update_from(stats)
         both = torch.cat([z_hat, view])  # (2B, D)
         both_labels = torch.cat([labels, labels])  # (2B,)
         ignore = self.options.ignore_index

@@ -15,6 +15,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
+from carrot.integrations.artifacts import artifact_files
+
 __all__ = ["WandbLogger", "wandb_mode"]
 
 _PROJECT = __name__.partition(".")[0]  # the package's name, carrot
@@ -82,8 +84,6 @@ class WandbLogger:
 
     def log_artifacts(self, run_dir: Path) -> None:
         """One artifact ``run-<id>`` of type ``carrot-run`` (a new version after a resume)."""
-        from carrot.train.loggers import artifact_files
-
         files = artifact_files(run_dir)
         if not files:
             return

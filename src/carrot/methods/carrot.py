@@ -15,14 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot.functional import (
-    CEKLOptions,
-    OperatorOptions,
-    carrot_ce_kl_loss,
-    carrot_consistency_loss,
-    carrot_operator,
-)
-from carrot.memory import ClassMemory
+from carrot.functional import CEKLOptions, OperatorOptions, carrot_operator
+from carrot.memory import ClassMemory, carrot_ce_kl_loss, carrot_consistency_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
 
@@ -61,6 +55,12 @@ class CarrotSettings(CEKLOptions, OperatorOptions):
 
     def replace(self, **changes: Any) -> CarrotSettings:
         return dataclasses.replace(self, **changes)
+
+    def checked(self) -> CarrotSettings:
+        if self.__dict__.get("_dirty"):
+            self.validate()
+            object.__setattr__(self, "_dirty", False)
+        return self
 
     def resolve(self, explicit: set[str], *, prefix: str = "carrot.") -> None:
         """Resolve ``guide``, the one place it takes effect: with ``guide: true`` every recipe
@@ -135,6 +135,7 @@ class CARROT(Method):
     reference = "the CARROT design guide (this project), 2026"
     settings_type = CarrotSettings
     min_per_class = 2
+    min_classes = 2
     addable = True
     default = True
     expands = True

@@ -50,6 +50,7 @@ class SupCon(Method):
     reference = "Khosla et al., Supervised Contrastive Learning, NeurIPS 2020"
     settings_type = SupConSettings
     min_per_class = 2
+    min_classes = 2
     logs = ("supcon", "probe_ce")
 
     def __init__(self, context: MethodContext) -> None:

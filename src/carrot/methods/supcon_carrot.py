@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from carrot.functional import OperatorOptions, carrot_supcon_loss
+from carrot.functional import OperatorOptions
+from carrot.memory import carrot_supcon_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import class_memory
 from carrot.methods.supcon import SupConSettings, probe_ce
@@ -22,6 +23,7 @@ class SupConCarrot(Method):
     baseline = "supcon"
     uses = ("supcon", "carrot")
     min_per_class = 2
+    min_classes = 2
     expands = True
     logs = ("supcon", "probe_ce")
 

@@ -24,12 +24,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from carrot.paths import make_readable
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "TrainState",
     "atomic_save",
     "check_classes",
+    "check_weights",
     "convert_checkpoint",
     "load_checkpoint",
     "method_state",
@@ -109,6 +112,30 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def check_weights(state: Any, what: str) -> None:
+    """Raises :class:`CheckpointError` unless ``state`` is a mapping of tensors whose floating
+    values are all finite: a model whose weights hold NaN or inf predicts nothing meaningful,
+    so it is refused rather than evaluated, predicted with or exported."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"{what} must be a mapping of names to tensors, got {type(state).__name__}; the file "
+            "was not written by carrot."
+        )
+    bad = [
+        k
+        for k, v in state.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{what} hold NaN or inf in {len(bad)} tensor(s) (first: {', '.join(bad[:3])}); the "
+            "run diverged before this save. Use an earlier checkpoint (e.g. checkpoints/best.pt) "
+            "or retrain with a lower train.lr."
+        )
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the ``.<name>.*.tmp`` files a killed save left behind; returns what was removed."""
     removed = []
@@ -125,6 +152,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        make_readable(fd)  # one mode for all of a run's files (mkstemp's is 0600)
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -238,7 +266,7 @@ def _convert_config(config: dict[str, Any]) -> dict[str, Any]:
     (default image_size / 0.875) before a crop."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+    from carrot.data import DATASETS
 
     data = dict(config.get("data", {}))
     if "augment" in data:

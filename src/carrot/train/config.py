@@ -32,6 +32,7 @@ from carrot.train.schema import (
     flatten,
 )
 from carrot.train.validation import RANGES, Range, validate
+from carrot.yamlfile import yaml_error
 
 __all__ = [
     "MOVED_KEYS",
@@ -50,6 +51,7 @@ __all__ = [
     "config_to_dict",
     "flatten",
     "load_config",
+    "parse_scalar",
     "save_config",
 ]
 
@@ -158,7 +160,7 @@ def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
 
 def _retired(key: str, value: Any) -> None:
     """``train.mixup`` / ``train.cutmix`` of earlier versions: 0 is read (and dropped)."""
-    v = _parse_scalar(value) if isinstance(value, str) else value
+    v = parse_scalar(value) if isinstance(value, str) else value
     if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0):
         return
     raise ConfigError(
@@ -273,19 +275,11 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """A YAML error on one line: what is wrong and where."""
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return " ".join(str(e).split())
-
-
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def _parse_scalar(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
     try:
         return _yaml(text)
     except yaml.YAMLError:
@@ -307,7 +301,7 @@ def _assign_overrides(cfg: Config, overrides: list[str]) -> None:
         key = key.strip()
         if not key:
             raise ConfigError(f"override {item!r} has no key before '='.")
-        _assign(cfg, key.split("."), _parse_scalar(text))
+        _assign(cfg, key.split("."), parse_scalar(text))
 
 
 def config_from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
@@ -336,7 +330,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_error(e)}.") from e
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_error(e)}.") from e
         try:
             _assign_dict(cfg, data)
         except ConfigError as e:

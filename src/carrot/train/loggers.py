@@ -48,13 +48,6 @@ def _numbers(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def artifact_files(run_dir: Path) -> list[Path]:
-    """What a run logs as artifacts: its config, summary, metrics and plots, where they exist."""
-    names = ("config.yaml", "summary.json", "metrics.jsonl", "environment.json")
-    files = [run_dir / n for n in names if (run_dir / n).is_file()]
-    return files + sorted((run_dir / "plots").glob("*.png"))
-
-
 class TensorBoardLogger:
     """TensorBoard events in ``run_dir/tensorboard`` (when tensorboard is installed)."""
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,9 +33,16 @@ from carrot.train.config import (
 from carrot.train.data import DataBundle, build_data, load_splits
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
 from carrot.train.evaluate import evaluate_with_ema
+from carrot.train.guards import (
+    check_fingerprint,
+    check_outside_data,
+    check_two_classes,
+    data_fingerprint,
+)
 from carrot.train.monitor import (
     EpochMeter,
     agreed,
+    any_rank,
     check_finite,
     collapse_reasons,
     watch_collapse,
@@ -114,6 +120,7 @@ class Trainer:
     def _setup(self, checkpoint: dict[str, Any] | None) -> None:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
+        check_outside_data(self.run_dir, cfg)  # before anything is created there
         if checkpoint is None:
             self.run_dir = self._claimed = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic
@@ -123,6 +130,7 @@ class Trainer:
             device=rt.device,
         )
         splits = load_splits(cfg)
+        check_two_classes(cfg, splits.num_classes)
         if checkpoint is not None:
             check_classes(
                 checkpoint.get("classes"),
@@ -130,6 +138,8 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
             )
+        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
+            check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
         self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
         if rt.is_main:
             resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
@@ -185,8 +195,6 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.cfg.train.amp, self.rt.device)
-
-    # --- checkpoints ----------------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
         return {
@@ -365,16 +373,10 @@ class Trainer:
         if self.trackers is not None:
             self.trackers.log_step({**means, "lr": lr}, self.state.step)
 
-    # --- interruption ---------------------------------------------------------------------------
-
     def _stop_requested(self) -> bool:
-        if not self.rt.distributed:
-            return self._stop
-        if self.state.step % self.cfg.train.log_every:
-            return False
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.rt.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-        return bool(flag.item())
+        if self.rt.distributed and self.state.step % self.cfg.train.log_every:
+            return False  # ranks agree at logging steps only: every rank stops at the same step
+        return any_rank(self._stop, self.rt)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         self._stop = False

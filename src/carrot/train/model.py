@@ -28,6 +28,7 @@ __all__ = [
     "backbone_state",
     "build_model",
     "create_backbone",
+    "fixed_input_size",
     "read_weights",
     "timm_name",
     "weights_preprocessing",
@@ -241,10 +242,48 @@ def weights_preprocessing(path: Path, contents: Any) -> dict[str, Any]:
     if not isinstance(config, dict):
         return {}
     out = {k: config[k] for k in RESOLVED_DATA_KEYS if config.get(k) is not None}
+    _check_preprocessing(out, sidecar if path.suffix == ".safetensors" else path)
     for k in ("mean", "std"):
         if k in out:
             out[k] = tuple(float(v) for v in out[k])
     return out
+
+
+def _check_preprocessing(values: dict[str, Any], source: Path) -> None:
+    """The preprocessing read beside (or inside) a weights file must be usable: mean and std
+    lists of finite numbers (std > 0), a known interpolation, crop_pct in (0, 1]."""
+    import math
+
+    def bad(key: str, rule: str) -> ValueError:
+        return ValueError(
+            f"{source}: {key} must be {rule}, got {values[key]!r}; fix or remove that file, or set "
+            f"data.{key} yourself."
+        )
+
+    for key in ("mean", "std"):
+        if key in values:
+            v = values[key]
+            ok = (
+                isinstance(v, (list, tuple))
+                and len(v) in (1, 3)
+                and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    for x in v
+                )
+            )
+            if not ok or (key == "std" and not all(x > 0 for x in v)):
+                raise bad(key, "a list of 1 or 3 finite numbers" + (" > 0" if key == "std" else ""))
+    if "interpolation" in values and values["interpolation"] not in (
+        "bilinear",
+        "bicubic",
+        "nearest",
+    ):
+        raise bad("interpolation", "bilinear, bicubic or nearest")
+    crop = values.get("crop_pct")
+    if crop is not None and not (
+        isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1
+    ):
+        raise bad("crop_pct", "a number in (0, 1]")
 
 
 def _read_file(path: Path) -> Any:
@@ -295,7 +334,7 @@ def _mismatch(path: Path, name: str, kwargs: dict[str, Any], state: dict[str, Te
     return "; ".join(parts)
 
 
-def _fixed_input_size(name: str) -> bool:
+def fixed_input_size(name: str) -> bool:
     """Whether the architecture is built for one input size (ViT, DeiT, EVA, Swin...): such a
     model takes ``img_size``, and timm resamples its position embeddings when loading weights."""
     if name.startswith("hf-hub:"):
@@ -325,9 +364,15 @@ def create_backbone(
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "drop_rate": cfg.drop_rate}
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
-    if image_size is not None and _fixed_input_size(name):
+    if image_size is not None and fixed_input_size(name):
         kwargs["img_size"] = image_size
     kwargs.update(cfg.timm_kwargs)
+    if not cfg.pretrained and cfg.pretrained_path is not None:
+        raise ValueError(
+            f"model.pretrained_path is set ({cfg.pretrained_path}) but model.pretrained is false, "
+            "so the file would not be read: set model.pretrained=true to start from it, or "
+            "model.pretrained_path=null to train from scratch."
+        )
     if not cfg.pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     if cfg.pretrained_path is None:
@@ -348,6 +393,9 @@ def create_backbone(
         )
     contents = _read_file(path)
     state = _unwrap(contents, path)
+    from carrot.train.checkpoint import check_weights
+
+    check_weights(state, f"the weights in model.pretrained_path {path}")
     preprocessing = weights_preprocessing(path, contents)
     del contents  # a checkpoint's other entries (optimizer state) are not needed
     default = timm.models.get_pretrained_cfg(name)

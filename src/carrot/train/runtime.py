@@ -19,10 +19,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from carrot.paths import make_readable
+
 __all__ = [
     "Runtime",
     "atomic_write_text",
     "broadcast_buffers",
+    "check_device",
     "environment_info",
     "install_stop_handlers",
     "seed_everything",
@@ -53,23 +56,11 @@ class Runtime:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise RuntimeError(
-                    f"train.device={device!r} but CUDA is not available; use train.device=cpu."
-                )
-            dev = (
-                torch.device("cuda", local_rank)
-                if device == "cuda" or world > 1
-                else torch.device(device)
-            )
+        dev = check_device(device, "train.device")
+        if dev.type == "cuda":
+            if device == "cuda" or world > 1:
+                dev = check_device(f"cuda:{local_rank}", "train.device (this rank's LOCAL_RANK)")
             torch.cuda.set_device(dev)
-        elif device == "cpu":
-            dev = torch.device("cpu")
-        else:
-            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}.")
         owns = False
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
@@ -83,6 +74,35 @@ class Runtime:
     def teardown(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def check_device(device: str, key: str) -> torch.device:
+    """The device of ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against this machine:
+    a one-line ``ValueError`` (naming ``key``) for another spelling, CUDA on a machine without
+    it, or a GPU index it does not have."""
+    import re
+
+    text = str(device).strip()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise ValueError(f"{key} must be auto, cpu, cuda or cuda:N, got {device!r}.")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{key} is {device!r} but CUDA is not available on this machine (torch "
+            f"{torch.__version__}); use {key.split(' ')[0]}=cpu, or auto to take a GPU when "
+            "there is one."
+        )
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{key} is {device!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+        )
+    return torch.device(text)
 
 
 def broadcast_buffers(modules: list[torch.nn.Module], rt: Runtime) -> None:
@@ -123,6 +143,7 @@ def seed_everything(seed: int, *, deterministic: bool, device: torch.device) -> 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_readable(fd)  # the mode of the run's other files (mkstemp's is 0600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -132,7 +153,7 @@ def environment_info(world_size: int, device: torch.device) -> dict[str, Any]:
     import timm
     import torchvision
 
-    from carrot import __version__
+    from carrot.version import __version__
 
     info: dict[str, Any] = {
         __name__.partition(".")[0]: __version__,  # the package: carrot

@@ -202,14 +202,12 @@ class Config:
 
     def run_dir(self) -> Path:
         """``output_dir`` with its ``{method}``, ``{seed}``, ``{data.name}``... placeholders filled."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        fields.update(self.sections)
+        from carrot.paths import fill_placeholders
+
         try:
-            return Path(self.output_dir.format(**fields))
-        except (KeyError, AttributeError, IndexError, ValueError) as e:
-            raise ConfigError(
-                f"output_dir {self.output_dir!r} has a placeholder that is not a config key ({e})."
-            ) from e
+            return Path(fill_placeholders(self.output_dir, flatten(config_to_dict(self))))
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -129,9 +129,17 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
         while True:
             legacy = (candidate / "checkpoints").exists() or (candidate / "metrics.jsonl").exists()
             if not legacy:
-                candidate.mkdir(parents=True, exist_ok=True)
                 try:
-                    fd = os.open(candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    candidate.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise ConfigError(
+                        f"output_dir {candidate} cannot be created ({e.strerror or e}: "
+                        f"{e.filename or candidate}); choose a folder under a writable directory."
+                    ) from e
+                try:
+                    fd = os.open(
+                        candidate / ".carrot-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666
+                    )
                 except FileExistsError:
                     pass
                 else:
@@ -166,7 +174,14 @@ def release_run_dir(run_dir: Path) -> None:
 
     if (run_dir / "checkpoints").exists():
         return
-    for name in (".carrot-run", "config.yaml", "environment.json", "metrics.jsonl", *_TRACKER_FILES):
+    for name in (
+        ".carrot-run",
+        "config.yaml",
+        "environment.json",
+        "metrics.jsonl",
+        "data.json",
+        *_TRACKER_FILES,
+    ):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     try:
@@ -249,7 +264,11 @@ def build_run_model(
     """The run's model on ``device`` (channels-last where :func:`channels_last` says so, which
     it returns too), with the data's preprocessing resolved from its backbone. A resumed run
     takes every weight from its checkpoint: none is downloaded or read."""
-    model_cfg = cfg.model if checkpoint is None else replace(cfg.model, pretrained=False)
+    model_cfg = (
+        cfg.model
+        if checkpoint is None
+        else replace(cfg.model, pretrained=False, pretrained_path=None)
+    )
     model = build_model(
         model_cfg,
         num_classes=splits.num_classes,

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from carrot.train.checkpoint import CheckpointError, load_checkpoint
+from carrot.train.checkpoint import CheckpointError, check_weights, load_checkpoint
 from carrot.train.config import Config, apply_overrides, config_from_dict
 from carrot.train.data import resolve_data_config
 from carrot.train.model import FGVCModel, build_model
@@ -53,8 +53,15 @@ def load_trained(
     """
     path = Path(path)
     ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
+    for key in ("config", "model", "state"):
+        if not isinstance(ckpt.get(key, {} if key == "state" else None), dict):
+            raise CheckpointError(
+                f"{path}: the checkpoint's {key!r} entry must be a mapping, got "
+                f"{type(ckpt.get(key)).__name__}; it was not written by carrot train."
+            )
     cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
     cfg.model.pretrained = False  # every weight comes from the checkpoint
+    cfg.model.pretrained_path = None
     classes = ckpt.get("classes")
     if not classes:
         raise CheckpointError(
@@ -68,6 +75,7 @@ def load_trained(
                 f"{path} has no EMA weights (the run had train.ema_decay=null); drop --ema."
             )
         state = ckpt["ema"]
+    check_weights(state, f"the {'EMA ' if ema else ''}weights in {path}")
     in_chans = int(ckpt.get("in_chans", 3))
     model = build_model(
         cfg.model, num_classes=len(classes), in_chans=in_chans, image_size=cfg.data.image_size
@@ -82,7 +90,7 @@ def load_trained(
         ) from e
     model.eval().to(device)
     epoch = int(ckpt.get("state", {}).get("epoch", 0))
-    from carrot.data.base import DATASETS, build_dataset  # noqa: F401  (registers the datasets)
+    from carrot.data import DATASETS
 
     kind = DATASETS.get(cfg.data.name)
     traits = types.SimpleNamespace(

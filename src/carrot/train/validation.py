@@ -90,10 +90,13 @@ def _check_method(cfg: Config) -> None:
         "images of a class in a batch its per-class statistics (or positives) are undefined and "
         "the method does nothing.",
     )
+    n = method.min_classes
     _check(
-        t.batch_size // t.k >= method.min_classes,
-        f"train.batch_size / train.k must be >= {method.min_classes} classes per batch for "
-        f"method={cfg.method}, got {t.batch_size} / {t.k}.",
+        t.batch_size // t.k >= n,
+        f"train.batch_size must hold at least {'two' if n == 2 else n} classes (train.batch_size "
+        f"/ train.k >= {n}) for method={cfg.method}, got batch_size={t.batch_size} with k={t.k}: "
+        "a batch of one class has no other class to measure and the method does nothing. Raise "
+        "train.batch_size or lower train.k.",
     )
     _check(
         not method.mixes_inputs or t.batch_size % 2 == 0,
