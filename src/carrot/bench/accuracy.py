@@ -28,7 +28,7 @@ from carrot.bench.grid import (
     run_jobs,
     weights_path,
 )
-from carrot.bench.report import analyze, collect, comparison_rows, markdown, plot, write_csv
+from carrot.bench.report import analyze, collect, write_report
 from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
 from carrot.paths import inside, plain_name
@@ -127,22 +127,18 @@ def run_suite(
     comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()})
     # Several suites may share one folder of runs.
     report = inside(out / plain_name(report_name or suite.name, "--report-name"), out, "report")
-    report.mkdir(exist_ok=True)
-    write_csv(report / "results.csv", rows)
-    write_csv(report / "trajectories.csv", trajectories)
-    write_csv(report / "comparisons.csv", comparison_rows(comparisons))
-    table = markdown(
-        rows,
-        comparisons,
-        dataset_labels={k: d.label for k, d in suite.datasets.items()},
-        method_labels={k: m.label for k, m in suite.methods.items()},
-    )
     elapsed = time.perf_counter() - start
     header = (
         f"## carrot bench accuracy: {suite.name}\n\n{suite.description}. "
         f"Seeds {sorted({c.seed for c in grid})}. Grid time {elapsed / 60:.1f} min "
         f"(runs' own training time {sum(r['seconds'] for r in rows) / 60:.1f} min).\n\n"
     )
-    (report / "results.md").write_text(header + table)
-    plot(rows, trajectories, comparisons, report)
-    return header + table
+    return write_report(
+        report,
+        rows,
+        trajectories,
+        comparisons,
+        header=header,
+        dataset_labels={k: d.label for k, d in suite.datasets.items()},
+        method_labels={k: m.label for k, m in suite.methods.items()},
+    )

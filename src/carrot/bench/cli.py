@@ -154,7 +154,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(table)
         report = out / (args.report_name or suite.name)
         print(
-            f"results: {report}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
+            f"results: {report}/results.csv, results.md, results.tex, comparisons.csv, differences.png, "
+            "geometry.png, cd_diagram.png (two or more datasets)"
         )
         return 0
     import torch
