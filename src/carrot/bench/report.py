@@ -381,7 +381,8 @@ def plot(
             ax.set_xlabel("epoch")
             if log:
                 ax.set_yscale("log")
-        row_axes[0].legend(fontsize=6)
+        if row_axes[0].get_legend_handles_labels()[0]:
+            row_axes[0].legend(fontsize=6)
     fig.tight_layout()
     path = out / "geometry.png"
     fig.savefig(path, dpi=110)
