@@ -70,10 +70,12 @@ def test_grid_reports_and_resumes(tmp_path: Path) -> None:
         "trajectories.csv",
         "comparisons.csv",
         "results.md",
+        "results.tex",
         "differences.png",
         "geometry.png",
     ):
         assert (report / name).is_file(), name
+    assert not (report / "cd_diagram.png").exists()  # one dataset: no ranks across datasets
     assert "CARROT λ=1" in table and "vs ce" in table and "r/m median" in table
     with open(report / "comparisons.csv") as fh:
         header = next(csv.reader(fh))
@@ -81,6 +83,8 @@ def test_grid_reports_and_resumes(tmp_path: Path) -> None:
         "dataset", "method", "baseline", "metric", "n", "baseline_mean", "method_mean", "diff",
         "ci_low", "ci_high", "wins", "ties", "p_value", "wilcoxon_p", "boot_low", "boot_high",
     ]  # fmt: skip
+    assert {"holm_p", "holm_family", "effect_size", "mdd"} <= set(header)
+    assert r"\toprule" in (report / "results.tex").read_text()
     row = _rows(report / "results.csv")[0]
     assert {"first_gamma_mean", "final_gamma_frac_gt1", "first_r_over_m_q50"} <= set(row)
     run = Cell("tiny", "carrot_l1", 1).run_dir(tmp_path)

@@ -106,9 +106,11 @@ def test_render_and_write_doc(tmp_path: Path) -> None:
     assert "(img/study_dev_cd_diagram.png)" in text
     assert (tmp_path / "docs" / "img" / "study_dev_cd_diagram.png").is_file()
     assert "| `factor1` vs `recipe` | `synth_hard_ft` |" in text and " 25% |" in text
-    write_doc(out, page, methods)  # rewritten in place, not appended
+    page.write_text(text.replace("(to be written from the numbers above)", "CARROT: no gain."))
+    write_doc(out, page, methods)  # rewritten in place, not appended; the verdict is kept
     again = page.read_text()
     assert again.count(BEGIN) == 1 and "never_run" not in again and "kept text" in again
+    assert "#### Verdict\n\nCARROT: no gain.\n\n" + END in again
     empty = render(tmp_path / "nothing", tmp_path / "img", methods)
     assert "(no report in" in empty
 

@@ -39,7 +39,8 @@ def add_bench_parser(
         "accuracy",
         help="methods × datasets × paired seeds through the trainer",
         description="Paired-seed comparison of methods, each cell a full `carrot train` run. "
-        "Either --suite (a packaged suite: quick, full, variants, variants2, heldout, transfer; or "
+        "Either --suite (a packaged suite: quick, full, variants, variants2, heldout, transfer, study, "
+        "ablation; or "
         "a suite file) or --config BASE.yaml [KEY=VALUE ...] (any carrot train config: every cell "
         "is BASE with the method's overrides and the seed). Methods: the trainer's (ce, "
         "label_smoothing, carrot, supcon, supcon_carrot) and named variants (carrot_guide, "
