@@ -4,6 +4,7 @@ and the CD diagram, against hand computations from Demšar (2006)."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,18 @@ def test_friedman_needs_two_datasets_and_three_complete_methods(tmp_path: Path) 
     assert "No Friedman test: the Friedman test needs two" in friedman_markdown(one)
     path = cd_diagram(result, tmp_path / "cd_diagram.png")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_libraries_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carrot.bench.stats import holm
+    from carrot.integrations.statsmodels import paired_t_effect_for_power
+
+    monkeypatch.setitem(sys.modules, "statsmodels.stats.multitest", None)
+    monkeypatch.setitem(sys.modules, "statsmodels.stats.power", None)
+    monkeypatch.setitem(sys.modules, "scikit_posthocs", None)
+    with pytest.raises(ImportError, match=r"need statsmodels.*carrot-fgvc\[bench\]"):
+        holm([0.1, 0.2])
+    with pytest.raises(ImportError, match=r"need statsmodels.*carrot-fgvc\[bench\]"):
+        paired_t_effect_for_power(5, alpha=0.05, power=0.8)
+    with pytest.raises(ImportError, match=r"need scikit-posthocs.*carrot-fgvc\[bench\]"):
+        friedman(_rows(TABLE, DATASETS))

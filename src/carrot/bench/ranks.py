@@ -6,6 +6,7 @@ only methods run on every dataset of the report take part (a complete block desi
 best (highest) value on a dataset; ties share the mean of their ranks. The Friedman statistic is
 scipy's, the Nemenyi p-values and the diagram scikit-posthocs'; the critical difference is
 Demšar's CD = q_α · sqrt(k (k + 1) / (6 N)) with q_α the studentized range quantile / √2.
+scikit-posthocs rather than autorank: autorank refuses tables with fewer than five datasets.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def friedman(
     dataset, method, seed and ``metric``). Returns why not instead when there are fewer than two
     datasets or three such methods."""
     import numpy as np
-    import pandas as pd
-    import scikit_posthocs as sp
     from scipy import stats
+
+    from carrot.integrations.scikit_posthocs import nemenyi_friedman
 
     datasets = tuple(dict.fromkeys(str(r["dataset"]) for r in rows))
     every = tuple(dict.fromkeys(str(r["method"]) for r in rows))
@@ -103,7 +104,6 @@ def friedman(
         ff_p = float(stats.f.sf(ff, k - 1, (k - 1) * (n - 1)))
     else:  # every dataset ranks the methods the same way
         ff, ff_p = math.inf, 0.0
-    nemenyi = sp.posthoc_nemenyi_friedman(pd.DataFrame(scores, columns=list(methods)))
     return Friedman(
         metric=metric,
         datasets=datasets,
@@ -116,7 +116,7 @@ def friedman(
         iman_davenport=float(ff),
         iman_davenport_p=ff_p,
         cd=critical_difference(k, n, alpha=alpha),
-        nemenyi_p=tuple(tuple(float(nemenyi.loc[a, b]) for b in methods) for a in methods),
+        nemenyi_p=tuple(tuple(row) for row in nemenyi_friedman(scores.tolist(), methods)),
         alpha=alpha,
         left_out=left_out,
     )
@@ -170,14 +170,11 @@ def cd_diagram(result: Friedman, path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import pandas as pd
-    import scikit_posthocs as sp
+    from carrot.integrations.scikit_posthocs import draw_cd_diagram
 
-    methods = list(result.methods)
-    sig = pd.DataFrame(result.nemenyi_p, index=methods, columns=methods)
-    ranks = pd.Series(dict(result.mean_ranks))
-    fig, ax = plt.subplots(figsize=(8.0, 1.8 + 0.3 * len(methods)))
-    sp.critical_difference_diagram(ranks, sig, cd=result.cd, alpha=result.alpha, ax=ax)
+    fig, ax = plt.subplots(figsize=(8.0, 1.8 + 0.3 * len(result.methods)))
+    ranks = {m: result.mean_ranks[m] for m in result.methods}
+    draw_cd_diagram(ax, ranks, result.nemenyi_p, cd=result.cd, alpha=result.alpha)
     ax.set_title(
         f"Mean rank of {result.metric} on {len(result.datasets)} datasets (1 = best); "
         f"Friedman p = {_p(result.p_value)}, Nemenyi CD = {result.cd:.2f}",

@@ -110,12 +110,9 @@ def detectable_effect(n: int, *, alpha: float = ALPHA, power: float = POWER) -> 
     NaN for n < 2."""
     if n < 2:
         return math.nan
-    from statsmodels.stats.power import TTestPower
+    from carrot.integrations.statsmodels import paired_t_effect_for_power
 
-    d = TTestPower().solve_power(
-        effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided"
-    )
-    return float(d)
+    return paired_t_effect_for_power(n, alpha=alpha, power=power)
 
 
 def min_detectable_difference(
@@ -136,11 +133,11 @@ def holm(p_values: Sequence[float]) -> list[float]:
     kept = [i for i, p in enumerate(p_values) if not math.isnan(p)]
     out = [math.nan] * len(p_values)
     if kept:
-        from statsmodels.stats.multitest import multipletests
+        from carrot.integrations.statsmodels import holm_adjusted
 
-        adjusted = multipletests([p_values[i] for i in kept], method="holm")[1]
+        adjusted = holm_adjusted([p_values[i] for i in kept])
         for i, p in zip(kept, adjusted, strict=True):
-            out[i] = float(p)
+            out[i] = p
     return out
 
 
