@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The study of docs/results.md: every registered method (`carrot methods --json`) on the study suite
+# The study of docs/results.md: every registered method (`carrot methods --json`, plus X+carrot
+# wherever the registry accepts that composition) on the study suite
 # (digits, Fashion-MNIST 100/class and the hard synthetic set from scratch, and the synthetic
 # transfer target fine-tuned from a backbone pretrained per seed), development seeds 0-4, then
 # held-out seeds 5-9, then the ablation suite on seeds 0-4; all into one folder, so that the CE runs

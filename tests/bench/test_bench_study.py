@@ -3,6 +3,7 @@ reports (scripts/study.sh run for real with no training part)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,21 @@ def test_parse_methods_json_forms() -> None:
         "mixup+carrot",
     ]
     assert parse_methods_json('{"methods": {"ce": {}, "isda": {}}}') == ["ce", "isda"]
+    # The registry's listing (carrot methods --json) names base methods and marks carrot addable:
+    # the study adds X+carrot wherever the registry would accept it.
+    listing = [
+        {"name": "ce", "baseline": None, "addable": False},
+        {"name": "label_smoothing", "section": "label_smoothing", "addable": False},
+        {"name": "carrot", "section": "carrot", "addable": True, "needs_hard_labels": True},
+        {"name": "supcon", "section": "supcon", "addable": False},
+        {"name": "supcon_carrot", "section": "supcon", "reads": ["carrot"], "addable": False},
+        {"name": "mixup", "section": "mixup", "mixes_inputs": True, "addable": False},
+        {"name": "isda", "section": "isda", "addable": False},
+    ]
+    assert parse_methods_json(json.dumps(listing)) == [
+        "ce", "label_smoothing", "carrot", "supcon", "supcon_carrot", "mixup", "isda",
+        "label_smoothing+carrot", "supcon+carrot", "isda+carrot",
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="must give a list or a mapping"):
         parse_methods_json("3")
 

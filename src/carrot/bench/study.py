@@ -36,16 +36,38 @@ FALLBACK = ("ce", "label_smoothing", "carrot", "supcon", "supcon_carrot")
 
 
 def parse_methods_json(text: str) -> list[str]:
-    """Method names from ``carrot methods --json``: a list of names, a list of objects with a
-    ``name``, or a mapping keyed by name (optionally under ``"methods"``)."""
+    """The study's methods from ``carrot methods --json``: every listed name, then ``X+A`` for
+    every method A marked ``addable`` (CARROT) on top of every other method X that can carry it.
+
+    The listing is a list of names, a list of objects with a ``name`` (and the registry's
+    ``addable``, ``section``, ``reads``, ``mixes_inputs``, ``needs_hard_labels``), or a mapping
+    keyed by name (optionally under ``"methods"``). ``X+A`` is left out where X is ``ce`` (that is
+    A itself), X is addable, X already uses A's settings (``supcon_carrot`` reads ``carrot``), or
+    X mixes images while A needs one hard label per image (the registry refuses ``mixup+carrot``)."""
     data = json.loads(text)
     if isinstance(data, dict) and "methods" in data:
         data = data["methods"]
     if isinstance(data, dict):
-        return [str(k) for k in data]
-    if isinstance(data, list):
-        return [str(x["name"]) if isinstance(x, dict) else str(x) for x in data]
-    raise ValueError(f"carrot methods --json must give a list or a mapping, got {data!r}.")
+        entries = [{"name": str(k), **(v if isinstance(v, dict) else {})} for k, v in data.items()]
+    elif isinstance(data, list):
+        entries = [dict(x) if isinstance(x, dict) else {"name": str(x)} for x in data]
+    else:
+        raise ValueError(f"carrot methods --json must give a list or a mapping, got {data!r}.")
+    names = [str(e["name"]) for e in entries]
+    for a in (e for e in entries if e.get("addable")):
+        section = a.get("section") or a["name"]
+        for x in entries:
+            if (
+                x["name"] == "ce"
+                or x.get("addable")
+                or "+" in str(x["name"])
+                or section in (x.get("reads") or [])
+                or section == x.get("section")
+                or (x.get("mixes_inputs") and a.get("needs_hard_labels"))
+            ):
+                continue
+            names.append(f"{x['name']}+{a['name']}")
+    return list(dict.fromkeys(names))
 
 
 def registered_methods() -> list[str]:
