@@ -118,6 +118,7 @@ def test_render_and_write_doc(tmp_path: Path) -> None:
         assert f"| `{m}` |" in text
     assert "| `better` vs `ce` | `digits` | **+2.04 [" in text  # Holm-significant: bold
     assert "Holm-significant gains: `better` vs `ce` on `digits` (+2.04)" in text
+    assert "#### Development seeds 0–4\n" in text and "one at a time (seeds 0–4)" in text
     assert "Friedman test over 3 methods" in text and "| `better` | 1.00 |" in text
     assert "(img/study_dev_cd_diagram.png)" in text
     assert (tmp_path / "docs" / "img" / "study_dev_cd_diagram.png").is_file()
