@@ -11,14 +11,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from carrot.bench.stats import ALPHA
 
-if TYPE_CHECKING:
-    from carrot.bench.report import Comparison
-
-__all__ = ["latex_escape", "latex_table"]
+__all__ = ["Compared", "latex_escape", "latex_table"]
 
 _ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -34,6 +31,16 @@ _ESCAPES = {
 }
 
 
+class Compared(Protocol):
+    """What the table needs of a comparison (:class:`carrot.bench.report.Comparison` has it)."""
+
+    dataset: str
+    method: str
+    baseline: str
+    metric: str
+    holm_p: float
+
+
 def latex_escape(text: str) -> str:
     """``text`` with LaTeX's special characters escaped (names such as ``carrot_guide``)."""
     return "".join(_ESCAPES.get(ch, ch) for ch in text)
@@ -41,7 +48,7 @@ def latex_escape(text: str) -> str:
 
 def latex_table(
     rows: Sequence[Mapping[str, Any]],
-    comparisons: Sequence[Comparison],
+    comparisons: Sequence[Compared],
     *,
     metric: str = "final_top1",
     alpha: float = ALPHA,

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carrot.bench.grid import Cell
+from carrot.bench.latex import latex_table
+from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
 from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
 from carrot.train.report import GEOMETRY_KEYS
 
@@ -415,9 +417,6 @@ def write_report(
     friedman.csv (mean ranks, when there is a Friedman test), results.md, results.tex and the
     plots (differences.png, geometry.png, cd_diagram.png with two or more datasets); returns the
     markdown."""
-    from carrot.bench.latex import latex_table
-    from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
-
     report.mkdir(parents=True, exist_ok=True)
     write_csv(report / "results.csv", list(rows))
     write_csv(report / "trajectories.csv", list(trajectories))
