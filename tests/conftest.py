@@ -6,6 +6,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from slurm_cluster import slurm_cluster  # noqa: E402, F401  (the session's SLURM cluster)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -26,12 +26,21 @@ GEOMETRY_KEYS = (
 """The CARROT statistics of the training batches that every epoch record holds."""
 
 
-def run_header(cfg: Any, run_dir: Any, *, world_size: int, device: Any, resumed_at: int) -> str:
+def run_header(
+    cfg: Any,
+    run_dir: Any,
+    *,
+    world_size: int,
+    device: Any,
+    resumed_at: int,
+    launcher: str = "single process",
+) -> str:
     """The first line of a run: what trains, where, and where its files go."""
     start = f"resuming after epoch {resumed_at}" if resumed_at else "starting"
     return (
         f"carrot train · {cfg.data.name} · {cfg.model.backbone} · method={cfg.method} · "
-        f"seed {cfg.seed} · {cfg.train.epochs} epochs · {world_size} process(es) on {device} · "
+        f"seed {cfg.seed} · {cfg.train.epochs} epochs · {world_size} process(es) on {device} "
+        f"(launcher: {launcher}) · "
         f"{start} · run folder {run_dir}"
     )
 
