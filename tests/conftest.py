@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from slurm_cluster import slurm_cluster  # noqa: E402, F401  (the session's SLURM cluster)
+from slurm_cluster import slurm_cluster  # noqa: F401  (the session's SLURM cluster)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@ stopped by pid at the end. Not a mock: sbatch, srun, squeue, scancel and scontro
 
 ``SelectTypeParameters=CR_Core`` (not ``CR_Core_Memory``: without ``DefMemPerCPU`` every task would
 ask for the node's whole memory and ``srun -n 2`` would wait forever for a second node); no
-accounting (``sacct`` is unavailable, as on many small clusters)."""
+accounting (``sacct`` is unavailable, as on many small clusters); ``cred_expire=10``: a requeued
+job waits that long before it starts again (120 s by default)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CryptoType=crypto/munge
-AuthInfo=socket={root}/munge.socket
+AuthInfo=socket={root}/munge.socket,cred_expire=10
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
