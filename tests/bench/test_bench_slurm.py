@@ -117,15 +117,15 @@ def test_a_failing_cell_is_listed_with_its_log(slurm_cluster, tmp_path) -> None:
     base = tmp_path / "base.yaml"
     base.write_text(BASE.replace("epochs: 2", "epochs: 1"))
     out = tmp_path / "out"
-    # k=1: 16 classes per batch, digits has 10; found when the job builds its data
-    argv = _bench(base, out, "train.k=1", grid=("--methods", "ce", "--seeds", "0"))
+    # P = 48 / 4 = 12 classes per batch, digits has 10: found when the job builds its data
+    argv = _bench(base, out, "train.batch_size=48", grid=("--methods", "ce", "--seeds", "0"))
     got = subprocess.run(argv, env=_env(slurm_cluster), capture_output=True, text=True, timeout=300)
     assert got.returncode == 1, got.stderr[-3000:]
     assert "0 pending, 0 running, 0 done, 1 failed" in got.stderr
     log = out / "runs" / "base" / "ce" / "s0.log"
     assert f"1 cell(s) did not finish: {log.parent / 's0'} (job " in got.stderr
     assert f"log {log}" in got.stderr
-    assert "needs P=16 classes per batch" in log.read_text()
+    assert "needs P=12 classes per batch" in log.read_text()
 
 
 def test_slurm_times_and_slots() -> None:

@@ -103,12 +103,14 @@ class CellRun:
         cmd = command(self.job, action, nproc=self.nproc)
         env = {**os.environ, "CARROT_REQUEUE": "0"}  # submitit requeues the job, not the trainer
         with open(self.job.log, "a") as fh:
-            fh.write(f"$ {' '.join(cmd)}  # SLURM job {os.environ.get('SLURM_JOB_ID')}\n")
+            fh.write(f"$ {' '.join(cmd)}  # SLURM job {_job_id()}\n")
             fh.flush()
             self._proc = subprocess.Popen(
                 cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_quiet_launcher
             )
-            rc = self._proc.wait()
+            # poll, not wait(): submitit's signal handler calls checkpoint(), which waits too
+            while (rc := self._proc.poll()) is None:
+                time.sleep(0.5)
         if rc != 0:
             raise CellFailed(f"{self.job.run_dir} failed (exit code {rc}); its log: {self.job.log}")
         return "finished"
@@ -118,12 +120,26 @@ class CellRun:
         signal from SLURM and saves at its next step: wait for it, then let submitit requeue."""
         import submitit
 
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=600)
-            except subprocess.TimeoutExpired:
-                pass
+        deadline = time.monotonic() + 600
+        while self._proc is not None and time.monotonic() < deadline:
+            if self._proc.poll() is not None or _exited(self._proc.pid):
+                break
+            time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(CellRun(self.job, self.nproc))
+
+
+def _job_id() -> str | None:
+    """This job's id as squeue shows it (``ARRAY_TASK`` for a task of a job array)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (a zombie; Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _quiet_launcher() -> None:
@@ -190,6 +206,8 @@ def run_slurm(jobs: Sequence[Job], out: Path, opts: SlurmOptions) -> bool:
     """Submit every job that is neither finished nor queued, then (``opts.wait``) wait for all;
     returns whether all are finished. Raises :class:`CellFailed` listing the failed cells and
     their logs."""
+    if not jobs:
+        return True
     folder = out / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     registry = folder / "jobs.json"
