@@ -163,6 +163,7 @@ def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path) 
         assert torch.equal(got[k], want[k]), k
 
 
+@pytest.mark.slow
 def test_usr1_outside_slurm_is_an_interrupt(tmp_path) -> None:
     cfg = [*DIGITS, "train.epochs=1", "train.max_steps_per_epoch=40", "train.checkpoint_every=1"]
     env = {k: v for k, v in _env().items() if not k.startswith("SLURM_")}
