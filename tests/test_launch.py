@@ -85,8 +85,9 @@ def test_srun_two_tasks_match_torchrun(slurm_cluster, tmp_path) -> None:
         "srun", "-n", "2", "--kill-on-bad-exit=1", sys.executable, "-m", "carrot.cli", "train",
         *cfg, f"output_dir={tmp_path / 'srun'}",
     ]  # fmt: skip
+    # the reference: torchrun inside a SLURM job step (SLURM's variables set too: torchrun's win)
     torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "srun", "-n", "1", "-c", "2", sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "carrot.cli", "train", *cfg, f"output_dir={tmp_path / 'torchrun'}",
     ]  # fmt: skip
     env = {**_env(), "SLURM_CONF": str(slurm_cluster.conf)}
@@ -96,7 +97,7 @@ def test_srun_two_tasks_match_torchrun(slurm_cluster, tmp_path) -> None:
     assert got.stdout.count("final (epoch 2)") == 1  # rank 0 reports, once
     assert not (tmp_path / "srun-2").exists()  # one run, not two independent copies
     assert json.loads((tmp_path / "srun" / "environment.json").read_text())["world_size"] == 2
-    ref = subprocess.run(torchrun, env=_env(), capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "(launcher: torchrun)" in ref.stdout
     assert abs(_final_train_loss(tmp_path / "srun") - _final_train_loss(tmp_path / "torchrun")) < 1e-5
