@@ -20,7 +20,7 @@ from carrot.bench.slurm import parse_time
 BASE = (
     "data:\n  name: digits\n"
     "model:\n  backbone: carrot_cnn\n  timm_kwargs: {widths: [8, 16]}\n"
-    "train:\n  batch_size: 16\n  k: 4\n  epochs: 2\n  max_steps_per_epoch: 15\n  device: cpu\n"
+    "train:\n  batch_size: 16\n  k: 4\n  epochs: 2\n  max_steps_per_epoch: 10\n  device: cpu\n"
     "  checkpoint_every: 1\n  progress: false\n  plots: false\n  tensorboard: false\n"
     "  retrieval: false\n"
 )
@@ -61,55 +61,49 @@ def test_cells_as_slurm_jobs_requeue_rerun_and_cancel(slurm_cluster, tmp_path) -
     base.write_text(BASE)
     out = tmp_path / "out"
     env = _env(slurm_cluster)
-    bench = subprocess.Popen(
-        _bench(base, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    first = subprocess.run(
+        _bench(base, out, "--no-wait"), env=env, capture_output=True, text=True, timeout=300
     )
-    # One cell gets SLURM's time-limit signal mid-run: submitit requeues it, it resumes.
-    signalled = out / "runs" / "base" / "carrot" / "s1"
-    _wait_for(signalled / "checkpoints" / "last.pt")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "submitted 4 job(s)" in first.stdout and "rerun the same command" in first.stdout
     ids = json.loads((out / "slurm" / "jobs.json").read_text())
+    # One cell gets SLURM's time-limit signal mid-run (submitit requeues it, it resumes), another
+    # is cancelled mid-run.
+    signalled = out / "runs" / "base" / "carrot" / "s1"
+    cancelled = out / "runs" / "base" / "ce" / "s0"
+    _wait_for(signalled / "checkpoints" / "last.pt")
     slurm_cluster.run("scancel", "--signal=USR2", ids[str(signalled)])
-    stdout, stderr = bench.communicate(timeout=400)
-    assert bench.returncode == 0, stderr[-3000:]
-    assert "submitted 4 job(s)" in stdout
-    assert "0 pending, 0 running, 4 done, 0 failed" in stderr
-    assert _comparison(out) == {("carrot", "ce", "2")}
+    _wait_for(cancelled / "checkpoints" / "last.pt")
+    slurm_cluster.run("scancel", ids[str(cancelled)])
+    slurm_cluster.wait_empty()
     log = (signalled.parent / "s1.log").read_text()
     assert log.count(f"# SLURM job {ids[str(signalled)]}") == 2, log[-3000:]
     assert f"train --resume {signalled}" in log
     assert json.loads((signalled / "summary.json").read_text())["stopped_early"] is False
+    assert not (cancelled / "summary.json").exists()
+
+    report = subprocess.run(
+        _bench(base, out, "--report-only"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert _comparison(out) == {("carrot", "ce", "1")}  # seed 0 of ce is missing
+
+    # The rerun resubmits the cancelled cell only, which resumes, and waits for it.
+    rerun = subprocess.run(_bench(base, out), env=env, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "submitted 1 job(s)" in rerun.stdout
+    assert "0 pending, 0 running, 4 done, 0 failed" in rerun.stderr
+    after = json.loads((out / "slurm" / "jobs.json").read_text())
+    assert [k for k in after if after[k] != ids[k]] == [str(cancelled)]
+    assert f"train --resume {cancelled}" in (cancelled.parent / "s0.log").read_text()
+    assert _comparison(out) == {("carrot", "ce", "2")}
 
     # A finished grid: nothing is submitted.
     again = subprocess.run(_bench(base, out), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "submitted 0 job(s)" in again.stdout
-    assert json.loads((out / "slurm" / "jobs.json").read_text()) == ids
-
-    # A second grid, submitted without waiting; one cell cancelled mid-run.
-    out2 = tmp_path / "out2"
-    first = subprocess.run(
-        _bench(base, out2, "--no-wait"), env=env, capture_output=True, text=True, timeout=300
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "rerun the same command" in first.stdout
-    cancelled = out2 / "runs" / "base" / "ce" / "s0"
-    _wait_for(cancelled / "checkpoints" / "last.pt")
-    before = json.loads((out2 / "slurm" / "jobs.json").read_text())
-    slurm_cluster.run("scancel", before[str(cancelled)])
-    slurm_cluster.wait_empty()
-    assert not (cancelled / "summary.json").exists()
-    report = subprocess.run(
-        _bench(base, out2, "--report-only"), env=env, capture_output=True, text=True, timeout=300
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert _comparison(out2) == {("carrot", "ce", "1")}  # seed 0 of ce is missing
-    rerun = subprocess.run(_bench(base, out2), env=env, capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "submitted 1 job(s)" in rerun.stdout
-    after = json.loads((out2 / "slurm" / "jobs.json").read_text())
-    assert [k for k in after if after[k] != before[k]] == [str(cancelled)]
-    assert f"train --resume {cancelled}" in (cancelled.parent / "s0.log").read_text()
-    assert _comparison(out2) == {("carrot", "ce", "2")}
+    assert json.loads((out / "slurm" / "jobs.json").read_text()) == after
+    assert _comparison(out) == {("carrot", "ce", "2")}
 
 
 @pytest.mark.slurm
@@ -145,7 +139,7 @@ def test_slurm_times_and_slots() -> None:
 @pytest.mark.distributed
 def test_gpus_per_cell_runs_torchrun_cells_locally(tmp_path) -> None:
     base = tmp_path / "base.yaml"
-    base.write_text(BASE.replace("max_steps_per_epoch: 15", "max_steps_per_epoch: 2"))
+    base.write_text(BASE.replace("max_steps_per_epoch: 10", "max_steps_per_epoch: 2"))
     out = tmp_path / "out"
     argv = [
         sys.executable, "-m", "carrot.cli", "bench", "accuracy", "--config", str(base),
