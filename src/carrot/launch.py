@@ -2,8 +2,8 @@
 
 Three launchers are recognised, in this order:
 
-* **torchrun** (``torch.distributed.run``, also inside an sbatch script): ``RANK`` and
-  ``WORLD_SIZE`` are set; its environment wins over SLURM's.
+* **torchrun** (``torch.distributed.run``, also inside an sbatch script): ``WORLD_SIZE`` (and
+  ``RANK``, ``LOCAL_RANK``) are set; its environment wins over SLURM's.
 * **srun**: a SLURM job step (``SLURM_STEP_ID`` is set) with ``SLURM_STEP_NUM_TASKS`` tasks;
   rank ``SLURM_PROCID``, local rank ``SLURM_LOCALID``, the master address is the first host of
   ``scontrol show hostnames $SLURM_STEP_NODELIST`` and the port is derived from the job and step
@@ -98,9 +98,12 @@ def _first_host(nodelist: str) -> str:
 def detect(environ: Mapping[str, str] | None = None) -> Launch:
     """The launcher of this process from its environment (see the module docstring)."""
     env = os.environ if environ is None else environ
-    if "RANK" in env and "WORLD_SIZE" in env:
+    if "WORLD_SIZE" in env:
         return Launch(
-            "torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+            "torchrun",
+            int(env.get("RANK", "0")),
+            int(env["WORLD_SIZE"]),
+            int(env.get("LOCAL_RANK", "0")),
         )
     if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         world = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
