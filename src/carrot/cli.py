@@ -38,11 +38,12 @@ def _train(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        from carrot.launch import requeued_run
+        from carrot.launch import detect, requeued_run
 
         requeued = requeued_run(cfg.run_dir())
         if requeued is not None:  # this SLURM job was requeued: continue its run exactly
-            print(f"requeued SLURM job: resuming {requeued}", flush=True)
+            if detect().rank == 0:
+                print(f"requeued SLURM job: resuming {requeued}", flush=True)
             trainer = Trainer.resume(requeued)
         else:
             trainer = Trainer(cfg)
