@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,6 +67,7 @@ def test_cells_as_slurm_jobs_requeue_rerun_and_cancel(slurm_cluster, tmp_path) -
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "submitted 4 job(s)" in first.stdout and "rerun the same command" in first.stdout
+    assert "results:" not in first.stdout  # no report yet
     ids = json.loads((out / "slurm" / "jobs.json").read_text())
     # One cell gets SLURM's time-limit signal mid-run (submitit requeues it, it resumes), another
     # is cancelled mid-run.
@@ -134,6 +136,26 @@ def test_slurm_times_and_slots() -> None:
     assert envs[0]["OMP_NUM_THREADS"] == "2"
     with pytest.raises(ValueError, match="--devices must list at least --gpus-per-cell=2"):
         slot_envs(jobs=None, devices=["0"], threads=None, cores=8, per_slot=2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--no-wait"], "--no-wait and the --slurm-\\* options need --launcher slurm"),
+        (["--gpus-per-cell", "0"], "--gpus-per-cell must be >= 1, got 0"),
+        (["--launcher", "slurm", "--slurm-time", "2h"], "--slurm-time must be a SLURM time"),
+    ],
+)
+def test_bench_launcher_options_are_checked_first(tmp_path, capsys, extra, message) -> None:
+    from carrot.cli import main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE)
+    argv = ["bench", "accuracy", "--config", str(base), "--out", str(tmp_path / "out"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err)
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 @pytest.mark.distributed

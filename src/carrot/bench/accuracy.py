@@ -34,6 +34,9 @@ from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
 from carrot.paths import inside, plain_name
 
+QUEUED = "SLURM jobs are queued;"
+"""How :func:`run_suite` begins its answer when it returned without waiting for them."""
+
 __all__ = ["Cell", "Suite", "config_suite", "load_suite", "run_suite"]
 
 
@@ -126,10 +129,10 @@ def run_suite(
             run_jobs(batch, done=lambda job: bar.update(), **fan)  # type: ignore[arg-type]
             return True
 
-        waiting = f"SLURM jobs are queued; rerun the same command to wait for them ({out})."
+        waiting = f"{QUEUED} rerun the same command to wait for them ({out})."
         if not execute([job for _, _, job in pre]):
             bar.close()
-            return f"pretraining {waiting}"
+            return f"{waiting} (pretraining)"
         for source, seed, job in pre:
             export_backbone(job.run_dir, weights_path(out, source, seed))
         if not execute(list(jobs_of.values())):

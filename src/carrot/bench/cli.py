@@ -153,7 +153,7 @@ def add_bench_parser(
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
-        from carrot.bench.accuracy import config_suite, load_suite, run_suite
+        from carrot.bench.accuracy import QUEUED, config_suite, load_suite, run_suite
 
         # KEY=VALUE written after --methods or --datasets (argparse gives them to the list).
         for name in ("methods", "datasets"):
@@ -213,6 +213,8 @@ def run_bench(args: argparse.Namespace) -> int:
             slurm=slurm,
         )
         print(table)
+        if table.startswith(QUEUED):  # --no-wait: no report yet
+            return 0
         report = out / (args.report_name or suite.name)
         print(
             f"results: {report}/results.csv, results.md, results.tex, comparisons.csv, differences.png, "
