@@ -150,6 +150,7 @@ def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path) 
     assert "requeued SLURM job: resuming" in log, log[-3000:]
     stopped_at = int(log.split("stopped at epoch 1, step ")[1].split(";")[0])
     assert 1 <= stopped_at < 12
+    assert f"resuming at epoch 1, step {stopped_at} · run folder {run}" in log
     summary = json.loads((run / "summary.json").read_text())
     assert not summary["stopped_early"]
     ref = tmp_path / "ref"

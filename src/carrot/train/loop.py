@@ -170,14 +170,15 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if rt.is_main:
-            resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
+            state = checkpoint["state"] if checkpoint is not None else None
+            at = (state["epoch"], state["batch"]) if state is not None else None
             print(
                 run_header(
                     cfg,
                     self.run_dir,
                     world_size=rt.world_size,
                     device=rt.device,
-                    resumed_at=resumed,
+                    resumed_at=at,
                     launcher=rt.launcher,
                 ),
                 flush=True,
