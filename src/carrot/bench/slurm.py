@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carrot.bench.grid import CellFailed, Job, _prepare, command, finished
+from carrot.bench.grid import CellFailed, Job, _prepare, cell_lock, command, finished
 
 __all__ = ["SlurmOptions", "parse_time", "run_slurm"]
 
@@ -97,6 +97,10 @@ class CellRun:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __call__(self) -> str:
+        with cell_lock(self.job):  # a local bench on the same --out never trains it at once
+            return self._run()
+
+    def _run(self) -> str:
         action = _prepare(self.job)
         if action is None:
             return "finished"
