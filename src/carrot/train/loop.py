@@ -54,6 +54,7 @@ from carrot.train.report import (
 )
 from carrot.train.runtime import (
     Runtime,
+    StopSignal,
     atomic_write_text,
     broadcast_buffers,
     dump_json,
@@ -169,14 +170,16 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if rt.is_main:
-            resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
+            state = checkpoint["state"] if checkpoint is not None else None
+            at = (state["epoch"], state["batch"]) if state is not None else None
             print(
                 run_header(
                     cfg,
                     self.run_dir,
                     world_size=rt.world_size,
                     device=rt.device,
-                    resumed_at=resumed,
+                    resumed_at=at,
+                    launcher=rt.launcher,
                 ),
                 flush=True,
             )
@@ -407,7 +410,7 @@ class Trainer:
                     raise _StopAfterSteps
                 if self._stop_requested():
                     path = self.save()
-                    raise TrainInterrupted(
+                    raise self._stop.error(
                         f"stopped at epoch {epoch + 1}, step {self.state.batch}; checkpoint {path}. "
                         f"Continue with: carrot train --resume {self.run_dir}"
                     )
@@ -451,23 +454,13 @@ class Trainer:
     # --- interruption ---------------------------------------------------------------------------
 
     def _stop_requested(self) -> bool:
-        if not self.rt.distributed:
-            return self._stop
-        if self.state.step % self.cfg.train.log_every:
-            return False
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.rt.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-        return bool(flag.item())
+        if self.rt.distributed and self.state.step % self.cfg.train.log_every:
+            return False  # under DDP, ranks agree (a collective) every log_every steps
+        return self._stop.agreed(self.rt)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        self._stop = False
-
-        def request_stop() -> None:
-            if self._stop:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._stop = True
-
-        return install_stop_handlers(request_stop)
+        self._stop = StopSignal()
+        return install_stop_handlers(self._stop.request)
 
     # --- epochs ---------------------------------------------------------------------------------
 
