@@ -6,6 +6,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from slurm_cluster import slurm_cluster  # noqa: F401  (the session's SLURM cluster)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
@@ -16,3 +18,14 @@ def _seed() -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """carrot's cache (the image check) lives in a temporary folder, never in the home."""
     monkeypatch.setenv("CARROT_CACHE", str(tmp_path_factory.mktemp("carrot-cache")))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The SLURM tests start a cluster: they run only when selected (``-m slurm``, their own CI
+    step), not with every other test."""
+    if "slurm" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="SLURM tests run as their own step: pytest -m slurm")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)

@@ -38,7 +38,15 @@ def _train(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        trainer = Trainer(cfg)
+        from carrot.launch import detect, requeued_run
+
+        requeued = requeued_run(cfg.run_dir())
+        if requeued is not None:  # this SLURM job was requeued: continue its run exactly
+            if detect().rank == 0:
+                print(f"requeued SLURM job: resuming {requeued}", flush=True)
+            trainer = Trainer.resume(requeued)
+        else:
+            trainer = Trainer(cfg)
     is_main = trainer.rt.is_main
     summary = trainer.fit()
     if is_main:
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from carrot.data import DatasetError
     from carrot.train.config import ConfigError
+    from carrot.train.errors import TrainPreempted
     from carrot.train.loop import CollapseDetected, NonFiniteLossError, TrainInterrupted
     from carrot.train.model import PretrainedWeightsError
 
@@ -333,6 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     except CollapseDetected as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 3
+    except TrainPreempted as e:
+        from carrot.launch import REQUEUE_EXIT_CODE, detect, requeue
+
+        print(f"carrot {args.command}: {e}", file=sys.stderr, flush=True)
+        note = requeue(e.signum, detect().rank)
+        if note:
+            print(f"carrot {args.command}:{note}", file=sys.stderr, flush=True)
+        return REQUEUE_EXIT_CODE
     except TrainInterrupted as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
         return 130

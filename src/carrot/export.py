@@ -253,8 +253,10 @@ def export_model(
     ONNX-vs-PyTorch logit difference when ONNX was exported (an error above 1e-4)."""
     from carrot.train.trained import load_trained
 
+    if fmt == "hf":
+        raise ExportError("--format hf is written by carrot.hub.export_hf (carrot export --format hf).")
     if fmt not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, hf, got {fmt!r}.")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; export writes a folder. Choose another --out.")

@@ -70,10 +70,12 @@ def test_grid_reports_and_resumes(tmp_path: Path) -> None:
         "trajectories.csv",
         "comparisons.csv",
         "results.md",
+        "results.tex",
         "differences.png",
         "geometry.png",
     ):
         assert (report / name).is_file(), name
+    assert not (report / "cd_diagram.png").exists()  # one dataset: no ranks across datasets
     assert "CARROT λ=1" in table and "vs ce" in table and "r/m median" in table
     with open(report / "comparisons.csv") as fh:
         header = next(csv.reader(fh))
@@ -81,6 +83,8 @@ def test_grid_reports_and_resumes(tmp_path: Path) -> None:
         "dataset", "method", "baseline", "metric", "n", "baseline_mean", "method_mean", "diff",
         "ci_low", "ci_high", "wins", "ties", "p_value", "wilcoxon_p", "boot_low", "boot_high",
     ]  # fmt: skip
+    assert {"holm_p", "holm_family", "effect_size", "mdd"} <= set(header)
+    assert r"\toprule" in (report / "results.tex").read_text()
     row = _rows(report / "results.csv")[0]
     assert {"first_gamma_mean", "final_gamma_frac_gt1", "first_r_over_m_q50"} <= set(row)
     run = Cell("tiny", "carrot_l1", 1).run_dir(tmp_path)
@@ -222,3 +226,33 @@ def test_any_config_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "lam: 2.0" in cfg and "lr: 0.02" in cfg and "seed: 1" in cfg
     rows = _rows(out / "mine" / "comparisons.csv")
     assert {(r["method"], r["baseline"], r["n"]) for r in rows} == {("lam2", "ce", "2")}
+
+
+def test_report_of_three_methods_on_two_datasets(tmp_path: Path) -> None:
+    # Holm over the report's family, effect sizes, results.tex and the CD diagram, through the grid.
+    hard = [*TINY, "data.options.difficulty=0.8", "data.options.test_per_class=12"]  # no ties
+    suite = tiny_suite(
+        datasets={
+            "tiny": {"overrides": hard},
+            "tiny5": {"overrides": [*hard, "data.options.seed=5"]},
+        },
+        methods=["ce", "label_smoothing", "carrot_l1"],
+    )
+    acc.run_suite(suite, tmp_path, progress=False)
+    report = tmp_path / "test"
+    with open(report / "comparisons.csv") as fh:
+        comps = list(csv.DictReader(fh))
+    finals = [c for c in comps if c["metric"] == "final_top1"]
+    tested = [c for c in finals if c["p_value"] != "nan"]  # a tie on both seeds has no test
+    assert len(finals) == 4 and len(tested) >= 3
+    assert {c["holm_family"] for c in finals} == {
+        f"final_top1 on all datasets ({len(tested)} tests)"
+    }
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = multipletests([float(c["p_value"]) for c in tested], method="holm")[1]
+    assert [float(c["holm_p"]) for c in tested] == pytest.approx(list(adjusted))
+    for name in ("results.tex", "cd_diagram.png", "friedman.csv"):
+        assert (report / name).is_file(), name
+    text = (report / "results.md").read_text()
+    assert "Holm's step-down" in text and "### Ranks across datasets (Friedman, Nemenyi)" in text

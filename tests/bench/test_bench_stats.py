@@ -8,7 +8,14 @@ import pytest
 from scipy import stats
 
 from carrot.bench.report import analyze, comparison_rows, markdown
-from carrot.bench.stats import bootstrap_interval, paired_comparison, wilcoxon_p
+from carrot.bench.stats import (
+    bootstrap_interval,
+    detectable_effect,
+    holm,
+    min_detectable_difference,
+    paired_comparison,
+    wilcoxon_p,
+)
 
 
 def test_paired_comparison_by_hand() -> None:
@@ -98,6 +105,118 @@ def test_comparisons_csv_columns() -> None:
     assert list(first) == [
         "dataset", "method", "baseline", "metric", "n", "baseline_mean", "method_mean", "diff",
         "ci_low", "ci_high", "wins", "ties", "p_value", "wilcoxon_p", "boot_low", "boot_high",
-        "seeds",
+        "sd_diff", "effect_size", "mdd", "holm_p", "holm_family", "seeds",
     ]  # fmt: skip
     assert first["seeds"] == "0 1 2" and first["wins"] == 3
+
+
+def _power(d: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at effect size d_z with n pairs, from the noncentral t:
+    P(|T| > t_crit) with T ~ t'(n − 1, d_z √n)."""
+    crit = stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = d * math.sqrt(n)
+    return float(stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_detectable_effect_has_80_percent_power(n: int) -> None:
+    d = detectable_effect(n)
+    assert _power(d, n) == pytest.approx(0.8, abs=1e-4)
+    if n > 2:  # scipy's noncentral t is NaN far in the tail at 1 degree of freedom
+        assert _power(0.9 * d, n) < 0.8 < _power(1.1 * d, n)
+    assert math.isnan(detectable_effect(1))
+
+
+def test_effect_size_and_mdd_by_hand() -> None:
+    # Differences 1, 2, 3: mean 2, sd 1, so d_z = 2 and MDD = d*(3) · 1.
+    c = paired_comparison([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
+    assert c.sd_diff == pytest.approx(1.0) and c.effect_size == pytest.approx(2.0)
+    assert c.mdd == pytest.approx(detectable_effect(3))
+    # Differences 0.5, -0.5, 1.5, 0.5, 0.5 (n = 5): mean 0.5, sd sqrt(0.5); G*Power's tables give
+    # d = 1.68 for a paired t-test with 5 pairs at α = 0.05, power 0.8.
+    diffs = [0.5, -0.5, 1.5, 0.5, 0.5]
+    c = paired_comparison([d + 70.0 for d in diffs], [70.0] * 5)
+    sd = math.sqrt(sum((d - 0.5) ** 2 for d in diffs) / 4)
+    assert c.effect_size == pytest.approx(0.5 / sd)
+    assert c.mdd == pytest.approx(detectable_effect(5) * sd)
+    assert detectable_effect(5) == pytest.approx(1.68, abs=0.005)
+    assert min_detectable_difference(5, 2.0) == pytest.approx(2 * detectable_effect(5))
+    flat = paired_comparison([2.0, 3.0], [1.0, 2.0])  # no variance: no effect size, MDD 0
+    assert math.isnan(flat.effect_size) and flat.mdd == 0.0 and flat.sd_diff == 0.0
+    one = paired_comparison([1.0], [0.0])
+    assert math.isnan(one.effect_size) and math.isnan(one.mdd) and math.isnan(one.sd_diff)
+
+
+def _holm_by_hand(ps: list[float]) -> list[float]:
+    """Holm (1979): sort the m p-values; the i-th smallest (i from 0) becomes
+    max over j <= i of min(1, (m − j) p_(j))."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [0.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_by_hand() -> None:
+    # Sorted 0.01, 0.03, 0.04, 0.20 (m = 4): 4·0.01 = 0.04, 3·0.03 = 0.09, max(0.09, 2·0.04) = 0.09,
+    # max(0.09, 1·0.20) = 0.20. NaN (no test) is not in the family.
+    got = holm([0.01, 0.04, 0.03, 0.20, math.nan])
+    assert got[:4] == pytest.approx([0.04, 0.09, 0.09, 0.20]) and math.isnan(got[4])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
+    assert holm([]) == [] and math.isnan(holm([math.nan])[0])
+    ps = [0.001, 0.2, 0.013, 0.04, 0.0049, 0.7, 0.02]
+    assert holm(ps) == pytest.approx(_holm_by_hand(ps))
+
+
+def _family_rows() -> list[dict]:
+    # Two datasets; on each, "a" is 1 point above ce with small noise (significant alone) and "b"
+    # noisy around 0. Seeds pair the rows.
+    noise = [0.1, -0.2, 0.15, -0.05, 0.0]
+    rows = []
+    for d, shift in (("d1", 0.0), ("d2", 5.0)):
+        for s in range(5):
+            rows.append(_row(d, "ce", s, 50.0 + shift + s))
+            rows.append(_row(d, "a", s, 51.0 + shift + s + noise[s]))
+            rows.append(_row(d, "b", s, 50.0 + shift + s + (-1) ** s * (0.5 + noise[s])))
+    return rows
+
+
+def test_analyze_holm_over_the_family_it_names() -> None:
+    rows = _family_rows()
+    baselines = {"a": "ce", "b": "ce"}
+    comps = analyze(rows, baselines)
+    for metric in ("final_top1", "best_top1", "final_mean_class_acc"):
+        family = [c for c in comps if c.metric == metric]
+        assert len(family) == 4  # 2 methods × 2 datasets, one family per metric
+        expected = _holm_by_hand([c.stats.p_value for c in family])
+        assert [c.holm_p for c in family] == pytest.approx(expected)
+        assert {c.family for c in family} == {f"{metric} on all datasets (4 tests)"}
+    per = analyze(rows, baselines, family="dataset")
+    for d in ("d1", "d2"):
+        family = [c for c in per if c.metric == "final_top1" and c.dataset == d]
+        assert [c.holm_p for c in family] == pytest.approx(
+            _holm_by_hand([c.stats.p_value for c in family])
+        )
+        assert family[0].family == f"final_top1 on dataset {d} (2 tests)"
+    with pytest.raises(ValueError, match="family must be 'all' or 'dataset', got 'seed'"):
+        analyze(rows, baselines, family="seed")  # type: ignore[arg-type]
+    csv_rows = comparison_rows(comps)
+    assert [r["holm_p"] for r in csv_rows] == [c.holm_p for c in comps]
+
+
+def test_markdown_marks_significance_by_the_adjusted_p() -> None:
+    # Raw p < 0.05 for "a" on both datasets, but only the one with Holm p < 0.05 is bold.
+    rows = [_row("d", "ce", s, 50.0 + s) for s in range(5)]
+    rows += [_row("d", "a", s, 50.0 + s + x) for s, x in enumerate([0.5, 0.1, 0.7, 0.1, 0.6])]
+    rows += [_row("d", "b", s, 50.0 + s + x) for s, x in enumerate([2.0, 2.1, 1.9, 2.0, 2.2])]
+    rows += [_row("d", "c", s, 50.0 + s + x) for s, x in enumerate([0.5, -0.4, 0.3, -0.2, 0.1])]
+    comps = analyze(rows, {"a": "ce", "b": "ce", "c": "ce"})
+    final = {c.method: c for c in comps if c.metric == "final_top1"}
+    assert final["a"].stats.p_value < 0.05 <= final["a"].holm_p
+    assert final["b"].holm_p < 0.05
+    table = markdown(rows, comps)
+    line = {m: next(x for x in table.splitlines() if x.startswith(f"| {m} |")) for m in "abc"}
+    assert "| **+2.04 [" in line["b"] and "**" not in line["a"] and "**" not in line["c"]
+    assert f"| {final['b'].stats.effect_size:.2f} | {final['b'].stats.mdd:.2f} |" in line["b"]

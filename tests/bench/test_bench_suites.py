@@ -51,7 +51,9 @@ GUIDE_PINS = [
 
 
 def test_packaged_suites() -> None:
-    assert packaged_suites() == ["full", "heldout", "quick", "transfer", "variants", "variants2"]
+    assert packaged_suites() == [
+        "ablation", "full", "heldout", "quick", "study", "transfer", "variants", "variants2",
+    ]  # fmt: skip
     for name in packaged_suites():
         suite = load_suite(name)
         for dataset, methods in suite.grid:
@@ -204,7 +206,7 @@ def test_suite_files_and_methods_files(tmp_path: Path) -> None:
     assert suite.name == "mine" and suite.datasets["d"].config == base
     cfg = cell_job(suite, Cell("d", "lam2", 3), tmp_path).load()
     assert (cfg.train.epochs, cfg.carrot.lam, cfg.seed) == (2, 2.0, 3)
-    with pytest.raises(ValueError, match=r"--suite must be one of \['full'"):
+    with pytest.raises(ValueError, match=r"--suite must be one of \['ablation', 'full'"):
         load_suite(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="--methods-file .* does not exist"):
         load_methods(tmp_path / "missing.yaml")

@@ -51,7 +51,7 @@ def test_no_method_name_is_spelled_outside_the_methods_package() -> None:
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}")
-        pattern = "[\"']({})[\"']".format("|".join(sorted(names)))
+        pattern = "([\"'])({})\\1".format("|".join(sorted(names)))  # a quoted name
         found += [f"{path.relative_to(SRC)}: grep {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not found, found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_interrupt_saves_and_resumes(tiny, tmp_path, monkeypatch) -> None:
     def interrupting(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            trainer._stop = True  # what the SIGINT/SIGTERM handler does
+            trainer._stop.request(signal.SIGTERM)  # what the signal handler does
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "loss_fn", interrupting)

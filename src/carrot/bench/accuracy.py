@@ -28,10 +28,14 @@ from carrot.bench.grid import (
     run_jobs,
     weights_path,
 )
-from carrot.bench.report import analyze, collect, comparison_rows, markdown, plot, write_csv
+from carrot.bench.report import analyze, collect, write_report
+from carrot.bench.slurm import SlurmOptions, run_slurm
 from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
 from carrot.paths import inside, plain_name
+
+QUEUED = "SLURM jobs are queued;"
+"""How :func:`run_suite` begins its answer when it returned without waiting for them."""
 
 __all__ = ["Cell", "Suite", "config_suite", "load_suite", "run_suite"]
 
@@ -78,6 +82,8 @@ def run_suite(
     jobs: int | None = None,
     devices: Sequence[str] | None = None,
     threads: int | None = None,
+    gpus_per_cell: int = 1,
+    slurm: SlurmOptions | None = None,
 ) -> str:
     """Run (or finish) a suite's grid into ``out/runs`` (pretrainings into ``out/pretrain``), then
     write results.csv, trajectories.csv, comparisons.csv, results.md and the plots into
@@ -86,7 +92,9 @@ def run_suite(
     ``extra`` overrides are applied to every run, last. ``jobs`` > 1 runs that many cells at once
     as processes of their own, ``devices`` one per GPU (see :func:`carrot.bench.grid.run_jobs`);
     ``threads`` fixes the CPU threads of each run (results on CPU are bit-identical for the same
-    thread count, whichever way the cells are scheduled).
+    thread count, whichever way the cells are scheduled). ``gpus_per_cell`` > 1 runs each cell
+    under torchrun with that many processes. With ``slurm``, each missing or unfinished cell is a
+    SLURM job (:mod:`carrot.bench.slurm`); when it does not wait, the report is left for a rerun.
     """
     _check_names(suite, datasets, methods)
     plain_name(report_name or suite.name, "--report-name")
@@ -110,14 +118,26 @@ def run_suite(
         from tqdm.auto import tqdm
 
         bar = tqdm(
-            total=len(pre) + len(grid), desc=f"bench {suite.name}", disable=not progress,
+            total=len(pre) + len(grid), desc=f"bench {suite.name}", disable=not progress or slurm is not None,
             dynamic_ncols=True,
         )  # fmt: skip
-        fan = {"parallel": jobs, "devices": devices, "threads": threads}
-        run_jobs([job for _, _, job in pre], done=lambda job: bar.update(), **fan)  # type: ignore[arg-type]
+        fan = {"parallel": jobs, "devices": devices, "threads": threads, "nproc": gpus_per_cell}
+
+        def execute(batch: list[Job]) -> bool:
+            if slurm is not None:
+                return run_slurm(batch, out, slurm)
+            run_jobs(batch, done=lambda job: bar.update(), **fan)  # type: ignore[arg-type]
+            return True
+
+        waiting = f"{QUEUED} rerun the same command to wait for them ({out})."
+        if not execute([job for _, _, job in pre]):
+            bar.close()
+            return f"{waiting} (pretraining)"
         for source, seed, job in pre:
             export_backbone(job.run_dir, weights_path(out, source, seed))
-        run_jobs(list(jobs_of.values()), done=lambda job: bar.update(), **fan)  # type: ignore[arg-type]
+        if not execute(list(jobs_of.values())):
+            bar.close()
+            return waiting
         bar.close()
     rows, trajectories = [], []
     for cell in grid:
@@ -127,22 +147,18 @@ def run_suite(
     comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()})
     # Several suites may share one folder of runs.
     report = inside(out / plain_name(report_name or suite.name, "--report-name"), out, "report")
-    report.mkdir(exist_ok=True)
-    write_csv(report / "results.csv", rows)
-    write_csv(report / "trajectories.csv", trajectories)
-    write_csv(report / "comparisons.csv", comparison_rows(comparisons))
-    table = markdown(
-        rows,
-        comparisons,
-        dataset_labels={k: d.label for k, d in suite.datasets.items()},
-        method_labels={k: m.label for k, m in suite.methods.items()},
-    )
     elapsed = time.perf_counter() - start
     header = (
         f"## carrot bench accuracy: {suite.name}\n\n{suite.description}. "
         f"Seeds {sorted({c.seed for c in grid})}. Grid time {elapsed / 60:.1f} min "
         f"(runs' own training time {sum(r['seconds'] for r in rows) / 60:.1f} min).\n\n"
     )
-    (report / "results.md").write_text(header + table)
-    plot(rows, trajectories, comparisons, report)
-    return header + table
+    return write_report(
+        report,
+        rows,
+        trajectories,
+        comparisons,
+        header=header,
+        dataset_labels={k: d.label for k, d in suite.datasets.items()},
+        method_labels={k: m.label for k, m in suite.methods.items()},
+    )

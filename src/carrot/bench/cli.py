@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def add_bench_parser(
         "accuracy",
         help="methods × datasets × paired seeds through the trainer",
         description="Paired-seed comparison of methods, each cell a full `carrot train` run. "
-        "Either --suite (a packaged suite: quick, full, variants, variants2, heldout, transfer; or "
+        "Either --suite (a packaged suite: quick, full, variants, variants2, heldout, transfer, study, "
+        "ablation; or "
         "a suite file) or --config BASE.yaml [KEY=VALUE ...] (any carrot train config: every cell "
         "is BASE with the method's overrides and the seed). Methods: the trainer's (ce, "
         "label_smoothing, carrot, supcon, supcon_carrot) and named variants (carrot_guide, "
@@ -85,6 +87,41 @@ def add_bench_parser(
         "bit-identical for the same number of threads per cell",
     )
     acc.add_argument(
+        "--gpus-per-cell",
+        type=int,
+        help="processes per cell under torchrun, one per GPU (gloo processes with "
+        "train.device=cpu); with --devices each cell gets this many of them; with --launcher "
+        "slurm each cell's job asks for this many GPUs (default: 1 process, no GPU asked)",
+    )
+    acc.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: cells on this machine (--jobs, --devices); slurm: each missing or "
+        "unfinished cell a SLURM job, submitted with submitit (carrot-fgvc[slurm]); see "
+        "docs/distributed.md",
+    )
+    slurm = acc.add_argument_group("--launcher slurm")
+    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+    slurm.add_argument(
+        "--slurm-time", help="time limit per cell, e.g. 4:00:00 (default: the partition's)"
+    )
+    slurm.add_argument("--slurm-account", help="account to charge")
+    slurm.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (sbatch --cpus-per-task)")
+    slurm.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="any other sbatch option, repeatable: --sbatch-option qos=high "
+        "--sbatch-option constraint=a100",
+    )
+    slurm.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submit and return; a rerun waits for queued cells, --report-only reports",
+    )
+    acc.add_argument(
         "--report-only", action="store_true", help="tables and plots from the finished runs only"
     )
     acc.add_argument(
@@ -123,7 +160,7 @@ def add_bench_parser(
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
-        from carrot.bench.accuracy import config_suite, load_suite, run_suite
+        from carrot.bench.accuracy import QUEUED, config_suite, load_suite, run_suite
 
         # KEY=VALUE written after --methods or --datasets (argparse gives them to the list).
         for name in ("methods", "datasets"):
@@ -145,6 +182,28 @@ def run_bench(args: argparse.Namespace) -> int:
             suite = load_suite(args.suite or "quick", methods_file=args.methods_file)
             methods, extra = args.methods, args.overrides
         out = Path(args.out) if args.out else Path("results") / suite.name
+        if args.gpus_per_cell is not None and args.gpus_per_cell < 1:
+            raise ValueError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}.")
+        if args.cpus_per_cell is not None and args.cpus_per_cell < 1:
+            raise ValueError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}.")
+        slurm = None
+        if args.launcher == "slurm":
+            from carrot.bench.slurm import SlurmOptions, parse_time
+
+            if args.slurm_time is not None:
+                parse_time(args.slurm_time)  # a bad time fails before anything is submitted
+            slurm = SlurmOptions(
+                partition=args.slurm_partition,
+                time=args.slurm_time,
+                account=args.slurm_account,
+                cpus_per_cell=args.cpus_per_cell,
+                gpus_per_cell=args.gpus_per_cell or 0,
+                sbatch=tuple(args.sbatch_option),
+                wait=not args.no_wait,
+                poll_s=float(os.environ.get("CARROT_SLURM_POLL_S", "10")),
+            )
+        elif args.no_wait or args.slurm_partition or args.slurm_time or args.sbatch_option:
+            raise ValueError("--no-wait and the --slurm-* options need --launcher slurm.")
         table = run_suite(
             suite,
             out,
@@ -157,11 +216,16 @@ def run_bench(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             devices=args.devices,
             threads=args.threads,
+            gpus_per_cell=args.gpus_per_cell or 1,
+            slurm=slurm,
         )
         print(table)
+        if table.startswith(QUEUED):  # --no-wait: no report yet
+            return 0
         report = out / (args.report_name or suite.name)
         print(
-            f"results: {report}/results.csv, results.md, comparisons.csv, differences.png, geometry.png"
+            f"results: {report}/results.csv, results.md, results.tex, comparisons.csv, differences.png, "
+            "geometry.png, cd_diagram.png (two or more datasets)"
         )
         return 0
     import torch

@@ -292,9 +292,13 @@ def run_in_process(job: Job) -> None:
             trainer.fit()
 
 
-def command(job: Job, action: str) -> list[str]:
-    """The ``carrot train`` command line of a job."""
+def command(job: Job, action: str, *, nproc: int = 1) -> list[str]:
+    """The ``carrot train`` command line of a job; with ``nproc`` > 1, under torchrun (one
+    process per GPU of the cell, or gloo processes on the CPU)."""
     cmd = [sys.executable, "-m", "carrot.cli", "train"]
+    if nproc > 1:
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd = [*run, "--nproc-per-node", str(nproc), "-m", "carrot.cli", "train"]
     if action == "resume":
         return [*cmd, "--resume", str(job.run_dir)]
     if job.config is not None:
@@ -302,13 +306,14 @@ def command(job: Job, action: str) -> list[str]:
     return [*cmd, *job.overrides]
 
 
-def run_subprocess(job: Job, env: dict[str, str]) -> None:
-    """Train ``job`` in a process of its own with ``env`` (threads, GPU); output to its log."""
+def run_subprocess(job: Job, env: dict[str, str], *, nproc: int = 1) -> None:
+    """Train ``job`` in a process of its own (``nproc`` under torchrun) with ``env`` (threads,
+    GPUs); output to its log."""
     with cell_lock(job):
-        _run_subprocess(job, env)
+        _run_subprocess(job, env, nproc)
 
 
-def _run_subprocess(job: Job, env: dict[str, str]) -> None:
+def _run_subprocess(job: Job, env: dict[str, str], nproc: int) -> None:
     action = _prepare(job)
     if action is None:
         return
@@ -319,10 +324,14 @@ def _run_subprocess(job: Job, env: dict[str, str]) -> None:
     src = str(Path(carrot.__file__).resolve().parent.parent)
     full["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     with open(job.log, "a") as fh:
-        fh.write(f"$ {' '.join(command(job, action))}\n{json.dumps(env)}\n")
+        fh.write(f"$ {' '.join(command(job, action, nproc=nproc))}\n{json.dumps(env)}\n")
         fh.flush()
         rc = subprocess.run(
-            command(job, action), env=full, stdout=fh, stderr=subprocess.STDOUT, check=False
+            command(job, action, nproc=nproc),
+            env=full,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
         ).returncode
     if rc != 0:
         tail = "\n".join(job.log.read_text(errors="replace").splitlines()[-15:])
@@ -341,24 +350,36 @@ def cpu_count() -> int:
 
 
 def slot_envs(
-    *, jobs: int | None, devices: Sequence[str] | None, threads: int | None, cores: int
+    *,
+    jobs: int | None,
+    devices: Sequence[str] | None,
+    threads: int | None,
+    cores: int,
+    per_slot: int = 1,
 ) -> list[dict[str, str]]:
     """The environment of each of the parallel slots a grid runs in: with ``devices``, slot i
-    sees only GPU devices[i % len(devices)] (CUDA_VISIBLE_DEVICES; ``jobs`` defaults to one slot
-    per GPU); every slot gets ``threads`` CPU threads (default: cores // slots, at least 1)."""
+    sees only its ``per_slot`` GPUs (CUDA_VISIBLE_DEVICES; ``jobs`` defaults to one slot per
+    ``per_slot`` GPUs); every slot gets ``threads`` CPU threads (default: cores // slots, at
+    least 1)."""
     if jobs is not None and jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}.")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}.")
     if devices is not None and not devices:
         raise ValueError("--devices must list at least one GPU index, e.g. 0,1.")
-    n = jobs if jobs is not None else len(devices) if devices else 1
-    t = str(threads if threads is not None else max(1, cores // n))
+    if devices and len(devices) < per_slot:
+        raise ValueError(
+            f"--devices must list at least --gpus-per-cell={per_slot} GPUs, got {list(devices)}."
+        )
+    gpus = list(devices or ())
+    groups = [gpus[i : i + per_slot] for i in range(0, len(gpus) - per_slot + 1, per_slot)]
+    n = jobs if jobs is not None else len(groups) if devices else 1
+    t = str(threads if threads is not None else max(1, cores // (n * per_slot)))
     envs = []
     for i in range(n):
         env = {"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t}
         if devices:
-            env["CUDA_VISIBLE_DEVICES"] = str(devices[i % len(devices)])
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[i % len(groups)])
         envs.append(env)
     return envs
 
@@ -404,12 +425,14 @@ def run_jobs(
     parallel: int | None = None,
     devices: Sequence[str] | None = None,
     threads: int | None = None,
+    nproc: int = 1,
     done: Callable[[Job], None] = lambda job: None,
 ) -> None:
-    """Every job: one after another in this process (``parallel`` None or 1 and no ``devices``;
-    with ``threads`` torch threads if given), else in ``parallel`` processes at a time (one per
-    GPU of ``devices`` by default), see :func:`slot_envs`."""
-    if (parallel is None or parallel == 1) and not devices:
+    """Every job: one after another in this process (``parallel`` None or 1, no ``devices`` and
+    ``nproc`` 1; with ``threads`` torch threads if given), else in ``parallel`` processes at a
+    time (one per GPU of ``devices`` by default), each under torchrun with ``nproc`` processes
+    when > 1, see :func:`slot_envs`."""
+    if (parallel is None or parallel == 1) and not devices and nproc == 1:
         import torch
 
         before = torch.get_num_threads()
@@ -422,5 +445,7 @@ def run_jobs(
         finally:
             torch.set_num_threads(before)
         return
-    slots = slot_envs(jobs=parallel, devices=devices, threads=threads, cores=cpu_count())
-    run_parallel(jobs, slots, run_subprocess, done=done)
+    slots = slot_envs(
+        jobs=parallel, devices=devices, threads=threads, cores=cpu_count(), per_slot=nproc
+    )
+    run_parallel(jobs, slots, lambda job, env: run_subprocess(job, env, nproc=nproc), done=done)

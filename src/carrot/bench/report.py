@@ -1,5 +1,5 @@
-"""What a finished grid says: one row per run, paired comparisons with their baselines, markdown
-tables, CSV files and plots."""
+"""What a finished grid says: one row per run, paired comparisons with their baselines (Holm-adjusted
+over the report's family), ranks across datasets, markdown and LaTeX tables, CSV files and plots."""
 
 from __future__ import annotations
 
@@ -9,13 +9,30 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from carrot.bench.grid import Cell
-from carrot.bench.stats import PairedComparison, paired_comparison
+from carrot.bench.latex import latex_table
+from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
+from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
 from carrot.train.report import GEOMETRY_KEYS
 
-__all__ = ["Comparison", "analyze", "collect", "comparison_rows", "markdown", "plot", "write_csv"]
+__all__ = [
+    "Comparison",
+    "Family",
+    "analyze",
+    "collect",
+    "comparison_rows",
+    "family_note",
+    "markdown",
+    "plot",
+    "write_csv",
+    "write_report",
+]
+
+Family = Literal["all", "dataset"]
+"""Holm's family: every comparison of a metric in the report (``"all"``, the default), or those of
+a metric on one dataset (``"dataset"``)."""
 
 GEOMETRY = tuple(k for k in GEOMETRY_KEYS if k != "gamma_max")
 """Per-epoch CARROT statistics of the training batches (every method records them)."""
@@ -86,6 +103,14 @@ class Comparison:
     metric: str
     stats: PairedComparison
     seeds: list[int] = field(default_factory=list)
+    holm_p: float = math.nan
+    """The paired t-test's p-value after Holm's step-down over ``family`` (NaN: no test)."""
+    family: str = ""
+    """The comparisons Holm's adjustment ran over, e.g. ``final_top1 on all datasets (12 tests)``."""
+
+    def significant(self, alpha: float = ALPHA) -> bool:
+        """Holm-adjusted p-value below ``alpha``."""
+        return not math.isnan(self.holm_p) and self.holm_p < alpha
 
 
 def analyze(
@@ -93,9 +118,19 @@ def analyze(
     baselines: Mapping[str, str | None],
     *,
     metrics: Sequence[str] = ("final_top1", "best_top1", "final_mean_class_acc"),
+    family: Family = "all",
 ) -> list[Comparison]:
     """Every method against its baseline (``baselines[method]``) on every dataset, over the
-    seeds both have."""
+    seeds both have, with the t-test's p-value adjusted by Holm's step-down.
+
+    The family is one metric's comparisons over the whole report (``family="all"``): a report is
+    read as one question (does any method beat its baseline anywhere?), so the error rate is
+    controlled over every dataset and method at once; per dataset (``"dataset"``) is weaker and
+    lets the number of datasets multiply the false positives. Metrics are separate families:
+    final top-1 is the primary one, best top-1 and mean-class accuracy describe the same runs.
+    Comparisons without a p-value (n < 2, no variance) are not in any family."""
+    if family not in ("all", "dataset"):
+        raise ValueError(f"family must be 'all' or 'dataset', got {family!r}.")
     by_key = {(r["dataset"], r["method"], r["seed"]): r for r in rows}
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -116,7 +151,40 @@ def analyze(
                 out.append(
                     Comparison(dataset, method, base, metric, paired_comparison(a, b), seeds)
                 )
+    groups: dict[tuple[str, str], list[Comparison]] = {}
+    for c in out:
+        groups.setdefault((c.metric, c.dataset if family == "dataset" else ""), []).append(c)
+    for (metric, dataset), group in groups.items():
+        tested = sum(not math.isnan(c.stats.p_value) for c in group)
+        name = f"{metric} on {f'dataset {dataset}' if dataset else 'all datasets'} ({tested} tests)"
+        for c, p in zip(group, holm([c.stats.p_value for c in group]), strict=True):
+            c.holm_p, c.family = p, name
     return out
+
+
+def family_note(comparisons: Sequence[Comparison], *, alpha: float = ALPHA) -> str:
+    """One paragraph naming Holm's family of the primary metric and the significance rule."""
+    finals = [c for c in comparisons if c.metric == "final_top1"]
+    families = list(dict.fromkeys(c.family for c in finals))
+    if not families:
+        return ""
+    per_dataset = any("on dataset" in f for f in families)
+    what = (
+        f"one family per dataset ({', '.join(families)})"
+        if per_dataset
+        else f"one family: {families[0]}, every method against its baseline on every dataset"
+    )
+    return (
+        f"Multiple comparisons: the paired t-test p-values are adjusted with Holm's step-down "
+        f"(statsmodels `multipletests`, method holm) over {what}; best top-1 and mean-class "
+        f"accuracy are families of their own (`holm_p` in comparisons.csv). A difference is "
+        f"**bold** when its Holm-adjusted p < {alpha:g}. d_z: Cohen's paired effect size, mean "
+        f"difference / sd of the differences. MDD: the true difference the paired t-test "
+        f"(α = {alpha:g}, two-sided) would detect with 80% power with these seeds, given the "
+        f"observed sd of the differences: a true effect that large would have been found 4 times "
+        f"in 5, so a non-significant Δ speaks against effects of the MDD's size or more, and says "
+        f"nothing about smaller ones.\n"
+    )
 
 
 def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
@@ -128,6 +196,8 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
             "baseline": c.baseline,
             "metric": c.metric,
             **asdict(c.stats),
+            "holm_p": c.holm_p,
+            "holm_family": c.family,
             "seeds": " ".join(map(str, c.seeds)),
         }
         for c in comparisons
@@ -157,7 +227,9 @@ def markdown(
     method_labels: Mapping[str, str] | None = None,
 ) -> str:
     """Per dataset: every method's accuracies, its paired difference to its baseline (t and
-    bootstrap intervals, t-test and Wilcoxon p), and the geometry of the first and last epoch."""
+    bootstrap intervals, t-test p raw and Holm-adjusted, Wilcoxon p, effect size d_z and minimum
+    detectable difference; bold when Holm-significant), and the geometry of the first and last
+    epoch."""
     dataset_labels = dataset_labels or {}
     method_labels = method_labels or {}
     lines = []
@@ -166,9 +238,10 @@ def markdown(
         lines.append(f"### {dataset_labels.get(dataset, dataset)} (`{dataset}`)\n")
         lines.append(
             "| method | n | final top-1 | best top-1 | final mean-class | Δ final top-1 vs baseline [95% CI] "
-            "| bootstrap 95% CI | wins | p (t) | p (Wilcoxon) | Δ best top-1 [95% CI] | p (t) |"
+            "| bootstrap 95% CI | wins | p (t) | p (Holm) | p (Wilcoxon) | d_z | MDD (80%) "
+            "| Δ best top-1 [95% CI] | p (Holm) |"
         )
-        lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|")
+        lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
         geo = [
             "| method | mean γ, first → last epoch | γ > 1, first → last | r/m median [q10, q90], first "
             "→ last | max γ | final r |",
@@ -188,17 +261,22 @@ def markdown(
             name = method_labels.get(method, method)
             if c is not None and cb is not None:
                 s, sb = c.stats, cb.stats
+                delta = f"{s.diff:+.2f} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] vs {c.baseline}"
+                delta_b = f"{sb.diff:+.2f} [{_fmt(sb.ci_low)}, {_fmt(sb.ci_high)}]"
                 cells = [
-                    f"{s.diff:+.2f} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] vs {c.baseline}",
+                    f"**{delta}**" if c.significant() else delta,
                     f"[{_fmt(s.boot_low)}, {_fmt(s.boot_high)}]",
                     f"{s.wins}/{s.n}",
                     _p(s.p_value),
+                    _p(c.holm_p),
                     _p(s.wilcoxon_p),
-                    f"{sb.diff:+.2f} [{_fmt(sb.ci_low)}, {_fmt(sb.ci_high)}]",
-                    _p(sb.p_value),
+                    _fmt(s.effect_size),
+                    _fmt(s.mdd),
+                    f"**{delta_b}**" if cb.significant() else delta_b,
+                    _p(cb.holm_p),
                 ]
             else:
-                cells = ["(baseline)", "", "", "", "", "", ""]
+                cells = ["(baseline)", "", "", "", "", "", "", "", "", ""]
             lines.append(
                 f"| {name} | {len(rs)} | {ms('final_top1')} | {ms('best_top1')} "
                 f"| {ms('final_mean_class_acc')} | {' | '.join(cells)} |"
@@ -258,9 +336,9 @@ def plot(
             s = c.stats
             color = (
                 "tab:red"
-                if s.significant() and s.diff < 0
+                if c.significant() and s.diff < 0
                 else "tab:green"
-                if s.significant()
+                if c.significant()
                 else "tab:gray"
             )
             lo = 0.0 if math.isnan(s.ci_low) else s.diff - s.ci_low
@@ -270,7 +348,7 @@ def plot(
         ax.set_yticks(ys, [f"{c.method} vs {c.baseline}" for c in cs], fontsize=7)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("Δ final top-1 (points), 95% CI")
-    fig.suptitle("Paired differences over seeds (red/green: p < 0.05)", fontsize=10)
+    fig.suptitle("Paired differences over seeds (red/green: Holm-adjusted p < 0.05)", fontsize=10)
     fig.tight_layout()
     path = out / "differences.png"
     fig.savefig(path, dpi=110)
@@ -305,7 +383,8 @@ def plot(
             ax.set_xlabel("epoch")
             if log:
                 ax.set_yscale("log")
-        row_axes[0].legend(fontsize=6)
+        if row_axes[0].get_legend_handles_labels()[0]:
+            row_axes[0].legend(fontsize=6)
     fig.tight_layout()
     path = out / "geometry.png"
     fig.savefig(path, dpi=110)
@@ -322,3 +401,60 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_report(
+    report: Path,
+    rows: Sequence[dict[str, Any]],
+    trajectories: Sequence[dict[str, Any]],
+    comparisons: Sequence[Comparison],
+    *,
+    header: str,
+    dataset_labels: Mapping[str, str] | None = None,
+    method_labels: Mapping[str, str] | None = None,
+) -> str:
+    """Write the report folder: results.csv, trajectories.csv, comparisons.csv (with ``holm_p``),
+    friedman.csv (mean ranks, when there is a Friedman test), results.md, results.tex and the
+    plots (differences.png, geometry.png, cd_diagram.png with two or more datasets); returns the
+    markdown."""
+    report.mkdir(parents=True, exist_ok=True)
+    write_csv(report / "results.csv", list(rows))
+    write_csv(report / "trajectories.csv", list(trajectories))
+    write_csv(report / "comparisons.csv", comparison_rows(comparisons))
+    ranks = friedman(rows)
+    text = (
+        header
+        + family_note(comparisons)
+        + "\n"
+        + markdown(rows, comparisons, dataset_labels=dataset_labels, method_labels=method_labels)
+        + "\n"
+        + friedman_markdown(ranks, method_labels=method_labels)
+    )
+    (report / "results.md").write_text(text)
+    (report / "results.tex").write_text(
+        latex_table(rows, comparisons, caption=f"carrot bench accuracy: {report.name}.")
+    )
+    plot(rows, trajectories, comparisons, report)
+    stale = report / "cd_diagram.png"
+    if not isinstance(ranks, str):
+        write_csv(
+            report / "friedman.csv",
+            [
+                {
+                    "method": m,
+                    "mean_rank": ranks.mean_ranks[m],
+                    **{f"rank_{d}": ranks.ranks[i][j] for i, d in enumerate(ranks.datasets)},
+                    "chi2": ranks.chi2,
+                    "p_value": ranks.p_value,
+                    "iman_davenport": ranks.iman_davenport,
+                    "iman_davenport_p": ranks.iman_davenport_p,
+                    "cd": ranks.cd,
+                }
+                for j, m in enumerate(ranks.methods)
+            ],
+        )
+        cd_diagram(ranks, stale)
+    else:
+        stale.unlink(missing_ok=True)  # a report rewritten with fewer datasets
+        (report / "friedman.csv").unlink(missing_ok=True)
+    return text

@@ -1,17 +1,31 @@
 """Paired-seed statistics: mean difference, 95% confidence intervals (t and bootstrap), wins,
-paired t-test and Wilcoxon signed-rank test."""
+paired t-test and Wilcoxon signed-rank test, the paired effect size, the smallest difference the
+seeds could detect, and Holm's adjustment of a family of p-values (statsmodels)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PairedComparison", "bootstrap_interval", "paired_comparison", "wilcoxon_p"]
+__all__ = [
+    "PairedComparison",
+    "bootstrap_interval",
+    "detectable_effect",
+    "holm",
+    "min_detectable_difference",
+    "paired_comparison",
+    "wilcoxon_p",
+]
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+ALPHA = 0.05
+"""Two-sided significance level of every test and of the power calculation."""
+POWER = 0.8
+"""Power at which the minimum detectable difference is computed."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +50,17 @@ class PairedComparison:
     boot_high: float
     """Percentile 95% interval of the mean difference from a seeded bootstrap of the paired
     differences (10,000 resamples); NaN for n < 2."""
+    sd_diff: float = math.nan
+    """Standard deviation of the paired differences (n − 1 in the denominator); NaN for n < 2."""
+    effect_size: float = math.nan
+    """Cohen's d_z, the paired effect size: mean difference / sd of the differences (the
+    standardized mean difference of the paired t-test); NaN for n < 2 or when sd = 0."""
+    mdd: float = math.nan
+    """Minimum detectable difference: the true mean difference the two-sided paired t-test at
+    α = 0.05 would find with 80% power with these n seeds, ``detectable_effect(n) · sd_diff``
+    (in the metric's units, with the observed sd as the noise); NaN for n < 2."""
 
-    def significant(self, alpha: float = 0.05) -> bool:
+    def significant(self, alpha: float = ALPHA) -> bool:
         return not math.isnan(self.p_value) and self.p_value < alpha
 
 
@@ -79,6 +102,45 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+@functools.lru_cache(maxsize=64)
+def detectable_effect(n: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The paired effect size d_z that a two-sided paired t-test at ``alpha`` detects with
+    probability ``power`` with ``n`` pairs: statsmodels' ``TTestPower`` (the one-sample t-test of
+    the differences, n − 1 degrees of freedom, noncentrality d_z · √n) solved for the effect size.
+    NaN for n < 2."""
+    if n < 2:
+        return math.nan
+    from carrot.integrations.statsmodels import paired_t_effect_for_power
+
+    return paired_t_effect_for_power(n, alpha=alpha, power=power)
+
+
+def min_detectable_difference(
+    n: int, sd_diff: float, *, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """``detectable_effect(n) · sd_diff``: the smallest true mean difference (metric units) that the
+    paired t-test finds with probability ``power``, if the differences' sd is ``sd_diff``."""
+    if n < 2 or math.isnan(sd_diff):
+        return math.nan
+    return detectable_effect(n, alpha=alpha, power=power) * sd_diff
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (``statsmodels.stats.multitest.
+    multipletests(method="holm")``): with the m p-values sorted, p₍ᵢ₎ becomes
+    max_{j ≤ i} min(1, (m − j + 1) p₍ⱼ₎). NaN entries (no test: n < 2 or no variance) are not part
+    of the family and stay NaN."""
+    kept = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    out = [math.nan] * len(p_values)
+    if kept:
+        from carrot.integrations.statsmodels import holm_adjusted
+
+        adjusted = holm_adjusted([p_values[i] for i in kept])
+        for i, p in zip(kept, adjusted, strict=True):
+            out[i] = p
+    return out
+
+
 def paired_comparison(method: Sequence[float], baseline: Sequence[float]) -> PairedComparison:
     """Compare two equally long lists of per-seed results; index i of both is the same seed."""
     if len(method) != len(baseline):
@@ -92,9 +154,10 @@ def paired_comparison(method: Sequence[float], baseline: Sequence[float]) -> Pai
     mean = sum(diffs) / n if n else math.nan
     wins = sum(d > 0 for d in diffs)
     ties = sum(d == 0 for d in diffs)
-    ci_low = ci_high = p = math.nan
+    ci_low = ci_high = p = sd = effect = math.nan
     if n >= 2:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        effect = mean / sd if sd > 0 else math.nan
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         ci_low, ci_high = mean - half, mean + half
         if sd > 0:
@@ -113,4 +176,7 @@ def paired_comparison(method: Sequence[float], baseline: Sequence[float]) -> Pai
         wilcoxon_p=wilcoxon_p(diffs),
         boot_low=boot_low,
         boot_high=boot_high,
+        sd_diff=sd,
+        effect_size=effect,
+        mdd=min_detectable_difference(n, sd),
     )

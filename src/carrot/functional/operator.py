@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ from carrot.distributed import default_reducer
 from carrot.functional.expansion import expand_angular, expand_rows, expansion_factors
 from carrot.functional.geometry import chord_to_angle, class_geometry
 from carrot.functional.nearest import Remembered, remembered_distance
-from carrot.functional.numerics import check_batch, no_autocast
+from carrot.functional.numerics import _eager_cpu, check_batch, no_autocast
 from carrot.functional.options import _GUIDE, OperatorOptions
 
 __all__ = ["apply_operator", "carrot_operator", "exclude_nonfinite", "summarize_stats"]
@@ -63,7 +64,7 @@ def carrot_operator(
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
         tensors: ``classes``, ``gamma``, ``r``, ``m``, ``counts``, ``valid`` (shape (C,)),
         ``classes_in_batch`` (int, a 0-d tensor with ``sync_free``), ``skipped``, ``nonfinite``
-        (rows left out for holding NaN or inf, a 0-d tensor) and, with a memory, ``centers`` (the
+        (rows left out for holding NaN or inf: a 0-d tensor, or the int 0 on a CPU when none) and, with a memory, ``centers`` (the
         batch's class centers in the embeddings' units, (C, D)).
     """
     opts = (options if options is not None else _GUIDE).with_eps_detach(eps, detach_stats)
@@ -72,7 +73,7 @@ def carrot_operator(
 
 def exclude_nonfinite(
     z: Tensor, y: Tensor, ignore_index: int | None
-) -> tuple[Tensor, Tensor, int | None, Tensor]:
+) -> tuple[Tensor, Tensor, int | None, Tensor | int]:
     """The non-finite contract: a row of ``z`` holding a NaN or an infinity is left out of the
     statistics exactly as an ignored label is (it joins the ignored slot, with zeros in place of
     its values so that it cannot poison the batch's sums or scale), and comes back unchanged;
@@ -81,17 +82,23 @@ def exclude_nonfinite(
 
     Returns ``(z_stats, y_stats, ignore_index, nonfinite)``: what the statistics see, the label
     they ignore (``ignore_index``, or the dtype's smallest integer when that is None) and the
-    count, a 0-d tensor (no host sync).
+    count: a 0-d tensor (no host sync), or the int 0 on a CPU outside torch.compile when every
+    value is finite (known there for free).
 
     Args:
         z: Embeddings. Shape: (B, D).
         y: Labels. Shape: (B,).
         ignore_index: The ignored label, or None.
     """
+    if _eager_cpu(z) and z.numel():
+        # On a CPU a number is read back for free: one pass (NaN propagates through min and
+        # max) tells that there is nothing to exclude, and the count is a plain 0.
+        with torch.no_grad():
+            lo, hi = torch.aminmax(z)
+        if math.isfinite(cast(float, lo.tolist())) and math.isfinite(cast(float, hi.tolist())):
+            return z, y, ignore_index, 0
     finite = torch.isfinite(z).all(dim=1)  # (B,)
     nonfinite = finite.numel() - finite.sum()
-    if z.device.type == "cpu" and not torch.compiler.is_compiling() and bool(finite.all()):
-        return z, y, ignore_index, nonfinite  # nothing to exclude (free to know on a CPU)
     if ignore_index is None:
         ignore_index = torch.iinfo(y.dtype).min
     elif not torch.iinfo(y.dtype).min <= ignore_index <= torch.iinfo(y.dtype).max:

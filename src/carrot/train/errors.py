@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CollapseDetected", "NonFiniteLossError", "TrainInterrupted"]
+__all__ = ["CollapseDetected", "NonFiniteLossError", "TrainInterrupted", "TrainPreempted"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -15,3 +15,13 @@ class CollapseDetected(RuntimeError):
 
 class TrainInterrupted(RuntimeError):
     """SIGINT/SIGTERM: the run saved a checkpoint at the last completed step and stopped."""
+
+
+class TrainPreempted(TrainInterrupted):
+    """A signal under SLURM (USR1/USR2 before the time limit or on preemption, or SIGTERM): the
+    run saved a checkpoint at the last completed step; the CLI requeues the job when it may and
+    exits with :data:`carrot.launch.REQUEUE_EXIT_CODE`."""
+
+    def __init__(self, message: str, signum: int | None) -> None:
+        super().__init__(message)
+        self.signum = signum

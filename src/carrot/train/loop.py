@@ -42,7 +42,6 @@ from carrot.train.guards import (
 from carrot.train.monitor import (
     EpochMeter,
     agreed,
-    any_rank,
     check_finite,
     collapse_reasons,
     watch_collapse,
@@ -59,6 +58,7 @@ from carrot.train.report import (
 )
 from carrot.train.runtime import (
     Runtime,
+    StopSignal,
     atomic_write_text,
     broadcast_buffers,
     dump_json,
@@ -142,14 +142,16 @@ class Trainer:
             check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
         self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
         if rt.is_main:
-            resumed = checkpoint["state"]["epoch"] if checkpoint is not None else 0
+            state = checkpoint["state"] if checkpoint is not None else None
+            at = (state["epoch"], state["batch"]) if state is not None else None
             print(
                 run_header(
                     cfg,
                     self.run_dir,
                     world_size=rt.world_size,
                     device=rt.device,
-                    resumed_at=resumed,
+                    resumed_at=at,
+                    launcher=rt.launcher,
                 ),
                 flush=True,
             )
@@ -342,7 +344,7 @@ class Trainer:
                     raise _StopAfterSteps
                 if self._stop_requested():
                     path = self.save()
-                    raise TrainInterrupted(
+                    raise self._stop.error(
                         f"stopped at epoch {epoch + 1}, step {self.state.batch}; checkpoint {path}. "
                         f"Continue with: carrot train --resume {self.run_dir}"
                     )
@@ -375,18 +377,12 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         if self.rt.distributed and self.state.step % self.cfg.train.log_every:
-            return False  # ranks agree at logging steps only: every rank stops at the same step
-        return any_rank(self._stop, self.rt)
+            return False  # under DDP, ranks agree (a collective) every log_every steps
+        return self._stop.agreed(self.rt)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        self._stop = False
-
-        def request_stop() -> None:
-            if self._stop:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._stop = True
-
-        return install_stop_handlers(request_stop)
+        self._stop = StopSignal()
+        return install_stop_handlers(self._stop.request)
 
     # --- epochs ---------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from carrot.train.schema import TrainConfig
 __all__ = [
     "EpochMeter",
     "agreed",
-    "any_rank",
     "check_finite",
     "collapse_message",
     "collapse_reasons",
@@ -183,12 +182,3 @@ def watch_collapse(
         )
     if first_this_epoch and show:
         print(message, flush=True)
-
-
-def any_rank(flag: bool, rt: Any) -> bool:
-    """``flag``, or under DDP whether it is true on any rank (a collective: every rank calls)."""
-    if not rt.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=rt.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())

@@ -27,12 +27,28 @@ GEOMETRY_KEYS = (
 """The CARROT statistics of the training batches that every epoch record holds."""
 
 
-def run_header(cfg: Any, run_dir: Any, *, world_size: int, device: Any, resumed_at: int) -> str:
-    """The first line of a run: what trains, where, and where its files go."""
-    start = f"resuming after epoch {resumed_at}" if resumed_at else "starting"
+def run_header(
+    cfg: Any,
+    run_dir: Any,
+    *,
+    world_size: int,
+    device: Any,
+    resumed_at: tuple[int, int] | None,
+    launcher: str = "single process",
+) -> str:
+    """The first line of a run: what trains, where, and where its files go. ``resumed_at``:
+    (epochs completed, steps into the next one) of the checkpoint a resumed run starts from."""
+    epoch, batch = resumed_at if resumed_at is not None else (0, 0)
+    if resumed_at is None:
+        start = "starting"
+    elif batch:  # a checkpoint saved mid-epoch (an interrupt, a SLURM signal)
+        start = f"resuming at epoch {epoch + 1}, step {batch}"
+    else:
+        start = f"resuming after epoch {epoch}"
     return (
         f"carrot train · {cfg.data.name} · {cfg.model.backbone} · method={cfg.method} · "
-        f"seed {cfg.seed} · {cfg.train.epochs} epochs · {world_size} process(es) on {device} · "
+        f"seed {cfg.seed} · {cfg.train.epochs} epochs · {world_size} process(es) on {device} "
+        f"(launcher: {launcher}) · "
         f"{start} · run folder {run_dir}"
     )
 

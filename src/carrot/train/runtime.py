@@ -23,6 +23,7 @@ from carrot.paths import make_readable
 
 __all__ = [
     "Runtime",
+    "StopSignal",
     "atomic_write_text",
     "broadcast_buffers",
     "check_device",
@@ -41,6 +42,8 @@ class Runtime:
     local_rank: int
     device: torch.device
     owns_group: bool
+    launcher: str = "single process"
+    """How the process was started, for the run's header (:meth:`carrot.launch.Launch.describe`)."""
 
     @property
     def is_main(self) -> bool:
@@ -52,20 +55,33 @@ class Runtime:
 
     @classmethod
     def setup(cls, device: str) -> Runtime:
-        """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        """Join the process group when launched by torchrun or srun (gloo on CPU, nccl on GPU);
+        see :mod:`carrot.launch`."""
+        from carrot.launch import detect
+
+        launch = detect()
+        world, rank, local_rank = launch.world_size, launch.rank, launch.local_rank
         dev = check_device(device, "train.device")
         if dev.type == "cuda":
             if device == "cuda" or world > 1:
-                dev = check_device(f"cuda:{local_rank}", "train.device (this rank's LOCAL_RANK)")
+                # srun may bind one GPU per task (then each task sees one device)
+                index = local_rank % max(1, torch.cuda.device_count())
+                dev = check_device(f"cuda:{index}", "train.device (this rank's local rank)")
             torch.cuda.set_device(dev)
         owns = False
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if launch.master_addr is not None:  # srun: no torchrun rendezvous in the environment
+                dist.init_process_group(
+                    backend,
+                    init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
+                    rank=rank,
+                    world_size=world,
+                )
+            else:
+                dist.init_process_group(backend)
             owns = True
-        return cls(rank, world, local_rank, dev, owns)
+        return cls(rank, world, local_rank, dev, owns, launch.describe())
 
     def barrier(self) -> None:
         if self.distributed:
@@ -115,16 +131,57 @@ def broadcast_buffers(modules: list[torch.nn.Module], rt: Runtime) -> None:
             dist.broadcast(buf, src=0)
 
 
-def install_stop_handlers(on_signal: Callable[[], None]) -> dict[int, Any]:
-    """Call ``on_signal`` on SIGINT and SIGTERM (from the main thread only); returns the previous
-    handlers, to restore with ``signal.signal``."""
+def install_stop_handlers(on_signal: Callable[[int], None]) -> dict[int, Any]:
+    """Call ``on_signal(signum)`` on SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (SLURM's warning before
+    the time limit; from the main thread only); returns the previous handlers, to restore with
+    ``signal.signal``."""
+    from carrot.launch import REQUEUE_SIGNALS
+
     previous: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *REQUEUE_SIGNALS):
         try:
-            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal())
+            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal(signum))
         except ValueError:  # not in the main thread
             pass
     return previous
+
+
+class StopSignal:
+    """A stop asked for by a signal (see :func:`install_stop_handlers`), agreed over ranks."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def agreed(self, rt: Runtime) -> bool:
+        """Whether any rank was signalled (a collective under DDP: call it on every rank at the
+        same step); a requeue signal on any rank counts as one on all."""
+        if not rt.distributed:
+            return self.signum is not None
+        from carrot.launch import REQUEUE_SIGNALS
+
+        kind = 0.0 if self.signum is None else 2.0 if self.signum in REQUEUE_SIGNALS else 1.0
+        flag = torch.tensor([kind], device=rt.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        agreed = flag.item()
+        if agreed == 2.0 and self.signum not in REQUEUE_SIGNALS:
+            self.signum = REQUEUE_SIGNALS[0]
+        elif agreed == 1.0 and self.signum is None:
+            self.signum = signal.SIGTERM
+        return agreed > 0
+
+    def error(self, message: str) -> Exception:
+        """What the trainer raises once its checkpoint is saved: under SLURM a
+        :class:`TrainPreempted` (the CLI requeues the job), else a :class:`TrainInterrupted`."""
+        from carrot.train.errors import TrainInterrupted, TrainPreempted
+
+        if os.environ.get("SLURM_JOB_ID"):
+            return TrainPreempted(message, self.signum)
+        return TrainInterrupted(message)
 
 
 def seed_everything(seed: int, *, deterministic: bool, device: torch.device) -> None:

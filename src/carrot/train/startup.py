@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from carrot.launch import claim_note, detect
 from carrot.train.checkpoint import load_checkpoint, remove_stale_temporaries
 from carrot.train.config import (
     Config,
@@ -102,7 +103,7 @@ def resume_config(run_dir: Path, overrides: list[str] | None) -> tuple[Config, d
             f"the one that was started. On resume you may change {', '.join(RESUMABLE_KEYS)}; "
             "start a new run (another output_dir) for other changes."
         )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = detect().world_size
     if checkpoint.get("world_size", 1) != world:
         raise ConfigError(
             f"{run_dir} was trained with {checkpoint.get('world_size', 1)} processes; resume it with "
@@ -143,7 +144,7 @@ def claim_run_dir(wanted: Path, rt: Runtime) -> Path:
                 except FileExistsError:
                     pass
                 else:
-                    os.write(fd, f"{os.getpid()}\n".encode())
+                    os.write(fd, f"{os.getpid()}\n{claim_note()}".encode())
                     os.close(fd)
                     break
             n += 1
