@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from carrot.baselines import CenterLoss, ISDALoss
 from carrot.distributed import ddp_loss_scale
-from carrot.functional import maxent_loss, pairwise_confusion, pairwise_confusion_loss
+from carrot.functional import euclidean_confusion, maxent_loss, pairwise_confusion_loss
 
 from dist_workers import EMB_DIM, IN_DIM, NUM_CLASSES, local_slice, scenario
 
@@ -72,10 +72,10 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sl = local_slice(world, rank)
         x, y = data["x"][sl], data["y"][sl]
         logits = (data["w"][sl] * 3).requires_grad_(True)  # (B, EMB_DIM) read as logits
-        pc = pairwise_confusion(logits, y, gather_global=True)
+        pc = euclidean_confusion(logits, y, gather_global=True)
         pc.backward()
         results["pc"] = {"value": pc.detach(), "grad": logits.grad}
-        results["pc_local"] = pairwise_confusion(logits.detach(), y)
+        results["pc_local"] = euclidean_confusion(logits.detach(), y)
         for method in METHODS:
             # Buffers are not broadcast: each rank's centres and covariances must agree by
             # themselves, from the global batch.

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.testing import assert_close
 
-from carrot.functional import pairwise_confusion
+from carrot.functional import euclidean_confusion
 from dist_baselines_workers import METHODS, STEPS, BaselineNet, train, worker
 
 from dist_workers import free_port, local_slice, scenario
@@ -37,7 +37,7 @@ def test_pairwise_confusion_pairs_across_ranks(ranks) -> None:
     world, results = ranks
     data = scenario(world)
     logits = (data["w"] * 3).requires_grad_(True)
-    pc = pairwise_confusion(logits, data["y"])
+    pc = euclidean_confusion(logits, data["y"])
     pc.backward()
     for rank, res in enumerate(results):
         sl = local_slice(world, rank)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from carrot.functional.baselines import center_loss, center_update_
+from carrot.functional.baselines import class_center_loss, class_center_update_
 from carrot.functional.isda import isda_lambda, isda_loss, isda_update_
 
 __all__ = ["CenterLoss", "ISDALoss"]
@@ -29,7 +29,7 @@ class CenterLoss(nn.Module):
 
     ``forward(x, y)`` returns L_C = ½ · mean_i ||x_i - c_{y_i}||² with the current centres and
     then, in training mode, moves them by the paper's rule with learning rate α (see
-    :func:`~carrot.functional.center_update_`): the centres are learned by their own update, not
+    :func:`~carrot.functional.class_center_update_`): the centres are learned by their own update, not
     by the network's optimizer, and live in the buffer ``centers`` (initially 0).
 
     Args:
@@ -66,9 +66,9 @@ class CenterLoss(nn.Module):
             L_C, a 0-d float32 (float64) tensor.
         """
         # The loss reads a copy: the update below must not change what backward sees.
-        loss = center_loss(features, labels, self.centers.clone())
+        loss = class_center_loss(features, labels, self.centers.clone())
         if self.training:
-            center_update_(
+            class_center_update_(
                 features,
                 labels,
                 self.centers,

@@ -11,14 +11,14 @@ from torch.testing import assert_close
 
 from carrot.baselines import CenterLoss, ISDALoss
 from carrot.functional import (
-    center_loss,
-    center_update_,
+    class_center_loss,
+    class_center_update_,
+    euclidean_confusion,
     isda_lambda,
     isda_logits,
     isda_loss,
     isda_update_,
     maxent_loss,
-    pairwise_confusion,
     pairwise_confusion_loss,
     prediction_entropy,
 )
@@ -80,27 +80,27 @@ def test_maxent_computes_in_float32_for_half_inputs() -> None:
 @pytest.mark.parametrize("y", LABELS)
 def test_pairwise_confusion_equals_oracle(y: torch.Tensor) -> None:
     logits = _logits(y)
-    assert_close(pairwise_confusion(logits, y), oracle_pairwise_confusion(logits, y))
+    assert_close(euclidean_confusion(logits, y), oracle_pairwise_confusion(logits, y))
 
 
 def test_pairwise_confusion_properties() -> None:
     y = LABELS[1]
     logits = _logits(y)
     perm = torch.randperm(len(y))
-    assert_close(pairwise_confusion(logits[perm], y[perm]), pairwise_confusion(logits, y))
+    assert_close(euclidean_confusion(logits[perm], y[perm]), euclidean_confusion(logits, y))
     # Same-class pairs do not count: identical predictions within classes change nothing.
     two = torch.tensor([0, 1])
     pair = _logits(two)
-    doubled = pairwise_confusion(pair.repeat_interleave(3, 0), two.repeat_interleave(3))
-    assert_close(doubled, pairwise_confusion(pair, two))
+    doubled = euclidean_confusion(pair.repeat_interleave(3, 0), two.repeat_interleave(3))
+    assert_close(doubled, euclidean_confusion(pair, two))
     assert_close(
-        pairwise_confusion(pair, two), ((pair.softmax(1)[0] - pair.softmax(1)[1]) ** 2).sum()
+        euclidean_confusion(pair, two), ((pair.softmax(1)[0] - pair.softmax(1)[1]) ** 2).sum()
     )
     # Equal predictions for all images: no confusion left to add.
     assert_close(
-        pairwise_confusion(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])), torch.tensor(0.0)
+        euclidean_confusion(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])), torch.tensor(0.0)
     )
-    assert pairwise_confusion(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == 0
+    assert euclidean_confusion(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == 0
 
 
 @pytest.mark.parametrize("y", LABELS[:3])
@@ -123,9 +123,9 @@ def test_pairwise_confusion_loss_is_ce_plus_half_lambda_pc() -> None:
 def test_center_loss_and_update_equal_oracle(y: torch.Tensor) -> None:
     x = torch.randn(len(y), 3, dtype=torch.float64)
     centers = torch.randn(6, 3, dtype=torch.float64)
-    assert_close(center_loss(x, y, centers), oracle_center_loss(x, y, centers))
+    assert_close(class_center_loss(x, y, centers), oracle_center_loss(x, y, centers))
     updated = centers.clone()
-    center_update_(x, y, updated, alpha=0.5)
+    class_center_update_(x, y, updated, alpha=0.5)
     assert_close(updated, oracle_center_update(x, y, centers, 0.5))
     absent = [c for c in range(6) if c not in set(y.tolist())]
     assert torch.equal(updated[absent], centers[absent])
@@ -135,8 +135,8 @@ def test_center_loss_gradients() -> None:
     y = LABELS[1]
     x = torch.randn(len(y), 3, dtype=torch.float64, requires_grad=True)
     centers = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert gradcheck(lambda a, c: center_loss(a, y, c), (x, centers))
-    center_loss(x, y, centers.detach()).backward()
+    assert gradcheck(lambda a, c: class_center_loss(a, y, c), (x, centers))
+    class_center_loss(x, y, centers.detach()).backward()
     # ∂L_C/∂x_i = (x_i - c_{y_i}) / B
     assert_close(x.grad, (x - centers[y]).detach() / len(y))
 
@@ -263,15 +263,15 @@ def test_errors() -> None:
     ):
         maxent_loss(torch.zeros(2, dtype=torch.long), y)
     with pytest.raises(ValueError, match=r"labels must be an integer tensor of shape \(2,\)"):
-        pairwise_confusion(torch.zeros(2, 3), y.float())
+        euclidean_confusion(torch.zeros(2, 3), y.float())
     with pytest.raises(ValueError, match=r"gamma must be >= 0, got -1.0"):
         maxent_loss(torch.zeros(2, 3), y, gamma=-1.0)
     with pytest.raises(ValueError, match=r"lam must be >= 0, got -1"):
         pairwise_confusion_loss(torch.zeros(2, 3), y, lam=-1)
     with pytest.raises(ValueError, match=r"centers must have shape \(N, 3\)"):
-        center_loss(torch.zeros(2, 3), y, torch.zeros(4, 2))
+        class_center_loss(torch.zeros(2, 3), y, torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 2"):
-        center_update_(torch.zeros(2, 3), y, torch.zeros(4, 3), alpha=2)
+        class_center_update_(torch.zeros(2, 3), y, torch.zeros(4, 3), alpha=2)
     with pytest.raises(ValueError, match=r"weight must have shape \(N, D\) with N = 3"):
         isda_loss(torch.zeros(2, 3), y, torch.zeros(4, 2), torch.zeros(4, 2, 2), lam=0.5)
     with pytest.raises(ValueError, match=r"covariance must have shape \(3, 2, 2\)"):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from carrot.functional import pairwise_confusion, pairwise_confusion_loss
+from carrot.functional import euclidean_confusion, pairwise_confusion_loss
 from carrot.methods import MethodContext, Step, build_method, get_method
 from carrot.train import load_config
 from carrot.train.config import ConfigError
@@ -30,7 +30,7 @@ def test_loss_is_ce_plus_half_lambda_confusion(n: int) -> None:
     assert_close(result.loss, pairwise_confusion_loss(logits, y, lam=lam))
     want = oracle_ce(logits, y) + 0.5 * lam * oracle_pairwise_confusion(logits, y)
     assert_close(result.loss.double(), want, rtol=1e-5, atol=1e-6)
-    assert_close(result.parts["confusion"], pairwise_confusion(logits, y))
+    assert_close(result.parts["confusion"], euclidean_confusion(logits, y))
     doubled = _build("pairwise_confusion.lam_per_class=0.2", n=n)
     got = doubled.loss(z, logits, y, nn.Identity(), step=Step(progress=0.1, observe=False)).loss
     assert_close(got, pairwise_confusion_loss(logits, y, lam=2 * lam))

@@ -2,10 +2,10 @@
 baselines (maximum entropy, pairwise confusion, center loss, ISDA)."""
 
 from carrot.functional.baselines import (
-    center_loss,
-    center_update_,
+    class_center_loss,
+    class_center_update_,
+    euclidean_confusion,
     maxent_loss,
-    pairwise_confusion,
     pairwise_confusion_loss,
     prediction_entropy,
 )
@@ -37,10 +37,11 @@ __all__ = [
     "carrot_consistency_loss",
     "carrot_operator",
     "carrot_supcon_loss",
-    "center_loss",
-    "center_update_",
+    "class_center_loss",
+    "class_center_update_",
     "class_geometry",
     "compute_dtype",
+    "euclidean_confusion",
     "expand",
     "expansion_factors",
     "isda_lambda",
@@ -49,7 +50,6 @@ __all__ = [
     "isda_update_",
     "kl_consistency",
     "maxent_loss",
-    "pairwise_confusion",
     "pairwise_confusion_loss",
     "prediction_entropy",
     "safe_normalize",

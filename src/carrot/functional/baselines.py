@@ -17,11 +17,11 @@ from carrot.distributed import all_gather_with_grad
 from carrot.functional.numerics import compute_dtype, no_autocast
 
 __all__ = [
-    "center_loss",
-    "center_update_",
     "check_labels",
+    "class_center_loss",
+    "class_center_update_",
+    "euclidean_confusion",
     "maxent_loss",
-    "pairwise_confusion",
     "pairwise_confusion_loss",
     "prediction_entropy",
 ]
@@ -107,7 +107,7 @@ def maxent_loss(logits: Tensor, labels: Tensor, *, gamma: float = 0.1) -> Tensor
         return ce - gamma * prediction_entropy(logits)
 
 
-def pairwise_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool = False) -> Tensor:
+def euclidean_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool = False) -> Tensor:
     """Mean Euclidean confusion between the predictions of two images of different classes.
 
     Pairwise Confusion (Dubey et al., ECCV 2018) defines the Euclidean confusion of two images as
@@ -166,14 +166,14 @@ def pairwise_confusion_loss(
         L = CE(p, y) + (λ / 2) · PC
 
     The paper's objective for a pair, CE(i) + CE(j) + λ·[y_i ≠ y_j]·D_EC(i, j), halved so that the
-    CE term is the usual batch mean; PC is :func:`pairwise_confusion`. The authors recommend λ in
+    CE term is the usual batch mean; PC is :func:`euclidean_confusion`. The authors recommend λ in
     [0.1·N, 0.2·N] for N classes.
 
     Args:
         logits: Logits. Shape: (B, N).
         labels: Class indices. Shape: (B,).
         lam: λ >= 0.
-        gather_global: Pair images across ranks (see :func:`pairwise_confusion`).
+        gather_global: Pair images across ranks (see :func:`euclidean_confusion`).
 
     Returns:
         The loss, a 0-d float32 (float64) tensor.
@@ -182,17 +182,17 @@ def pairwise_confusion_loss(
     _check_weight("lam", lam)
     with no_autocast(logits.device.type):
         ce = F.cross_entropy(_wide(logits), labels, reduction="sum") / max(labels.shape[0], 1)
-        pc = pairwise_confusion(logits, labels, gather_global=gather_global)
+        pc = euclidean_confusion(logits, labels, gather_global=gather_global)
         return ce + 0.5 * lam * pc
 
 
-def center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
+def class_center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
     """Center loss (Wen et al., ECCV 2016): L_C = ½ · mean_i ||x_i - c_{y_i}||².
 
     The paper sums over the mini-batch as its softmax loss does; both are means here, so the
     weight λ of L = L_S + λ·L_C keeps the paper's meaning. Gradients reach ``features`` and, if it
     requires them, ``centers`` (the paper moves the centres by its own rule instead: see
-    :func:`center_update_`).
+    :func:`class_center_update_`).
 
     Args:
         features: Deep features x. Shape: (B, D).
@@ -215,7 +215,7 @@ def center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def center_update_(
+def class_center_update_(
     features: Tensor,
     labels: Tensor,
     centers: Tensor,

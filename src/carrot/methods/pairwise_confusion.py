@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carrot.functional.baselines import pairwise_confusion
+from carrot.functional.baselines import euclidean_confusion
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
 from carrot.settings import Range, check_ranges, ranged
@@ -57,5 +57,5 @@ class PairwiseConfusion(Method):
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
     ) -> LossResult:
         # Pairs span all ranks: DDP then trains on what one process would on the global batch.
-        confusion = pairwise_confusion(logits, y, gather_global=True)
+        confusion = euclidean_confusion(logits, y, gather_global=True)
         return LossResult(0.5 * self.lam * confusion, {"confusion": confusion.detach()}, {})
