@@ -118,8 +118,9 @@ def isda_update_(
         n_j ← n_j + m_j
 
     which is exactly the (biased) covariance of all the features seen. Classes absent from the
-    batch are untouched. The work is per image of the batch, O(B·D²), not per class of the
-    dataset; each class's row is written once, from its first image in the batch.
+    batch are untouched. The work is per image of the batch, O(B²·D²) time and two (B, D, D)
+    temporaries, not per class of the dataset; each class's row is written from its first image
+    in the batch.
 
     Args:
         features: Deep features a (their gradient is not used). Shape: (B, D).
@@ -157,16 +158,19 @@ def isda_update_(
         m = same_f.sum(1)  # (B,) images of i's class in the batch
         batch_mean = same_f @ a / m[:, None]  # (B, D), μ'
         centred = a - batch_mean  # (B, D)
-        outer = (centred[:, :, None] * centred[:, None, :]).reshape(b, d * d)
-        batch_cov = (same_f @ outer).view(b, d, d) / m[:, None, None]  # (B, D, D), Σ'
+        outer = (centred[:, :, None] * centred[:, None, :]).reshape(b, d * d)  # (B, D²)
+        # m Σ' of every image's class; the new Σ is built in place over it, so that at most two
+        # (B, D, D) tensors are alive at once (1 GB each for B = 64 and D = 2048 in float32).
+        new_cov = (same_f @ outer).view(b, d, d)  # (B, D, D)
+        del outer
         n = count[y].to(dtype)  # (B,)
         total = n + m
         old_mean = mean[y].to(dtype)  # (B, D)
         delta = old_mean - batch_mean
         new_mean = (n[:, None] * old_mean + m[:, None] * batch_mean) / total[:, None]
-        new_cov = (n[:, None, None] * covariance[y].to(dtype) + m[:, None, None] * batch_cov) / (
-            total[:, None, None]
-        ) + (n * m / total**2)[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        new_cov.addcmul_(covariance[y].to(dtype), n[:, None, None]).div_(total[:, None, None])
+        shift = (n * m / total**2)[:, None, None] * delta[:, :, None]  # (B, D, 1)
+        new_cov.baddbmm_(shift, delta[:, None, :])
         # Every image of a class writes its class's row, all from the class's first image, so
         # that duplicate indices carry identical values (a deterministic index_copy_).
         first = same.to(torch.uint8).argmax(1)  # (B,)
