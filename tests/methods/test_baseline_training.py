@@ -108,3 +108,24 @@ def test_carrot_adds_on_top_of_a_baseline(folder, tmp_path) -> None:
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_ce", "train_center", "train_kl"} <= last.keys()
     assert set(_checkpoint(run)["method"]) == {"base.centers.centers"}
+
+
+def test_the_collective_baselines_train_under_torchrun(tiny, tmp_path) -> None:
+    """Two real processes: ISDA's covariance merge, the pairs across ranks and the centre update
+    each run collectives inside the loss; one composed run exercises all three in the trainer."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"  # the tiny run's output_dir
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "carrot.cli", "train", *tiny, "train.batch_size=8"]
+    cmd += ["train.retrieval=false", "method=isda+pairwise_confusion+center_loss"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_isda", "train_confusion", "train_center"):
+        assert all(math.isfinite(r[key]) for r in records), key
+    assert json.loads((run / "environment.json").read_text())["world_size"] == 2
