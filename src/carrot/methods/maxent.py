@@ -20,8 +20,8 @@ class MaxEntSettings:
     """The ``maxent`` section."""
 
     gamma: float = ranged(0.1, Range(0, None))
-    """γ, the weight of the entropy bonus: L = CE − γ·H(p). The paper picks γ per dataset on
-    held-out data; 0.1 is carrot's default."""
+    """γ, the weight of the entropy bonus: L = CE − γ·H(p). The paper reports robustness to γ;
+    0.1 is carrot's choice, not a value taken from the paper."""
 
     def validate(self, *, prefix: str = "") -> None:
         check_ranges(self, prefix=prefix)
