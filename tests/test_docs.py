@@ -247,7 +247,12 @@ def _settings_keys() -> set[str]:
     keys = set()
     for line in text.splitlines():
         if line.startswith("| `"):
-            keys |= set(re.findall(r"`([A-Za-z_]+(?:\.[A-Za-z_]+)*)(?:\.\*)?`", line.split("|")[1]))
+            keys |= set(
+                re.findall(
+                    r"`([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\.\*)?`",
+                    line.split("|")[1],
+                )
+            )
     return keys
 
 

@@ -1,7 +1,17 @@
-"""Pure tensor functions: the CARROT class geometry, the operator and its losses."""
+"""Pure tensor functions: the CARROT class geometry, the operator and its losses, and the FGVC
+baselines (maximum entropy, pairwise confusion, center loss, ISDA)."""
 
+from carrot.functional.baselines import (
+    class_center_loss,
+    class_center_update_,
+    euclidean_confusion,
+    maxent_loss,
+    pairwise_confusion_loss,
+    prediction_entropy,
+)
 from carrot.functional.expansion import expand, expansion_factors
 from carrot.functional.geometry import ClassGeometry, StatsReducer, class_geometry
+from carrot.functional.isda import isda_lambda, isda_logits, isda_loss, isda_update_
 from carrot.functional.losses import (
     KLDirection,
     carrot_ce_kl_loss,
@@ -27,11 +37,21 @@ __all__ = [
     "carrot_consistency_loss",
     "carrot_operator",
     "carrot_supcon_loss",
+    "class_center_loss",
+    "class_center_update_",
     "class_geometry",
     "compute_dtype",
+    "euclidean_confusion",
     "expand",
     "expansion_factors",
+    "isda_lambda",
+    "isda_logits",
+    "isda_loss",
+    "isda_update_",
     "kl_consistency",
+    "maxent_loss",
+    "pairwise_confusion_loss",
+    "prediction_entropy",
     "safe_normalize",
     "summarize_stats",
     "supcon_loss",

@@ -1,0 +1,61 @@
+"""``method=pairwise_confusion``: CE + (λ/2)·mean Euclidean confusion of cross-class pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from carrot.functional.baselines import euclidean_confusion
+from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
+from carrot.methods.carrot import observe, observer
+from carrot.settings import Range, check_ranges, ranged
+
+__all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
+
+
+@dataclass
+class PairwiseConfusionSettings:
+    """The ``pairwise_confusion`` section."""
+
+    lam_per_class: float = ranged(0.1, Range(0, None))
+    """λ / N: the confusion weight is λ = lam_per_class × N for N classes (the authors
+    recommend λ in [0.1·N, 0.2·N], e.g. 20 for CUB's 200 classes)."""
+
+    def validate(self, *, prefix: str = "") -> None:
+        check_ranges(self, prefix=prefix)
+
+
+@register_method
+class PairwiseConfusion(Method):
+    name = "pairwise_confusion"
+    rank = 21
+    description = (
+        "CE + (λ/2)·‖p_i − p_j‖² averaged over the batch's pairs of different classes (λ = 0.1·N)"
+    )
+    reference = "Dubey et al., Pairwise Confusion for Fine-Grained Visual Classification, ECCV 2018"
+    settings_type = PairwiseConfusionSettings
+    min_classes = 2
+    addable = True
+    logs = ("ce", "confusion")
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        self.lam = float(self.settings().lam_per_class) * context.num_classes
+        self.observer = observer(context)
+
+    def loss(
+        self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step
+    ) -> LossResult:
+        ce = F.cross_entropy(logits.float(), target)
+        term = self.term(z, logits, target, head, step=step)
+        stats = observe(self.observer, z, target) if step.observe else {}
+        return LossResult(ce + term.loss, {"ce": ce.detach(), **term.parts}, stats)
+
+    def term(
+        self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
+    ) -> LossResult:
+        # Pairs span all ranks: DDP then trains on what one process would on the global batch.
+        confusion = euclidean_confusion(logits, y, gather_global=True)
+        return LossResult(0.5 * self.lam * confusion, {"confusion": confusion.detach()}, {})
