@@ -37,10 +37,11 @@ def test_parse_methods_json_forms() -> None:
         {"name": "supcon_carrot", "section": "supcon", "reads": ["carrot"], "addable": False},
         {"name": "mixup", "section": "mixup", "mixes_inputs": True, "addable": False},
         {"name": "isda", "section": "isda", "addable": False},
+        {"name": "maxent", "section": "maxent", "addable": True, "expands": False},
     ]
     assert parse_methods_json(json.dumps(listing)) == [
-        "ce", "label_smoothing", "carrot", "supcon", "supcon_carrot", "mixup", "isda",
-        "label_smoothing+carrot", "supcon+carrot", "isda+carrot",
+        "ce", "label_smoothing", "carrot", "supcon", "supcon_carrot", "mixup", "isda", "maxent",
+        "label_smoothing+carrot", "supcon+carrot", "isda+carrot", "maxent+carrot",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="must give a list or a mapping"):
         parse_methods_json("3")

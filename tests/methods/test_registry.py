@@ -110,6 +110,12 @@ def test_compositions_and_the_ones_that_cannot_be_defined() -> None:
             rf"image \(its per-class statistics\), and {base} mixes images, which then have two\.",
         ):
             load_config(None, [f"method={base}+carrot"])
+    # maxent reads only the predictions (mixup+maxent is defined) but mixes nothing: CARROT
+    # still gets one hard label per image on top of it.
+    for spec in ("maxent+carrot", "mixup+maxent"):
+        assert load_config(None, [f"method={spec}"]).method == spec
+    with pytest.raises(ConfigError, match=r"mixup mixes images, which then have two"):
+        load_config(None, ["method=mixup+maxent+carrot"])
     with pytest.raises(ConfigError, match="ce cannot be added on top of another method"):
         load_config(None, ["method=carrot+ce"])
     with pytest.raises(ConfigError, match="names a method twice"):

@@ -32,12 +32,13 @@ REPORTS = (("study_dev", "Development seeds"), ("study_heldout", "Held-out seeds
 
 def parse_methods_json(text: str) -> list[str]:
     """The study's methods from ``carrot methods --json``: every listed name, then ``X+A`` for
-    every method A marked ``addable`` (CARROT) on top of every other method X that can carry it.
+    every method A marked ``addable`` that ``expands`` (CARROT) on top of every other method X that
+    can carry it (the addable baselines included: ``maxent+carrot``).
 
     The listing is a list of names, a list of objects with a ``name`` (and the registry's
     ``addable``, ``section``, ``reads``, ``mixes_inputs``, ``needs_hard_labels``), or a mapping
     keyed by name (optionally under ``"methods"``). ``X+A`` is left out where X is ``ce`` (that is
-    A itself), X is addable, X already uses A's settings (``supcon_carrot`` reads ``carrot``), or
+    A itself), X already uses A's settings (``supcon_carrot`` reads ``carrot``), or
     X mixes images while A needs one hard label per image (the registry refuses ``mixup+carrot``)."""
     data = json.loads(text)
     if isinstance(data, dict) and "methods" in data:
@@ -49,12 +50,13 @@ def parse_methods_json(text: str) -> list[str]:
     else:
         raise ValueError(f"carrot methods --json must give a list or a mapping, got {data!r}.")
     names = [str(e["name"]) for e in entries]
-    for a in (e for e in entries if e.get("addable")):
+    # Only CARROT goes on top of the others (an addable method that ``expands``, where the
+    # listing says): the study asks whether CARROT adds to each method, not every pair of terms.
+    for a in (e for e in entries if e.get("addable") and e.get("expands", True)):
         section = a.get("section") or a["name"]
         for x in entries:
             if (
-                x["name"] == a.get("baseline", _baseline())
-                or x.get("addable")
+                x["name"] in (a["name"], a.get("baseline", _baseline()))
                 or "+" in str(x["name"])
                 or section in (x.get("reads") or [])
                 or section == x.get("section")

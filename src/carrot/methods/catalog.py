@@ -57,6 +57,7 @@ def catalog() -> list[dict[str, Any]]:
             "min_classes_per_batch": cls.min_classes,
             "mixes_inputs": cls.mixes_inputs,
             "addable": cls.addable,
+            "expands": cls.expands,
             "logs": list(cls.logs),
             "settings": _settings(cls),
         }

@@ -98,7 +98,7 @@ def _compose(spec: str) -> type[Method]:
                 f"method {spec!r}: {cls.name} cannot be added on top of another method (it is a "
                 "whole objective, not a term); put it first or use it alone."
             )
-        if cls.hard_labels and not first.hard_labels:
+        if cls.hard_labels and first.mixes_inputs:
             raise MethodError(
                 f"method {spec!r} cannot be defined: {cls.name} needs one hard label per image "
                 f"(its per-class statistics), and {first.name} mixes images, which then have two."
