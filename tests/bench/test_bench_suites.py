@@ -351,3 +351,36 @@ def test_a_failed_cell_is_one_line_and_exit_code_1(
     monkeypatch.setenv("CARROT_DEBUG", "1")
     with pytest.raises(CellFailed):
         main("bench accuracy --suite quick --methods ce --datasets digits".split())
+
+
+def test_a_methods_file_reads_yaml_as_a_config_does(tmp_path: Path) -> None:
+    """One YAML reader for configs, suites and methods files: ``off`` stays a string (YAML 1.2),
+    ``1e-3`` is a float, and aliases are refused, in a methods file as in a config."""
+    from carrot.train.config import load_config
+
+    methods = tmp_path / "methods.yaml"
+    methods.write_text(
+        "amp_off: {baseline: ce, overrides: {method: ce, train.amp: off, train.lr: 1e-3}}\n"
+    )
+    spec = load_methods(methods)["amp_off"]
+    assert "train.amp=off" in spec.overrides and "train.lr=0.001" in spec.overrides
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  amp: off\n  lr: 1e-3\n")
+    a, b = load_config(config).train, load_config(None, list(spec.overrides)).train
+    assert (a.amp, a.lr) == (b.amp, b.lr) == ("off", 0.001)
+    methods.write_text("a: &x {baseline: ce, overrides: [method=ce]}\nb: *x\n")
+    with pytest.raises(ValueError, match="does not accept YAML aliases|alias"):
+        load_methods(methods)
+
+
+def test_a_variant_extends_another(tmp_path: Path) -> None:
+    methods = tmp_path / "methods.yaml"
+    methods.write_text(
+        "base: {baseline: ce, overrides: {method: carrot, carrot.lam: 2, carrot.T: 2}}\n"
+        "more: {baseline: base, extends: base, overrides: {carrot.lam: 3}}\n"
+    )
+    more = load_methods(methods)["more"]
+    assert more.overrides == ("method=carrot", "carrot.lam=3", "carrot.T=2")
+    methods.write_text("more: {baseline: ce, extends: nowhere, overrides: {carrot.lam: 3}}\n")
+    with pytest.raises(ValueError, match=r"more.extends must name a variant defined above"):
+        load_methods(methods)

@@ -91,12 +91,12 @@ def registered_methods() -> list[str]:
 def study_suite(methods: Sequence[str]) -> dict[str, Any]:
     """The packaged study suite (``carrot/bench/suites/study.yaml``) with ``methods`` (plus CE and
     the guide's recipe, ``carrot_guide``); names the bench does not define become variants."""
-    import yaml
 
     from carrot.bench.suites import load_methods
+    from carrot.yamlfile import load_yaml
 
     text = (resources.files("carrot.bench") / "suites" / "study.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     known = load_methods(None)
     names = list(dict.fromkeys([_baseline(), *methods, "carrot_guide"]))
     variants: dict[str, Any] = {}

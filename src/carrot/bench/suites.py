@@ -128,7 +128,7 @@ _SUITE_KEYS = (
     "description", "seeds", "common", "pins", "variants", "pretrain", "datasets", "methods", "grid",
 )  # fmt: skip
 _DATASET_KEYS = ("label", "config", "pretrained", "overrides")
-_METHOD_KEYS = ("label", "baseline", "overrides")
+_METHOD_KEYS = ("label", "baseline", "extends", "overrides")
 
 
 def _where(source: str, key: str) -> str:
@@ -194,8 +194,8 @@ def _names(data: Any, source: str, key: str) -> tuple[str, ...]:
 def parse_methods(
     data: Any, source: str, *, known: Mapping[str, MethodSpec], key: str = ""
 ) -> dict[str, MethodSpec]:
-    """Named variants from a mapping ``name: {label, baseline, overrides}`` (a --methods-file, a
-    suite's ``variants``). A name may not repeat one of ``known``; a baseline must be a method
+    """Named variants from a mapping ``name: {label, baseline, extends, overrides}`` (a
+    --methods-file, a suite's ``variants``; ``extends: OTHER`` starts from OTHER's overrides). A name may not repeat one of ``known``; a baseline must be a method
     of ``known`` or of the same mapping."""
     out: dict[str, MethodSpec] = {}
     for name, spec in _mapping(data, source, key).items():
@@ -210,6 +210,16 @@ def parse_methods(
         if "overrides" not in spec:
             raise ValueError(f"{_where(source, where)} needs overrides, e.g. {{method: carrot}}.")
         overrides = _overrides(spec["overrides"], source, f"{where}.overrides")
+        if "extends" in spec:  # another variant's overrides, then these (later keys win)
+            parent = out.get(spec["extends"]) or known.get(spec["extends"])
+            if parent is None:
+                raise ValueError(
+                    f"{_where(source, where)}.extends must name a variant defined above it or a "
+                    f"known method, got {spec['extends']!r}."
+                )
+            merged = dict(o.split("=", 1) for o in parent.overrides)
+            merged.update(o.split("=", 1) for o in overrides)
+            overrides = tuple(f"{k}={v}" for k, v in merged.items())
         if not any(o.startswith("method=") for o in overrides):
             raise ValueError(
                 f"{_where(source, where)}.overrides must set method (e.g. method: carrot); "
@@ -237,10 +247,10 @@ def parse_methods(
 def _read_yaml(text: str, source: str) -> Any:
     import yaml
 
-    from carrot.yamlfile import yaml_error
+    from carrot.yamlfile import load_yaml, yaml_error
 
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as e:
         raise ValueError(f"{source} is not valid YAML: {yaml_error(e)}.") from e
 

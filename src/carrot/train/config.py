@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from pathlib import Path
@@ -32,7 +31,7 @@ from carrot.train.schema import (
     flatten,
 )
 from carrot.train.validation import RANGES, Range, validate
-from carrot.yamlfile import yaml_error
+from carrot.yamlfile import load_yaml, yaml_error
 
 __all__ = [
     "MOVED_KEYS",
@@ -236,52 +235,9 @@ def _set(obj: Any, path: list[str], value: Any, prefix: str, explicit: set[str])
     explicit.add(key)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2 scalars: only true/false are booleans (``amp: off`` stays the string
-    'off') and ``1e-3`` is a float. Aliases (``*name``) are refused: a few hundred bytes of nested
-    aliases expand to gigabytes (a "billion laughs"), and a config never needs them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"found the alias *{event.anchor}; carrot configs do not accept YAML aliases, "
-                "write the values out",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
-
-
 def parse_scalar(text: str) -> Any:
     try:
-        return _yaml(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -328,7 +284,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist.")
         try:
-            data = _yaml(p.read_text()) or {}
+            data = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {yaml_error(e)}.") from e
         try:
