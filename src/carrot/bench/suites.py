@@ -217,8 +217,8 @@ def parse_methods(
                     f"{_where(source, where)}.extends must name a variant defined above it or a "
                     f"known method, got {spec['extends']!r}."
                 )
-            merged = dict(o.split("=", 1) for o in parent.overrides)
-            merged.update(o.split("=", 1) for o in overrides)
+            merged: dict[str, str] = dict(o.split("=", 1) for o in parent.overrides)
+            merged.update(dict(o.split("=", 1) for o in overrides))
             overrides = tuple(f"{k}={v}" for k, v in merged.items())
         if not any(o.startswith("method=") for o in overrides):
             raise ValueError(
