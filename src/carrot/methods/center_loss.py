@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carrot.baselines import CenterLoss as CenterLossModule
-from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
-from carrot.methods.carrot import observe, observer
+from carrot.methods._ce_term import CEPlusTerm
+from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
 
 __all__ = ["CenterLoss", "CenterLossSettings"]
@@ -29,7 +29,7 @@ class CenterLossSettings:
 
 
 @register_method
-class CenterLoss(Method):
+class CenterLoss(CEPlusTerm):
     """The centres are state, not optimizer parameters: the paper moves them by its own rule
     (Δc_j = Σ_{y_i=j}(c_j − x_i) / (1 + n_j), c_j ← c_j − α·Δc_j) from the global batch after each
     loss, whatever the network's optimizer. They are the buffer ``centers.centers`` (N, D), in the
@@ -43,7 +43,6 @@ class CenterLoss(Method):
     )
     reference = "Wen et al., A Discriminative Feature Learning Approach for Deep Face Recognition, ECCV 2016"
     settings_type = CenterLossSettings
-    addable = True
     logs = ("ce", "center")
 
     def __init__(self, context: MethodContext) -> None:
@@ -53,15 +52,6 @@ class CenterLoss(Method):
         self.centers = CenterLossModule(
             context.num_classes, context.embedding_dim, alpha=float(s.alpha)
         )
-        self.observer = observer(context)
-
-    def loss(
-        self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step
-    ) -> LossResult:
-        ce = F.cross_entropy(logits.float(), target)
-        term = self.term(z, logits, target, head, step=step)
-        stats = observe(self.observer, z, target) if step.observe else {}
-        return LossResult(ce + term.loss, {"ce": ce.detach(), **term.parts}, stats)
 
     def term(
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step

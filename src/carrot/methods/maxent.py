@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carrot.functional.baselines import prediction_entropy
-from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
-from carrot.methods.carrot import observe, observer
+from carrot.methods._ce_term import CEPlusTerm
+from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
 
 __all__ = ["MaxEnt", "MaxEntSettings"]
@@ -28,28 +27,18 @@ class MaxEntSettings:
 
 
 @register_method
-class MaxEnt(Method):
+class MaxEnt(CEPlusTerm):
     name = "maxent"
     rank = 20
     description = "CE − γ·H(p): rewards high-entropy (less confident) predictions (γ = 0.1)"
     reference = "Dubey et al., Maximum-Entropy Fine-Grained Classification, NeurIPS 2018"
     settings_type = MaxEntSettings
     hard_labels = False  # the entropy term reads the predictions only
-    addable = True
     logs = ("ce", "entropy")
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         self.gamma = float(self.settings().gamma)
-        self.observer = observer(context)
-
-    def loss(
-        self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step
-    ) -> LossResult:
-        ce = F.cross_entropy(logits.float(), target)
-        term = self.term(z, logits, target, head, step=step)
-        stats = observe(self.observer, z, target) if step.observe else {}
-        return LossResult(ce + term.loss, {"ce": ce.detach(), **term.parts}, stats)
 
     def term(
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carrot.functional.baselines import euclidean_confusion
-from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
-from carrot.methods.carrot import observe, observer
+from carrot.methods._ce_term import CEPlusTerm
+from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
 
 __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
@@ -28,7 +27,7 @@ class PairwiseConfusionSettings:
 
 
 @register_method
-class PairwiseConfusion(Method):
+class PairwiseConfusion(CEPlusTerm):
     name = "pairwise_confusion"
     rank = 21
     description = (
@@ -37,21 +36,11 @@ class PairwiseConfusion(Method):
     reference = "Dubey et al., Pairwise Confusion for Fine-Grained Visual Classification, ECCV 2018"
     settings_type = PairwiseConfusionSettings
     min_classes = 2
-    addable = True
     logs = ("ce", "confusion")
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         self.lam = float(self.settings().lam_per_class) * context.num_classes
-        self.observer = observer(context)
-
-    def loss(
-        self, z: Tensor, logits: Tensor, target: Tensor, head: nn.Module, *, step: Step
-    ) -> LossResult:
-        ce = F.cross_entropy(logits.float(), target)
-        term = self.term(z, logits, target, head, step=step)
-        stats = observe(self.observer, z, target) if step.observe else {}
-        return LossResult(ce + term.loss, {"ce": ce.detach(), **term.parts}, stats)
 
     def term(
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
