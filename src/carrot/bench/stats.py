@@ -157,6 +157,11 @@ def paired_comparison(method: Sequence[float], baseline: Sequence[float]) -> Pai
     ci_low = ci_high = p = sd = effect = math.nan
     if n >= 2:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        # Equal differences (e.g. one test image on every seed) leave only round-off in the sd,
+        # which would give a t statistic of 1e13 and a p of 1e-28: the t-test is undefined there.
+        scale = max((abs(v) for v in (*method, *baseline)), default=1.0)
+        if sd <= 1e-9 * max(1.0, scale):
+            sd = 0.0
         effect = mean / sd if sd > 0 else math.nan
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         ci_low, ci_high = mean - half, mean + half
