@@ -236,10 +236,8 @@ def carrot_ce_kl_loss(
     )
     T, lam, kl_direction, aux_ce_weight = lo.T, lo.lam, lo.kl_direction, lo.aux_ce_weight
     stop_grad_plus, label_smoothing = lo.stop_grad_plus, lo.label_smoothing
-    opts = (options if options is not None else _GUIDE).checked()
-    z_hat = _normalize(z)
-    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    z_plus = _renormalize(z_plus)
+    opts = options if options is not None else _GUIDE
+    z_hat, z_plus, stats = carrot_views(z, y, opts, memory)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
@@ -301,10 +299,8 @@ def carrot_consistency_loss(
     """
     check_batch(z, y)
     lo = _loss_options(loss_options, {})
-    opts = (options if options is not None else _GUIDE).checked()
-    z_hat = _normalize(z)
-    z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    z_plus = _renormalize(z_plus)
+    opts = options if options is not None else _GUIDE
+    z_hat, z_plus, stats = carrot_views(z, y, opts, memory)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
