@@ -212,12 +212,7 @@ def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> l
         *_comparison_table(comps),
         "",
     ]
-    up, down = _significant(comps)
-    lines += [
-        f"- Holm-significant gains: {', '.join(up) if up else 'none'}.",
-        f"- Holm-significant losses: {', '.join(down) if down else 'none'}.",
-        "",
-    ]
+    lines += _significance_lines(comps)
     ranks = _read(folder / "friedman.csv")
     if ranks:
         r0 = ranks[0]
@@ -246,6 +241,16 @@ def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> l
     return lines
 
 
+def _significance_lines(comps: list[dict[str, str]]) -> list[str]:
+    """The Holm-significant gains and losses of a report, as two bullet lines."""
+    up, down = _significant(comps)
+    return [
+        f"- Holm-significant gains: {', '.join(up) if up else 'none'}.",
+        f"- Holm-significant losses: {', '.join(down) if down else 'none'}.",
+        "",
+    ]
+
+
 def _ablation_section(folder: Path) -> list[str]:
     rows, comps = _read(folder / "results.csv"), _read(folder / "comparisons.csv")
     if not rows:
@@ -269,12 +274,7 @@ def _ablation_section(folder: Path) -> list[str]:
         *_comparison_table(comps, extra="γ > 1, last epoch"),
         "",
     ]
-    up, down = _significant(comps)
-    lines += [
-        f"- Holm-significant gains: {', '.join(up) if up else 'none'}.",
-        f"- Holm-significant losses: {', '.join(down) if down else 'none'}.",
-        "",
-    ]
+    lines += _significance_lines(comps)
     return lines
 
 
