@@ -186,3 +186,17 @@ def test_every_method_is_in_the_readme_and_docs_tables() -> None:
     for name in method_names():
         assert f"| `{name}` |" in table, f"{name} is missing from README's method table"
         assert f"| `{name}` |" in docs, f"{name} is missing from docs/methods.md's table"
+
+
+def test_the_installed_carrot_methods_command(tmp_path: Path) -> None:
+    """As a user runs it: the console script (or ``python -m carrot.cli``) in a fresh process."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "carrot"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "carrot.cli"]
+    out = subprocess.run([*cmd, "methods", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [r["name"] for r in json.loads(out.stdout)] == method_names()
+    helped = subprocess.run([*cmd, "methods", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--json" in helped.stdout
