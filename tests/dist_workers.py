@@ -202,5 +202,8 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sampler.set_epoch(1)
         results["sampler"] = {"batches": list(sampler), "len": len(sampler), "rank": sampler.rank}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # Leave together: a rank that destroys its group while a peer still holds the pairs
+        # aborts one time in three ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()

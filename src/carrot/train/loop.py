@@ -482,6 +482,9 @@ class Trainer:
                     )
                 if self.trackers is not None:
                     self.trackers.log_artifacts(self.run_dir)
+            # Ranks leave together: gloo aborts a process that tears its group down while a
+            # peer still holds the connections (one run in three in the gloo tests).
+            rt.barrier()
             return summary
         finally:
             for sig, handler in previous.items():
