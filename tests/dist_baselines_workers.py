@@ -3,6 +3,7 @@ batch of :mod:`dist_workers` (uneven sizes, a single-class rank) split over the 
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 BaselineNet(method), broadcast_buffers=False
             )
             results[method] = train(model, x, y, ddp_loss_scale(len(y)))
+            del model  # DDP's reducer holds the group: none may outlive it
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        # Leave together: a rank that destroys its group while a peer still holds the pairs
-        # aborts one time in three ("terminate called without an active exception").
-        dist.barrier()
+        dist.barrier()  # leave together
     finally:
+        gc.collect()  # the reducers in reference cycles too (see carrot's Runtime.teardown)
         dist.destroy_process_group()

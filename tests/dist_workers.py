@@ -6,6 +6,7 @@ process, which computes the single-process reference on the concatenated batch.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from pathlib import Path
@@ -192,6 +193,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         for method in METHODS:
             model = nn.parallel.DistributedDataParallel(Net(method))
             results[f"step_{method}"] = sgd_step(model, x_loc, y_loc, ddp_loss_scale(len(y_loc)))
+            del model  # DDP's reducer holds the group: none may outlive it
 
         with ByteCounter() as counter:
             carrot_operator(z_loc.float(), y_loc)
@@ -202,8 +204,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sampler.set_epoch(1)
         results["sampler"] = {"batches": list(sampler), "len": len(sampler), "rank": sampler.rank}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        # Leave together: a rank that destroys its group while a peer still holds the pairs
-        # aborts one time in three ("terminate called without an active exception").
-        dist.barrier()
+        dist.barrier()  # leave together
     finally:
+        gc.collect()  # the reducers in reference cycles too (see carrot's Runtime.teardown)
         dist.destroy_process_group()

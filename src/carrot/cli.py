@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
 
                 merged = {name: {**results[name], **extras[name]} for name in results}
                 atomic_write_text(Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n")
-        rt.barrier()  # ranks leave together (see Trainer.fit)
+        rt.barrier()  # ranks leave together
     finally:
         rt.teardown()
     return 0

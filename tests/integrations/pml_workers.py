@@ -70,8 +70,6 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         loss.backward()
         results["gathered"] = {"loss": loss.detach(), "grad": z.grad}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        # Leave together: a rank that destroys its group while a peer still holds the pairs
-        # aborts one time in three ("terminate called without an active exception").
-        dist.barrier()
+        dist.barrier()  # leave together
     finally:
         dist.destroy_process_group()

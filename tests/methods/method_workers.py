@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -79,4 +80,7 @@ def ddp_worker(rank: int, world: int, port: int, overrides: list[str], out_dir: 
     register()
     trainer = Trainer(load_config(None, overrides))
     trainer.fit()
-    torch.save(trainer.method.state_dict(), f"{out_dir}/rank{rank}.pt")
+    # fit destroyed its group: no DDP wrapper (whose reducer would keep the group) may be left
+    ddp = [o for o in gc.get_objects() if isinstance(o, nn.parallel.DistributedDataParallel)]
+    state = {**trainer.method.state_dict(), "ddp_alive": torch.tensor(len(ddp))}
+    torch.save(state, f"{out_dir}/rank{rank}.pt")

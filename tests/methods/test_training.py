@@ -178,6 +178,7 @@ def test_a_methods_parameters_are_averaged_over_ranks(tiny, tmp_path) -> None:
     )
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert a["centres"].abs().sum() > 0
+    assert int(a["ddp_alive"]) == int(b["ddp_alive"]) == 0
     assert torch.equal(a["centres"], b["centres"])
 
 

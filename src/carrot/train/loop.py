@@ -106,7 +106,7 @@ class Trainer:
         except BaseException:
             if self._claimed is not None and self.rt.is_main:
                 release_run_dir(self._claimed)  # a start that failed leaves the name free
-            self.rt.teardown()
+            self._teardown()
             raise
 
     # --- construction -------------------------------------------------------------------------
@@ -188,6 +188,11 @@ class Trainer:
         self.trackers = open_run_folder(cfg, self.run_dir, rt, resumed) if rt.is_main else None
         if rt.is_main:
             self._rewrite_metrics()
+
+    def _teardown(self) -> None:
+        if hasattr(self, "ddp"):  # its reducer holds the group: drop it first (Runtime.teardown)
+            self.ddp = self.forward = self.model
+        self.rt.teardown()
 
     @property
     def memory(self) -> nn.Module | None:
@@ -482,16 +487,14 @@ class Trainer:
                     )
                 if self.trackers is not None:
                     self.trackers.log_artifacts(self.run_dir)
-            # Ranks leave together: gloo aborts a process that tears its group down while a
-            # peer still holds the connections (one run in three in the gloo tests).
-            rt.barrier()
+            rt.barrier()  # ranks leave together
             return summary
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if self.trackers is not None:
                 self.trackers.close()
-            rt.teardown()
+            self._teardown()
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.cfg, self.state, self.run_dir)
