@@ -71,3 +71,42 @@ def test_the_gpu_check_script_runs_its_parts_on_the_cpu(tmp_path) -> None:
     assert report["correctness"]["sync_free_vs_compact_max_abs"] < 1e-6
     row = next(iter(report["step_overhead"].values()))
     assert {"eager: carrot sync_free / CE", "compiled: carrot sync_free / CE"} <= row.keys()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--only", "step", "--methods", "nosuch"], "got 'nosuch'"),
+        (["--methods", "ce", "--batch", "6"], "--batch must be a multiple of K = 4"),
+        (["--only", "step", "operator", "--backbone", "resnet_nope"], "got 'resnet_nope'"),
+    ],
+)
+def test_bad_step_arguments_are_refused_before_any_section_runs(args, needle) -> None:
+    from cli_run import carrot_cli, one_line_error
+
+    done = carrot_cli("bench", "speed", "--quick", *args, timeout=120)
+    one_line_error(done, needle)
+    assert done.stdout == "", done.stdout  # not even the operator section's header
+
+
+@pytest.mark.slow
+def test_the_step_section_times_each_method_against_its_baseline() -> None:
+    import math
+    import re
+
+    from cli_run import carrot_cli
+
+    done = carrot_cli(
+        "bench", "speed", "--quick", "--only", "step", "--methods", "center_loss",
+        "maxent+carrot", "--image-size", "32", "--batch", "16", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "timm resnet18 @ 32 px, batch 16 (P=4, K=4)" in done.stdout
+    pattern = r"time/step: (\S+) [\d.]+ ms, (\S+) [\d.]+ ms, ratio ([\d.]+)"
+    rows = re.findall(pattern, done.stdout)
+    assert [(base, method) for base, method, _ in rows] == [
+        ("ce", "center_loss"),
+        ("maxent", "maxent+carrot"),
+    ]
+    assert all(0 < float(ratio) < math.inf for *_, ratio in rows)
+    assert len(re.findall(r"peak memory: \S+ \d+ MiB, \S+ \d+ MiB, ratio [\d.]+", done.stdout)) == 2

@@ -155,6 +155,15 @@ def add_bench_parser(
         help="training-step section: these methods, each against its baseline (default: carrot); "
         "any registered method or BASE+ADDED",
     )
+    speed.add_argument(
+        "--backbone", default="resnet18", help="training-step section: the timm backbone"
+    )
+    speed.add_argument(
+        "--image-size", type=int, default=112, help="training-step section: image side in pixels"
+    )
+    speed.add_argument(
+        "--batch", type=int, default=64, help="training-step section: images per step (K = 4)"
+    )
     speed.set_defaults(func=handler)
 
 
@@ -230,10 +239,18 @@ def run_bench(args: argparse.Namespace) -> int:
         return 0
     import torch
 
-    from carrot.bench.speed import operator_timings, sampler_timings, step_cost
+    from carrot.bench.speed import (
+        check_step_arguments,
+        operator_timings,
+        sampler_timings,
+        step_cost,
+    )
     from carrot.methods import default_method
 
     sections = set(args.only or ("operator", "sampler", "step", "kernels"))
+    methods = args.methods or [default_method()]
+    if "step" in sections:  # refused before any section runs, not after minutes of them
+        check_step_arguments(methods, args.backbone, args.image_size, args.batch)
     torch.set_num_threads(1)
     repeats = 5 if args.quick else 20
     if "operator" in sections:
@@ -259,11 +276,19 @@ def run_bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(torch.get_num_threads() if args.device != "cpu" else 2)
     if "step" in sections:
         print(
-            "\n== training step: timm resnet18 @ 112 px, batch 64 (P=16, K=4), each method vs its "
-            "baseline, interleaved"
+            f"\n== training step: timm {args.backbone} @ {args.image_size} px, batch {args.batch} "
+            f"(P={args.batch // 4}, K=4), each method vs its baseline, interleaved"
         )
-        for method in args.methods or [default_method()]:
-            cost = step_cost(method, repeats=5 if args.quick else 15, device=args.device)
+        for method in methods:
+            cost = step_cost(
+                method,
+                backbone=args.backbone,
+                image_size=args.image_size,
+                batch=args.batch,
+                repeats=5 if args.quick else 15,
+                memory_repeats=1 if args.quick else 2,
+                device=args.device,
+            )
             a, b = cost.method, cost.baseline
             print(
                 f"time/step: {b} {1e3 * cost.baseline_s:.1f} ms, {a} {1e3 * cost.method_s:.1f} ms, ratio {cost.time_ratio:.3f}\n"

@@ -178,6 +178,28 @@ class StepCost:
         return self.method_peak_mb / self.baseline_peak_mb
 
 
+def check_step_arguments(methods: list[str], backbone: str, image_size: int, batch: int) -> None:
+    """The training-step section's arguments, checked before any section runs: a one-line
+    ``ValueError`` for an unknown method or backbone, a batch that does not hold two or more
+    classes of K = 4 images, or an image side below 1."""
+    import timm
+
+    from carrot.methods import get_method
+    from carrot.train.model import timm_name
+
+    for method in methods:
+        get_method(method)
+    name = timm_name(backbone)
+    if not name.startswith("hf-hub:") and not timm.is_model(name):
+        raise ValueError(f"--backbone must be a timm model name, got {backbone!r}.")
+    if batch < 8 or batch % 4:
+        raise ValueError(
+            f"--batch must be a multiple of K = 4 of 8 or more (two classes), got {batch}."
+        )
+    if image_size < 1:
+        raise ValueError(f"--image-size must be 1 or more, got {image_size}.")
+
+
 def _training_step(
     method: str, backbone: str, image_size: int, batch: int, k: int, device: str
 ) -> Callable[[], None]:
@@ -188,7 +210,8 @@ def _training_step(
     from carrot.train.schema import ModelConfig, default_sections
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=backbone), num_classes=200).to(device)
+    model = build_model(ModelConfig(backbone=backbone), num_classes=200, image_size=image_size)
+    model = model.to(device)
     dim = int(model.head.weight.shape[1])  # type: ignore[index]
     objective = build_method(method, MethodContext(200, dim, default_sections())).to(device)
     params = [*model.parameters(), *objective.parameters()]
