@@ -253,6 +253,107 @@ def test_isda_schedule_and_module_state() -> None:
     assert set(module.state_dict()) == {"mean", "covariance", "count"}
 
 
+# --- ignored labels and label dtypes -----------------------------------------------------------
+
+
+def _with_ignored(y: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``y`` with three rows labelled -100 put among its rows, the kept rows' positions, and
+    inputs of ``width`` columns for the longer batch (its kept rows are ``x[kept]``)."""
+    g = torch.Generator().manual_seed(len(y))
+    order = torch.randperm(len(y) + 3, generator=g)
+    full = torch.full((len(y) + 3,), -100)
+    kept = torch.sort(order[: len(y)]).values
+    full[kept] = y
+    return full, kept, 3 * torch.randn(len(full), width, generator=g, dtype=torch.float64)
+
+
+def _grads_of(fn, x: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, *more)]
+    value = fn(*leaves)
+    return (value.detach(), *torch.autograd.grad(value, leaves))
+
+
+@pytest.mark.parametrize("y", LABELS[:2])
+def test_rows_labelled_minus_100_take_no_part(y: torch.Tensor) -> None:
+    """As in cross-entropy: a batch with ignored rows gives the loss of the batch without them,
+    their rows get no gradient, and the centres and covariances move as without them."""
+    n, d = 5, 3
+    full, kept, x = _with_ignored(y, n)
+    weight, cov, centers = torch.randn(n, n, dtype=torch.float64), _spd(n, n), torch.randn(n, n)
+    losses = {
+        "maxent": lambda z, labels: maxent_loss(z, labels, gamma=0.3),
+        "confusion": lambda z, labels: euclidean_confusion(z, labels),
+        "pairwise": lambda z, labels: pairwise_confusion_loss(z, labels, lam=2.0),
+        "center": lambda z, labels: class_center_loss(z, labels, centers.double()),
+        "isda": lambda z, labels: isda_loss(z, labels, weight, cov, lam=0.8),
+    }
+    for name, fn in losses.items():
+        value, grad = _grads_of(lambda z, fn=fn: fn(z, full), x)
+        want, want_grad = _grads_of(lambda z, fn=fn: fn(z, y), x[kept])
+        assert_close(value, want, msg=name)
+        assert_close(grad[kept], want_grad, msg=name)
+        ignored = torch.ones(len(full), dtype=torch.bool)
+        ignored[kept] = False
+        assert (grad[ignored] == 0).all(), name
+    # The ISDA weight's gradient does not see the ignored rows either.
+    _, _, gw = _grads_of(lambda z, w: isda_loss(z, full, w, cov, lam=0.8), x, weight)
+    _, _, want_gw = _grads_of(lambda z, w: isda_loss(z, y, w, cov, lam=0.8), x[kept], weight)
+    assert_close(gw, want_gw)
+    features = x[:, :d]
+    a, b = torch.randn(n, d, dtype=torch.float64), None
+    b = a.clone()
+    class_center_update_(features, full, a, alpha=0.5)
+    class_center_update_(features[kept], y, b, alpha=0.5)
+    assert_close(a, b)
+    states = [
+        (torch.randn(n, d, dtype=torch.float64), _spd(n, d), torch.arange(n) + 1) for _ in "ab"
+    ]
+    states[1] = tuple(t.clone() for t in states[0])
+    isda_update_(features, full, *states[0])
+    isda_update_(features[kept], y, *states[1])
+    for got, want in zip(states[0], states[1], strict=True):
+        assert_close(got, want)
+
+
+def test_only_ignored_rows_give_zero_and_change_nothing() -> None:
+    y = torch.full((4,), -100)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    for value in (
+        maxent_loss(x, y, gamma=0.3),
+        euclidean_confusion(x, y),
+        pairwise_confusion_loss(x, y, lam=2.0),
+        class_center_loss(x, y, torch.randn(5, 5, dtype=torch.float64)),
+        isda_loss(x, y, torch.randn(5, 3, dtype=torch.float64), _spd(5, 3), lam=0.8),
+    ):
+        assert torch.isfinite(value) and float(value) == 0.0
+    mean, cov, count = torch.randn(5, 3, dtype=torch.float64), _spd(5, 3), torch.ones(5)
+    before = (mean.clone(), cov.clone(), count.clone())
+    isda_update_(x[:, :3], y, mean, cov, count)
+    assert all(torch.equal(a, b) for a, b in zip((mean, cov, count), before, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int16])
+def test_labels_of_other_integer_types_are_class_indices(dtype: torch.dtype) -> None:
+    """uint8 would index as a mask, and cross-entropy refuses int32: both are read as int64."""
+    y = torch.tensor([3, 1, 3, 0, 1])
+    n, d = 5, 3
+    x = torch.randn(len(y), n, dtype=torch.float64)
+    weight, cov, centers = torch.randn(n, d, dtype=torch.float64), _spd(n, d), torch.randn(n, n)
+    for fn in (
+        lambda labels: maxent_loss(x, labels, gamma=0.3),
+        lambda labels: pairwise_confusion_loss(x, labels, lam=2.0),
+        lambda labels: class_center_loss(x, labels, centers.double()),
+        lambda labels: isda_loss(x, labels, weight, cov, lam=0.8),
+    ):
+        assert_close(fn(y.to(dtype)), fn(y))
+    states = [(torch.zeros(n, d, dtype=torch.float64), torch.zeros(n, d, d, dtype=torch.float64),
+               torch.zeros(n)) for _ in "ab"]  # fmt: skip
+    isda_update_(x[:, :d], y.to(dtype), *states[0])
+    isda_update_(x[:, :d], y, *states[1])
+    for got, want in zip(states[0], states[1], strict=True):
+        assert_close(got, want)
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 Each is written from its paper's formula (ISDA, the fourth, lives in :mod:`carrot.functional.isda`).
 Losses are means over the local batch, in float32 (float64 for float64 input) whatever the input
-dtype. Under ``torch.distributed`` the pairwise confusion can pair images across ranks and the
+dtype. Rows labelled ``IGNORE_INDEX`` (-100, cross-entropy's default) take no part: they are left
+out of every term, of the means' counts and of the centre and covariance updates. Under ``torch.distributed`` the pairwise confusion can pair images across ranks and the
 center update sees the global batch (``gather_global``), so that W processes compute what one
 process computes on the concatenated batch.
 """
@@ -16,7 +17,10 @@ from torch import Tensor
 from carrot.distributed import all_gather_with_grad
 from carrot.functional.numerics import compute_dtype, no_autocast
 
+IGNORE_INDEX = -100
+
 __all__ = [
+    "IGNORE_INDEX",
     "check_labels",
     "class_center_loss",
     "class_center_update_",
@@ -55,6 +59,31 @@ def check_labels(name: str, x: Tensor, labels: Tensor) -> None:
         )
 
 
+def _labels(name: str, x: Tensor, labels: Tensor) -> Tensor:
+    """``labels`` checked (:func:`check_labels`) and as int64: indexing reads a uint8 tensor as
+    a mask, and cross-entropy takes no other integer type."""
+    check_labels(name, x, labels)
+    return labels if labels.dtype == torch.long else labels.long()
+
+
+def _kept(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(kept, count)``: the rows not labelled ``IGNORE_INDEX`` (bool, (B,)) and how many, at
+    least 1 (a 0-d tensor: a mean over none is 0, and there is no host sync)."""
+    kept = labels != IGNORE_INDEX
+    return kept, kept.sum().clamp_min(1)
+
+
+def _ce(logits: Tensor, labels: Tensor, count: Tensor) -> Tensor:
+    """Mean cross-entropy over the kept rows, in the compute dtype."""
+    return F.cross_entropy(_wide(logits), labels, reduction="sum") / count
+
+
+def _entropy_rows(logits: Tensor) -> Tensor:
+    log_p = F.log_softmax(_wide(logits), dim=1)
+    # p log p with p = exp(log p): finite even where p underflows to 0.
+    return -(log_p.exp() * log_p).sum(1)  # (B,)
+
+
 def _wide(x: Tensor) -> Tensor:
     return x.to(compute_dtype(x.dtype))
 
@@ -79,10 +108,7 @@ def prediction_entropy(logits: Tensor) -> Tensor:
             f"{tuple(logits.shape)} and dtype {logits.dtype}."
         )
     with no_autocast(logits.device.type):
-        log_p = F.log_softmax(_wide(logits), dim=1)
-        # p log p with p = exp(log p): finite even where p underflows to 0.
-        rows = -(log_p.exp() * log_p).sum(1)  # (B,)
-        return rows.sum() / max(logits.shape[0], 1)
+        return _entropy_rows(logits).sum() / max(logits.shape[0], 1)
 
 
 def maxent_loss(logits: Tensor, labels: Tensor, *, gamma: float = 0.1) -> Tensor:
@@ -94,17 +120,18 @@ def maxent_loss(logits: Tensor, labels: Tensor, *, gamma: float = 0.1) -> Tensor
 
     Args:
         logits: Logits. Shape: (B, N).
-        labels: Class indices. Shape: (B,).
+        labels: Class indices (-100: left out of both terms). Shape: (B,).
         gamma: γ >= 0, the weight of the entropy bonus.
 
     Returns:
         The loss, a 0-d float32 (float64) tensor; 0 for an empty batch.
     """
-    check_labels("logits", logits, labels)
+    labels = _labels("logits", logits, labels)
     _check_weight("gamma", gamma)
     with no_autocast(logits.device.type):
-        ce = F.cross_entropy(_wide(logits), labels, reduction="sum") / max(labels.shape[0], 1)
-        return ce - gamma * prediction_entropy(logits)
+        kept, count = _kept(labels)
+        entropy = torch.where(kept, _entropy_rows(logits), 0.0).sum() / count
+        return _ce(logits, labels, count) - gamma * entropy
 
 
 def euclidean_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool = False) -> Tensor:
@@ -130,7 +157,7 @@ def euclidean_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool =
 
     Args:
         logits: Logits. Shape: (B, N).
-        labels: Class indices. Shape: (B,).
+        labels: Class indices (-100: in no pair). Shape: (B,).
         gather_global: Under ``torch.distributed``, pair the local images with those of every rank
             (an autograd-aware all-gather of the probabilities): every rank computes the mean over
             the global batch's pairs, and DDP's averaged gradient equals one process's on the
@@ -139,21 +166,22 @@ def euclidean_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool =
     Returns:
         PC, a 0-d float32 (float64) tensor.
     """
-    check_labels("logits", logits, labels)
+    labels = _labels("logits", logits, labels)
     with no_autocast(logits.device.type):
         p = F.softmax(_wide(logits), dim=1)  # (B, N)
         y = labels
         if gather_global:
             p, _ = all_gather_with_grad(p)  # (ΣB, N)
             y, _ = all_gather_with_grad(labels)
-        b = p.shape[0]
-        same = (y[:, None] == y[None, :]).to(p.dtype)  # (B, B)
-        n = same.sum(1)  # (B,)
+        kept = (y != IGNORE_INDEX).to(p.dtype)  # (B,); the sums below run over kept rows
+        b = kept.sum()
+        same = (y[:, None] == y[None, :]).to(p.dtype) * kept[:, None] * kept[None, :]  # (B, B)
+        n = same.sum(1)  # (B,), 0 for an ignored row
         class_mean = same @ p / n.clamp_min(1)[:, None]  # (B, N), m_i
-        batch_mean = p.mean(0, keepdim=True) if b else p.sum(0, keepdim=True)  # (1, N)
+        batch_mean = (kept[:, None] * p).sum(0, keepdim=True) / b.clamp_min(1)  # (1, N)
         within = ((p - class_mean) ** 2).sum(1)  # (B,)
         between = ((class_mean - batch_mean) ** 2).sum(1)  # (B,)
-        total = 2 * ((b - n) * within + b * between).sum()
+        total = 2 * (kept * ((b - n) * within + b * between)).sum()
         pairs = b * b - n.sum()
         return torch.where(pairs > 0, total / pairs.clamp_min(1), total * 0.0)
 
@@ -171,17 +199,17 @@ def pairwise_confusion_loss(
 
     Args:
         logits: Logits. Shape: (B, N).
-        labels: Class indices. Shape: (B,).
+        labels: Class indices (-100: left out). Shape: (B,).
         lam: λ >= 0.
         gather_global: Pair images across ranks (see :func:`euclidean_confusion`).
 
     Returns:
         The loss, a 0-d float32 (float64) tensor.
     """
-    check_labels("logits", logits, labels)
+    labels = _labels("logits", logits, labels)
     _check_weight("lam", lam)
     with no_autocast(logits.device.type):
-        ce = F.cross_entropy(_wide(logits), labels, reduction="sum") / max(labels.shape[0], 1)
+        ce = _ce(logits, labels, _kept(labels)[1])
         pc = euclidean_confusion(logits, labels, gather_global=gather_global)
         return ce + 0.5 * lam * pc
 
@@ -196,13 +224,13 @@ def class_center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tens
 
     Args:
         features: Deep features x. Shape: (B, D).
-        labels: Class indices in [0, N). Shape: (B,).
+        labels: Class indices in [0, N) (-100: left out). Shape: (B,).
         centers: Class centres c. Shape: (N, D).
 
     Returns:
         L_C, a 0-d float32 (float64) tensor; 0 for an empty batch.
     """
-    check_labels("features", features, labels)
+    labels = _labels("features", features, labels)
     if centers.ndim != 2 or centers.shape[1] != features.shape[1]:
         raise ValueError(
             f"centers must have shape (N, {features.shape[1]}) to match features, got "
@@ -210,8 +238,9 @@ def class_center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tens
         )
     with no_autocast(features.device.type):
         x = _wide(features)
-        diff = x - centers.to(x.dtype)[labels]  # (B, D)
-        return 0.5 * (diff**2).sum() / max(labels.shape[0], 1)
+        kept, count = _kept(labels)
+        diff = x - centers.to(x.dtype)[torch.where(kept, labels, 0)]  # (B, D)
+        return 0.5 * torch.where(kept, (diff**2).sum(1), 0.0).sum() / count
 
 
 @torch.no_grad()
@@ -232,13 +261,13 @@ def class_center_update_(
 
     Args:
         features: Deep features x (their gradient is not used). Shape: (B, D).
-        labels: Class indices in [0, N). Shape: (B,).
+        labels: Class indices in [0, N) (-100: left out). Shape: (B,).
         centers: The centres, updated in place. Shape: (N, D).
         alpha: α in [0, 1], the centres' learning rate.
         gather_global: Under ``torch.distributed``, sum over the global batch (an all-gather of
             the features and labels), so that every rank applies the same update.
     """
-    check_labels("features", features, labels)
+    labels = _labels("features", features, labels)
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
     x, y = features.detach(), labels

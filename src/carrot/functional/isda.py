@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from carrot.distributed import all_gather_with_grad
-from carrot.functional.baselines import check_labels
+from carrot.functional.baselines import IGNORE_INDEX, _kept, _labels
 from carrot.functional.numerics import compute_dtype, no_autocast
 
 __all__ = ["isda_lambda", "isda_logits", "isda_loss", "isda_update_"]
@@ -51,7 +51,7 @@ def isda_logits(
     """The augmented logits z̃_ij = z_ij + (λ/2) · v_ijᵀ Σ_{y_i} v_ij, v_ij = w_j - w_{y_i}.
 
     The term is 0 for j = y_i, so z̃ raises the other classes' logits by how far the class's
-    feature spread, scaled by λ, reaches towards them.
+    feature spread, scaled by λ, reaches towards them. A row labelled -100 keeps its logits.
 
     Args:
         logits: z = W a + b of the features a. Shape: (B, N).
@@ -63,16 +63,18 @@ def isda_logits(
     Returns:
         z̃ in float32 (float64 for float64 input). Shape: (B, N).
     """
-    check_labels("logits", logits, labels)
+    labels = _labels("logits", logits, labels)
     _check_state(weight, covariance, logits)
     if not lam >= 0:
         raise ValueError(f"lam must be >= 0, got {lam!r}.")
     with no_autocast(logits.device.type):
         z = logits.to(compute_dtype(logits.dtype))
         w = weight.to(z.dtype)
-        v = w[None, :, :] - w[labels][:, None, :]  # (B, N, D)
-        sigma = covariance.detach().to(z.dtype)[labels]  # (B, D, D)
-        quadratic = (torch.bmm(v, sigma) * v).sum(-1)  # (B, N)
+        kept = labels != IGNORE_INDEX
+        rows = torch.where(kept, labels, 0)
+        v = w[None, :, :] - w[rows][:, None, :]  # (B, N, D)
+        sigma = covariance.detach().to(z.dtype)[rows]  # (B, D, D)
+        quadratic = torch.where(kept[:, None], (torch.bmm(v, sigma) * v).sum(-1), 0.0)  # (B, N)
         return z + 0.5 * lam * quadratic
 
 
@@ -94,8 +96,9 @@ def isda_loss(
     Returns:
         The loss, a 0-d float32 (float64) tensor; 0 for an empty batch.
     """
+    labels = _labels("logits", logits, labels)
     augmented = isda_logits(logits, labels, weight, covariance, lam=lam)
-    return F.cross_entropy(augmented, labels, reduction="sum") / max(labels.shape[0], 1)
+    return F.cross_entropy(augmented, labels, reduction="sum") / _kept(labels)[1]
 
 
 @torch.no_grad()
@@ -124,14 +127,14 @@ def isda_update_(
 
     Args:
         features: Deep features a (their gradient is not used). Shape: (B, D).
-        labels: Class indices in [0, N). Shape: (B,).
+        labels: Class indices in [0, N) (-100: left out). Shape: (B,).
         mean: Running class means μ, updated in place. Shape: (N, D).
         covariance: Running class covariances Σ, updated in place. Shape: (N, D, D).
         count: Features seen per class n, updated in place (integer or float). Shape: (N,).
         gather_global: Under ``torch.distributed``, merge the global batch (an all-gather of
             the features and labels), so that every rank holds the same statistics.
     """
-    check_labels("features", features, labels)
+    labels = _labels("features", features, labels)
     n_cls, d = mean.shape if mean.ndim == 2 else (-1, -1)
     if mean.ndim != 2 or d != features.shape[1]:
         raise ValueError(
@@ -153,27 +156,38 @@ def isda_update_(
     with no_autocast(a.device.type):
         dtype = torch.promote_types(compute_dtype(a.dtype), covariance.dtype)
         a = a.to(dtype)
-        same = y[:, None] == y[None, :]  # (B, B)
+        kept = y != IGNORE_INDEX  # (B,); no host sync, so that the update compiles in one graph
+        same = (y[:, None] == y[None, :]) & kept[:, None] & kept[None, :]  # (B, B)
         same_f = same.to(dtype)
-        m = same_f.sum(1)  # (B,) images of i's class in the batch
-        batch_mean = same_f @ a / m[:, None]  # (B, D), μ'
+        m = same_f.sum(1)  # (B,) images of i's class in the batch (0: ignored)
+        batch_mean = same_f @ a / m.clamp_min(1)[:, None]  # (B, D), μ'
         centred = a - batch_mean  # (B, D)
         outer = (centred[:, :, None] * centred[:, None, :]).reshape(b, d * d)  # (B, D²)
         # m Σ' of every image's class; the new Σ is built in place over it, so that at most two
         # (B, D, D) tensors are alive at once (1 GB each for B = 64 and D = 2048 in float32).
         new_cov = (same_f @ outer).view(b, d, d)  # (B, D, D)
         del outer
-        n = count[y].to(dtype)  # (B,)
+        rows = torch.where(kept, y, 0)
+        seen = count[rows].to(dtype)  # (B,)
+        # An ignored row computes class 0's statistics unchanged, exactly (n = 1, m = 0).
+        n = torch.where(kept, seen, 1.0)
         total = n + m
-        old_mean = mean[y].to(dtype)  # (B, D)
+        old_mean = mean[rows].to(dtype)  # (B, D)
         delta = old_mean - batch_mean
         new_mean = (n[:, None] * old_mean + m[:, None] * batch_mean) / total[:, None]
-        new_cov.addcmul_(covariance[y].to(dtype), n[:, None, None]).div_(total[:, None, None])
+        new_cov.addcmul_(covariance[rows].to(dtype), n[:, None, None]).div_(total[:, None, None])
         shift = (n * m / total**2)[:, None, None] * delta[:, :, None]  # (B, D, 1)
         new_cov.baddbmm_(shift, delta[:, None, :])
+        new_count = torch.where(kept, total, seen)
         # Every image of a class writes its class's row, all from the class's first image, so
-        # that duplicate indices carry identical values (a deterministic index_copy_).
+        # that duplicate indices carry identical values (a deterministic index_copy_). An ignored
+        # image writes what the batch's first kept image writes or, with none kept, class 0's
+        # row unchanged.
         first = same.to(torch.uint8).argmax(1)  # (B,)
-        mean.index_copy_(0, y, new_mean[first].to(mean.dtype))
-        covariance.index_copy_(0, y, new_cov[first].to(covariance.dtype))
-        count.index_copy_(0, y, total[first].to(count.dtype))
+        lead = kept.to(torch.uint8).argmax(0, keepdim=True)  # (1,) the first kept image
+        itself = torch.arange(b, device=y.device)
+        source = torch.where(kept, first, torch.where(kept.any(), lead, itself))
+        target = torch.where(kept, y, torch.where(kept.any(), y.index_select(0, lead), 0))
+        mean.index_copy_(0, target, new_mean[source].to(mean.dtype))
+        covariance.index_copy_(0, target, new_cov[source].to(covariance.dtype))
+        count.index_copy_(0, target, new_count[source].to(count.dtype))
