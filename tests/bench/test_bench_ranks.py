@@ -3,6 +3,7 @@ and the CD diagram, against hand computations from Demšar (2006)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -119,10 +120,23 @@ def test_friedman_needs_two_datasets_and_three_complete_methods(tmp_path: Path) 
     assert result.left_out == ("partial",) and result.methods == ("a", "b", "c")
     text = friedman_markdown(result, method_labels={"a": "Method A"})
     assert "| Method A | 1.25 | 1 | 2 | 1 | 1 |" in text and "χ²_F = 4.50" in text
-    assert "Not ranked (not run on every dataset): partial." in text
+    assert "Not ranked (not run on every dataset, or not finite there): partial." in text
     assert "No Friedman test: the Friedman test needs two" in friedman_markdown(one)
     path = cd_diagram(result, tmp_path / "cd_diagram.png")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_tie_everywhere_or_a_non_finite_cell_is_no_significance() -> None:
+    """scipy's χ² is NaN when every method ties on every dataset: that is no test, not the
+    Iman–Davenport F = inf, p = 0 of perfect agreement. A NaN run leaves its method out."""
+    tied = friedman(_rows({"a": [10.0, 0.5], "b": [10.0, 0.5], "c": [10.0, 0.5]}, ["d1", "d2"]))
+    assert isinstance(tied, str) and "every method scores the same" in tied
+    rows = _rows({**TABLE, "nan": [50.0, math.nan, 50.0, 50.0]}, DATASETS)
+    result = friedman(rows)
+    assert not isinstance(result, str)
+    assert result.methods == ("a", "b", "c") and result.left_out == ("nan",)
+    assert result == dataclasses.replace(friedman(_rows(TABLE, DATASETS)), left_out=("nan",))
+    assert math.isfinite(result.chi2) and 0 < result.iman_davenport_p < 1
 
 
 def test_missing_libraries_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

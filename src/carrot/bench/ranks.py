@@ -45,7 +45,7 @@ class Friedman:
     """Pairwise Nemenyi p-values (scikit-posthocs). Shape: (k, k)."""
     alpha: float
     left_out: tuple[str, ...]
-    """Methods not run on every dataset, so not ranked."""
+    """Methods not run on every dataset (or without a finite score on one), so not ranked."""
 
 
 def critical_difference(k: int, n: int, *, alpha: float = ALPHA) -> float:
@@ -63,7 +63,9 @@ def friedman(
 ) -> Friedman | str:
     """The Friedman test over the methods run on every dataset of ``rows`` (one row per run: its
     dataset, method, seed and ``metric``). Returns why not instead when there are fewer than two
-    datasets or three such methods."""
+    datasets or three such methods, or when every method scores the same on every dataset. A
+    method whose mean ``metric`` is not finite on some dataset is left out, as one not run there
+    is."""
     import numpy as np
     from scipy import stats
 
@@ -72,7 +74,13 @@ def friedman(
     datasets = tuple(dict.fromkeys(str(r["dataset"]) for r in rows))
     every = tuple(dict.fromkeys(str(r["method"]) for r in rows))
     on = {d: {str(r["method"]) for r in rows if r["dataset"] == d} for d in datasets}
-    methods = tuple(m for m in every if all(m in on[d] for d in datasets))
+    def cell(d: str, m: str) -> float:
+        runs = [float(r[metric]) for r in rows if (r["dataset"], r["method"]) == (d, m)]
+        return float(np.mean(runs))
+
+    methods = tuple(
+        m for m in every if all(m in on[d] and math.isfinite(cell(d, m)) for d in datasets)
+    )
     left_out = tuple(m for m in every if m not in methods)
     if len(datasets) < 2:
         return "the Friedman test needs two or more datasets; this report has one."
@@ -81,23 +89,16 @@ def friedman(
             "the Friedman test needs three or more methods run on every dataset; this report has "
             f"{len(methods)} ({', '.join(methods) or 'none'})."
         )
-    scores = np.array(
-        [
-            [
-                float(
-                    np.mean(
-                        [float(r[metric]) for r in rows if (r["dataset"], r["method"]) == (d, m)]
-                    )
-                )
-                for m in methods
-            ]
-            for d in datasets
-        ]
-    )  # (N, k)
+    scores = np.array([[cell(d, m) for m in methods] for d in datasets])  # (N, k)
     ranks = np.vstack([stats.rankdata(-row) for row in scores])  # (N, k), 1 = best
     n, k = scores.shape
     chi2, p = stats.friedmanchisquare(*scores.T)
     chi2, p = float(chi2), float(p)
+    if math.isnan(chi2):  # scipy's tie correction divides by zero
+        return (
+            "the Friedman test has nothing to rank: every method scores the same on every "
+            "dataset."
+        )
     denominator = n * (k - 1) - chi2
     if denominator > 0:
         ff = (n - 1) * chi2 / denominator
@@ -145,7 +146,8 @@ def friedman_markdown(
         f"p = {_p(result.iman_davenport_p)}. Nemenyi critical difference at α = {result.alpha}: "
         f"CD = {result.cd:.2f} (mean ranks further apart than this differ; `cd_diagram.png`)."
         + (
-            f" Not ranked (not run on every dataset): {', '.join(result.left_out)}."
+            f" Not ranked (not run on every dataset, or not finite there): "
+            f"{', '.join(result.left_out)}."
             if result.left_out
             else ""
         )
