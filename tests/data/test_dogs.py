@@ -95,10 +95,46 @@ def test_label_below_one(top: Path) -> None:
         StanfordDogs(top, "test")
 
 
+@pytest.mark.parametrize("rows", [[(1, 3), (3, 9)], [(1, 3), (2, 2)]], ids=["middle", "last"])
+def test_a_split_without_some_breed_has_the_classes_of_both_lists(top: Path, rows) -> None:
+    """A small list need not use every label: the breeds come from both lists."""
+    savemat(top / "test_list.mat", _list(rows))
+    train, test = StanfordDogs(top, "train"), StanfordDogs(top, "test")
+    assert test.classes == train.classes == ["Chihuahua", "Japanese_spaniel", "African_hunting_dog"]
+    np.testing.assert_array_equal(test.labels, [k - 1 for k, _ in rows])
+
+
 def test_label_without_files(top: Path) -> None:
     savemat(top / "test_list.mat", _list([(1, 3), (3, 9)]))
-    with pytest.raises(DatasetError, match=r"test_list\.mat: no file has label 2"):
+    savemat(top / "train_list.mat", _list([(1, 5927), (3, 77)]))
+    with pytest.raises(
+        DatasetError, match=r"test_list\.mat: no file of test_list\.mat or train_list\.mat has label 2"
+    ):
         StanfordDogs(top, "test")
+
+
+def test_a_label_in_two_folders_across_the_lists(top: Path) -> None:
+    variables = _list(TEST)
+    variables["labels"][1, 0] = 3  # a Japanese_spaniel test file labelled as the third breed
+    savemat(top / "test_list.mat", variables)
+    with pytest.raises(
+        DatasetError,
+        match=r"test_list\.mat: entry 2 has label 3 and folder .*but entry 4 of train_list\.mat",
+    ):
+        StanfordDogs(top, "train")
+
+
+def test_lists_may_be_extracted_into_a_lists_folder(top: Path) -> None:
+    (top / "lists").mkdir()
+    for name in ("train_list.mat", "test_list.mat"):
+        (top / name).rename(top / "lists" / name)
+    flat = make_dogs(top.parent / "flat")
+    for split in ("train", "test"):
+        a, b = StanfordDogs(top, split), StanfordDogs(top.parent, split)
+        want = StanfordDogs(flat, split)
+        assert a.classes == b.classes == want.classes
+        np.testing.assert_array_equal(a.labels, want.labels)
+        assert [p.relative_to(top) for p in a.paths] == [p.relative_to(flat) for p in want.paths]
 
 
 def test_two_folders_for_one_label(top: Path) -> None:

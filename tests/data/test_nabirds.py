@@ -100,10 +100,14 @@ def test_unknown_option(top: Path) -> None:
         NABirds(top, "train", level=2)
 
 
-def test_missing_hierarchy(top: Path) -> None:
+def test_without_hierarchy_the_labels_are_the_same_and_parents_none(top: Path) -> None:
+    """hierarchy.txt only gives the parents: without it the dataset still loads."""
+    with_it = NABirds(top, "train")
     (top / "hierarchy.txt").unlink()
-    with pytest.raises(DatasetError, match=r"hierarchy\.txt does not exist"):
-        NABirds(top, "train")
+    without = NABirds(top, "train")
+    assert with_it.parents is not None and without.parents is None
+    assert without.classes == with_it.classes and without.paths == with_it.paths
+    np.testing.assert_array_equal(without.labels, with_it.labels)
 
 
 def test_leaf_without_parent(top: Path) -> None:

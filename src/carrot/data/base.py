@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,13 @@ def load_rgb(path: Path, *, crop_bottom: int = 0) -> Image.Image:
         raise DatasetError(f"cannot read image {path}: {e}; re-download or remove it.") from e
     if crop_bottom:
         w, h = img.size
-        if h <= crop_bottom:
-            raise DatasetError(
-                f"image {path} is {w}x{h} pixels, too small to crop a {crop_bottom}-pixel banner."
+        if h <= crop_bottom:  # no banner to cut (real FGVC-Aircraft images are ~700 px tall)
+            warnings.warn(
+                f"an image {h} pixels tall is not cropped: the {crop_bottom}-pixel banner would "
+                "leave nothing of it.",
+                stacklevel=2,
             )
+            return img
         img = img.crop((0, 0, w, h - crop_bottom))
     return img
 

@@ -33,7 +33,8 @@ class NABirds(LabeledImages):
         classes: Names from ``classes.txt``, by label.
         class_ids: The ``classes.txt`` id of each label. Shape: (N,).
         parents: The ``classes.txt`` id of each label's parent in ``hierarchy.txt``; super-class
-            labels are ``np.unique(parents, return_inverse=True)[1]``. Shape: (N,).
+            labels are ``np.unique(parents, return_inverse=True)[1]``. Shape: (N,). None without
+            ``hierarchy.txt`` (the labels do not need it).
         paths: Image file of each item.
     """
 
@@ -51,7 +52,10 @@ class NABirds(LabeledImages):
         self.classes = [index.class_names[int(c)] for c in self.class_ids]
         self.paths = index.paths
         self.labels = np.searchsorted(self.class_ids, index.class_ids).astype(np.int64)
-        self.parents = self._read_parents(self.root / "hierarchy.txt", index.class_names)
+        hierarchy = self.root / "hierarchy.txt"
+        self.parents: np.ndarray | None = (
+            self._read_parents(hierarchy, index.class_names) if hierarchy.exists() else None
+        )
 
     def _read_parents(self, path: Path, names: dict[int, str]) -> np.ndarray:
         parent_of: dict[int, int] = {}
