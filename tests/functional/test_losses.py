@@ -253,3 +253,31 @@ def test_supcon_stop_grad_changes_only_the_gradient() -> None:
         carrot_supcon_loss(x, y, stop_grad_plus=stop)[0].backward()
         grads.append(x.grad)
     assert (grads[0] - grads[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_a_batch_of_one_class_has_exactly_zero_consistency(sync_free: bool) -> None:
+    """Fewer than two classes: the operator is the identity, so ẑ⁺ is ẑ itself (not ẑ
+    normalized a second time, ~3e-8 off) and the KL term is exactly 0, with no gradient. The
+    sync-free path (no host sync, fewest kernels) keeps the second normalization: ~1e-7."""
+    from carrot.functional import CEKLOptions, carrot_consistency_loss
+
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(16, 5, bias=False)
+    options = OperatorOptions(sync_free=sync_free)
+    for trial in range(20):
+        z = (3 * torch.randn(4, 16, generator=g)).requires_grad_(True)
+        y = torch.full((4,), trial % 5)
+        loss, stats = carrot_consistency_loss(
+            z, y, head, loss_options=CEKLOptions(T=2.0, lam=1.0), options=options
+        )
+        assert bool(stats["skipped"])
+        if sync_free:
+            assert abs(float(loss.detach())) < 1e-6
+            continue
+        assert float(loss.detach()) == 0.0
+        loss.backward()
+        assert z.grad is not None and (z.grad == 0).all()
+        total, _ = carrot_ce_kl_loss(z, y, head, T=2.0, lam=1.0, options=options)
+        assert float(total.detach()) == float(F.cross_entropy(head(F.normalize(z, dim=1)), y))
+

@@ -76,7 +76,10 @@ def carrot_views(
     opts = opts.checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
-    view = _renormalize(z_plus)
+    # A skipped batch (fewer than two classes) keeps ẑ itself: normalizing it again is not
+    # bit-exact, and the consistency terms are then exactly 0. (Sync-free, the skip is a tensor:
+    # a select there would cost a kernel per step for a term of ~1e-7.)
+    view = z_hat if stats["skipped"] is True else _renormalize(z_plus)
     return z_hat, (view.detach() if stop_grad_plus else view), stats
 
 
