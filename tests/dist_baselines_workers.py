@@ -3,13 +3,10 @@ batch of :mod:`dist_workers` (uneven sizes, a single-class rank) split over the 
 
 from __future__ import annotations
 
-import gc
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,7 +14,7 @@ from carrot.baselines import CenterLoss, ISDALoss
 from carrot.distributed import ddp_loss_scale
 from carrot.functional import euclidean_confusion, maxent_loss, pairwise_confusion_loss
 
-from dist_workers import EMB_DIM, IN_DIM, NUM_CLASSES, local_slice, scenario
+from dist_workers import EMB_DIM, IN_DIM, NUM_CLASSES, gloo_group, local_slice, scenario
 
 METHODS = ("maxent", "pairwise_confusion", "center_loss", "isda")
 STEPS = 2
@@ -62,12 +59,7 @@ def train(model: nn.Module, x: Tensor, y: Tensor, scale: float = 1.0) -> dict[st
 
 
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         results: dict[str, Any] = {}
         data = scenario(world)
         sl = local_slice(world, rank)
@@ -86,7 +78,3 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             results[method] = train(model, x, y, ddp_loss_scale(len(y)))
             del model  # DDP's reducer holds the group: none may outlive it
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # leave together
-    finally:
-        gc.collect()  # the reducers in reference cycles too (see carrot's Runtime.teardown)
-        dist.destroy_process_group()

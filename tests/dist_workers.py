@@ -6,9 +6,11 @@ process, which computes the single-process reference on the concatenated batch.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,25 @@ LABELS = {
     3: [3, 3, 3, 0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 1, 5],
 }
 IN_DIM, EMB_DIM, NUM_CLASSES = 6, 5, 6
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """A rank's gloo group on 127.0.0.1, one thread. On success the ranks leave together; either
+    way every dropped DDP reducer (which holds the group, reference cycles included) is collected
+    before the group is destroyed, else gloo may abort the process at exit (see carrot's
+    Runtime.teardown). A worker must ``del`` the DDP models it still names before leaving."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        yield
+        dist.barrier()
+    finally:
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -151,12 +172,7 @@ class ByteCounter:
 
 
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         results: dict[str, Any] = {}
         data = scenario(world)
         sl = local_slice(world, rank)
@@ -204,7 +220,3 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sampler.set_epoch(1)
         results["sampler"] = {"batches": list(sampler), "len": len(sampler), "rank": sampler.rank}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # leave together
-    finally:
-        gc.collect()  # the reducers in reference cycles too (see carrot's Runtime.teardown)
-        dist.destroy_process_group()

@@ -6,12 +6,10 @@ process, which computes the single-process reference on the concatenated batch.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import SupConLoss
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
@@ -19,6 +17,8 @@ from torch import Tensor
 
 from carrot import OperatorOptions
 from carrot.integrations.pml import CarrotViewLoss
+
+from dist_workers import gloo_group
 
 WORLD, PER_RANK, DIM = 2, 8, 6
 # Classes 1 and 2 are split across the ranks; 0 and 4 live on one rank each.
@@ -40,12 +40,7 @@ def local_slice(rank: int) -> slice:
 
 
 def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
-    )
-    try:
+    with gloo_group(rank, WORLD, port):
         data = scenario()
         z_loc, y_loc = data["z"][local_slice(rank)], data["y"][local_slice(rank)]
         results: dict[str, Any] = {}
@@ -70,6 +65,3 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         loss.backward()
         results["gathered"] = {"loss": loss.detach(), "grad": z.grad}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # leave together
-    finally:
-        dist.destroy_process_group()
