@@ -52,12 +52,13 @@ class StanfordDogs(LabeledImages):
             markers=("train_list.mat", "test_list.mat", "Images", "lists"),
             dataset="Stanford Dogs",
         )
-        files, labels = _read_list(_list_path(self.root, self.split), self.split)
+        own_path = _list_path(self.root, self.split)
+        files, labels = _read_list(own_path, self.split)
         # The breed of a label is the folder its files are in, in either list (a small list may
         # not use every label); every label must have one folder.
         folder_of: dict[int, tuple[str, Path, int]] = {}
         other = "test" if self.split == "train" else "train"
-        lists = [(_list_path(self.root, self.split), files, labels.tolist())]
+        lists = [(own_path, files, labels.tolist())]
         if (other_path := _list_path(self.root, other)).is_file():
             other_files, other_labels = _read_list(other_path, other)
             lists.append((other_path, other_files, other_labels.tolist()))
@@ -79,7 +80,7 @@ class StanfordDogs(LabeledImages):
         missing = sorted(set(range(1, max(folder_of, default=0) + 1)) - set(folder_of))
         if missing:
             raise DatasetError(
-                f"{lists[0][0]}: no file of {' or '.join(p.name for p, _, _ in lists)} has label "
+                f"{own_path}: no file of {' or '.join(p.name for p, _, _ in lists)} has label "
                 f"{missing[0]}, so its breed is unknown; expected labels 1..{max(folder_of)} each "
                 f"used at least once; {_FIX}."
             )
