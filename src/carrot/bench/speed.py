@@ -182,16 +182,12 @@ def check_step_arguments(methods: list[str], backbone: str, image_size: int, bat
     """The training-step section's arguments, checked before any section runs: a one-line
     ``ValueError`` for an unknown method or backbone, a batch that does not hold two or more
     classes of K = 4 images, or an image side below 1."""
-    import timm
-
     from carrot.methods import get_method
-    from carrot.train.model import timm_name
+    from carrot.train.model import checked_timm_name
 
     for method in methods:
         get_method(method)
-    name = timm_name(backbone)
-    if not name.startswith("hf-hub:") and not timm.is_model(name):
-        raise ValueError(f"--backbone must be a timm model name, got {backbone!r}.")
+    checked_timm_name(backbone, "--backbone")
     if batch < 8 or batch % 4:
         raise ValueError(
             f"--batch must be a multiple of K = 4 of 8 or more (two classes), got {batch}."

@@ -27,6 +27,7 @@ __all__ = [
     "SmallCNN",
     "backbone_state",
     "build_model",
+    "checked_timm_name",
     "create_backbone",
     "fixed_input_size",
     "read_weights",
@@ -343,6 +344,19 @@ def fixed_input_size(name: str) -> bool:
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
+def checked_timm_name(backbone: str, key: str = "model.backbone") -> str:
+    """:func:`timm_name` of ``backbone``; a one-line ``ValueError`` naming ``key`` (and timm's
+    similar names) when timm has no such model. Hub names are not checked offline."""
+    name = timm_name(backbone)
+    if not name.startswith("hf-hub:") and not timm.is_model(name):
+        close = timm.list_models(f"*{backbone.split('_')[0]}*")[:8]
+        raise ValueError(
+            f"{key} must be a timm model name, got {backbone!r}"
+            + (f"; similar names: {', '.join(close)}." if close else ".")
+        )
+    return name
+
+
 def create_backbone(
     cfg: ModelConfig, *, in_chans: int = 3, image_size: int | None = None
 ) -> nn.Module:
@@ -354,13 +368,7 @@ def create_backbone(
     ``pretrained_cfg_overlay``), else from timm's hub cache. Every key must fit: a file for
     another architecture, or with missing or unexpected keys, is refused, naming them.
     """
-    name = timm_name(cfg.backbone)
-    if not name.startswith("hf-hub:") and not timm.is_model(name):
-        close = timm.list_models(f"*{cfg.backbone.split('_')[0]}*")[:8]
-        raise ValueError(
-            f"model.backbone must be a timm model name, got {cfg.backbone!r}"
-            + (f"; similar names: {', '.join(close)}." if close else ".")
-        )
+    name = checked_timm_name(cfg.backbone)
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "drop_rate": cfg.drop_rate}
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
