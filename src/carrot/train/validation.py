@@ -34,6 +34,8 @@ RANGES: dict[str, Range] = {
     "data.crop_pct": Range(0, 1, open_lo=True),
     "data.num_workers": Range(0, 1024),
     "data.subset_per_class": _ONE_UP,
+    "data.val_fraction": Range(0, 1, open_lo=True, open_hi=True),
+    "data.val_seed": Range(0, 2**63 - 1),
     "model.cosine_scale": _POS,
     "model.drop_rate": _UNIT_OPEN_HI,
     "model.drop_path_rate": _UNIT_OPEN_HI,
