@@ -139,11 +139,11 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt",
                 f"{cfg.data.name} at {cfg.data.root or 'its default location'}",
             )
+        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
+            check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
         self.val_split = val_record(cfg, splits.val)
         if checkpoint is not None:
             check_val_split(checkpoint.get("val_split"), self.val_split, self.run_dir)
-        if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
-            check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
         if rt.is_main:
             write_val_split(self.run_dir, self.val_split)
         self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
