@@ -47,7 +47,12 @@ def _records(run: Path) -> list[dict[str, Any]]:
 
 def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One results row and the per-epoch trajectory of a finished cell. ``first_*`` and
-    ``final_*`` geometry: the means over the first and the last epoch's training batches."""
+    ``final_*`` geometry: the means over the first and the last epoch's training batches.
+
+    ``final_top1`` is the final epoch's test top-1; ``best_top1`` the highest test top-1 over the
+    epochs (chosen on test: optimistic). Runs with a validation split (``data.val_split``) also
+    give ``final_val_top1``, ``val_best_epoch`` (highest validation top-1) and
+    ``val_selected_top1``, the test top-1 of that epoch (NaN without a split)."""
     import json
 
     run = cell.run_dir(out)
@@ -72,6 +77,7 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "final_gamma_frac_gt1": last.get("gamma_frac_gt1", math.nan),
         "seconds": sum(r["seconds"] for r in records),
     }
+    row.update(_validation_columns(evaluated))
     for key in GEOMETRY:
         row[f"first_{key}"] = first.get(key, math.nan)
         row[f"final_{key}"] = last.get(key, math.nan)
@@ -93,6 +99,24 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         for r in records
     ]
     return row, trajectory
+
+
+def _validation_columns(evaluated: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The validation-selected figures of a run's evaluated epochs (NaN without a split)."""
+    validated = [r for r in evaluated if "val_top1" in r]
+    if not validated:
+        return {
+            "final_val_top1": math.nan,
+            "val_best_epoch": math.nan,
+            "val_selected_top1": math.nan,
+        }
+    # The trainer's choice: the first maximum, of the EMA model where there is one.
+    chosen = max(validated, key=lambda r: r.get("val_top1_ema", r["val_top1"]))
+    return {
+        "final_val_top1": validated[-1]["val_top1"],
+        "val_best_epoch": chosen["epoch"],
+        "val_selected_top1": chosen["top1"],
+    }
 
 
 @dataclass
@@ -237,9 +261,9 @@ def markdown(
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         lines.append(f"### {dataset_labels.get(dataset, dataset)} (`{dataset}`)\n")
         lines.append(
-            "| method | n | final top-1 | best top-1 | final mean-class | Δ final top-1 vs baseline [95% CI] "
+            "| method | n | final top-1 | best top-1 (on test) | final mean-class | Δ final top-1 vs baseline [95% CI] "
             "| bootstrap 95% CI | wins | p (t) | p (Holm) | p (Wilcoxon) | d_z | MDD (80%) "
-            "| Δ best top-1 [95% CI] | p (Holm) |"
+            "| Δ best top-1 (on test) [95% CI] | p (Holm) |"
         )
         lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
         geo = [
@@ -298,6 +322,7 @@ def markdown(
                 f"| {rm('first')} → {rm('final')} | {_fmt(gmax, 1)} | {_fmt(_mean(rs, 'final_r_mean'), 3)} |"
             )
         lines.append("")
+        lines.extend(_validation_table(rows, dataset, methods, method_labels))
         lines.append(
             "Geometry of the training batches (L2-normalized embeddings; mean over seeds of the "
             "first and the last epoch's batch means):\n"
@@ -305,6 +330,35 @@ def markdown(
         lines.extend(geo)
         lines.append("")
     return "\n".join(lines)
+
+
+def _validation_table(
+    rows: Sequence[dict[str, Any]],
+    dataset: str,
+    methods: Sequence[str] | Mapping[str, None],
+    method_labels: Mapping[str, str],
+) -> list[str]:
+    """Per method, the runs' validation-selected figures, where they have a validation split."""
+    out = []
+    for method in methods:
+        rs = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
+        picked = [r for r in rs if not math.isnan(float(r.get("val_selected_top1", math.nan)))]
+        if picked:
+            out.append(
+                f"| {method_labels.get(method, method)} | {len(picked)} "
+                f"| {_fmt(_mean(picked, 'final_val_top1'))} "
+                f"| {_fmt(_mean(picked, 'val_selected_top1'))} |"
+            )
+    if not out:
+        return []
+    return [
+        "Selected on validation (`data.val_split`): test top-1 of the epoch of highest validation "
+        "top-1, mean over seeds (unlike best top-1 above, which is chosen on test):\n",
+        "| method | n | final validation top-1 | test top-1 at the best validation epoch |",
+        "|---|---:|---:|---:|",
+        *out,
+        "",
+    ]
 
 
 def plot(
