@@ -14,6 +14,7 @@ from typing import Any, Literal
 from carrot.bench.grid import Cell
 from carrot.bench.latex import latex_table
 from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
+from carrot.bench.selection import validation_columns, validation_table
 from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
 from carrot.train.report import GEOMETRY_KEYS
 
@@ -77,7 +78,7 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "final_gamma_frac_gt1": last.get("gamma_frac_gt1", math.nan),
         "seconds": sum(r["seconds"] for r in records),
     }
-    row.update(_validation_columns(evaluated))
+    row.update(validation_columns(evaluated))
     for key in GEOMETRY:
         row[f"first_{key}"] = first.get(key, math.nan)
         row[f"final_{key}"] = last.get(key, math.nan)
@@ -99,24 +100,6 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         for r in records
     ]
     return row, trajectory
-
-
-def _validation_columns(evaluated: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The validation-selected figures of a run's evaluated epochs (NaN without a split)."""
-    validated = [r for r in evaluated if "val_top1" in r]
-    if not validated:
-        return {
-            "final_val_top1": math.nan,
-            "val_best_epoch": math.nan,
-            "val_selected_top1": math.nan,
-        }
-    # The trainer's choice: the first maximum, of the EMA model where there is one.
-    chosen = max(validated, key=lambda r: r.get("val_top1_ema", r["val_top1"]))
-    return {
-        "final_val_top1": validated[-1]["val_top1"],
-        "val_best_epoch": chosen["epoch"],
-        "val_selected_top1": chosen["top1"],
-    }
 
 
 @dataclass
@@ -322,7 +305,7 @@ def markdown(
                 f"| {rm('first')} → {rm('final')} | {_fmt(gmax, 1)} | {_fmt(_mean(rs, 'final_r_mean'), 3)} |"
             )
         lines.append("")
-        lines.extend(_validation_table(rows, dataset, methods, method_labels))
+        lines.extend(validation_table(rows, dataset, methods, method_labels))
         lines.append(
             "Geometry of the training batches (L2-normalized embeddings; mean over seeds of the "
             "first and the last epoch's batch means):\n"
@@ -330,35 +313,6 @@ def markdown(
         lines.extend(geo)
         lines.append("")
     return "\n".join(lines)
-
-
-def _validation_table(
-    rows: Sequence[dict[str, Any]],
-    dataset: str,
-    methods: Sequence[str] | Mapping[str, None],
-    method_labels: Mapping[str, str],
-) -> list[str]:
-    """Per method, the runs' validation-selected figures, where they have a validation split."""
-    out = []
-    for method in methods:
-        rs = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
-        picked = [r for r in rs if not math.isnan(float(r.get("val_selected_top1", math.nan)))]
-        if picked:
-            out.append(
-                f"| {method_labels.get(method, method)} | {len(picked)} "
-                f"| {_fmt(_mean(picked, 'final_val_top1'))} "
-                f"| {_fmt(_mean(picked, 'val_selected_top1'))} |"
-            )
-    if not out:
-        return []
-    return [
-        "Selected on validation (`data.val_split`): test top-1 of the epoch of highest validation "
-        "top-1, mean over seeds (unlike best top-1 above, which is chosen on test):\n",
-        "| method | n | final validation top-1 | test top-1 at the best validation epoch |",
-        "|---|---:|---:|---:|",
-        *out,
-        "",
-    ]
 
 
 def plot(

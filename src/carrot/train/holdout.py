@@ -27,7 +27,9 @@ __all__ = [
     "VAL_SPLIT_FILE",
     "HeldOut",
     "check_val_split",
+    "checkpoint_entry",
     "holdout_per_class",
+    "record_val_split",
     "split_train_val",
     "val_record",
     "write_val_split",
@@ -206,3 +208,16 @@ def write_val_split(run_dir: Path, record: dict[str, Any] | None) -> None:
 
     if record is not None:
         atomic_write_text(Path(run_dir) / VAL_SPLIT_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def record_val_split(
+    cfg: Config, splits: Any, run_dir: Path, checkpoint: dict[str, Any] | None, *, write: bool
+) -> dict[str, Any] | None:
+    """The run's :func:`val_record`: checked against a resumed run's ``checkpoint`` (refused if
+    it changed) and written to the run folder (``write``: rank 0)."""
+    record = val_record(cfg, splits.val)
+    if checkpoint is not None:
+        check_val_split(checkpoint.get("val_split"), record, run_dir)
+    if write:
+        write_val_split(run_dir, record)
+    return record

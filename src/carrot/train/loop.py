@@ -39,7 +39,7 @@ from carrot.train.guards import (
     check_two_classes,
     data_fingerprint,
 )
-from carrot.train.holdout import check_val_split, checkpoint_entry, val_record, write_val_split
+from carrot.train.holdout import checkpoint_entry, record_val_split
 from carrot.train.monitor import (
     EpochMeter,
     agreed,
@@ -141,11 +141,7 @@ class Trainer:
             )
         if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
             check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
-        self.val_split = val_record(cfg, splits.val)
-        if checkpoint is not None:
-            check_val_split(checkpoint.get("val_split"), self.val_split, self.run_dir)
-        if rt.is_main:
-            write_val_split(self.run_dir, self.val_split)
+        self.val_split = record_val_split(cfg, splits, self.run_dir, checkpoint, write=rt.is_main)
         self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
         if rt.is_main:
             state = checkpoint["state"] if checkpoint is not None else None
