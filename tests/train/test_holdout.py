@@ -61,6 +61,17 @@ def test_fraction_split_is_stratified_and_leaves_train_and_test_apart() -> None:
     assert splits.val.classes == splits.test.classes
 
 
+def test_digits_fraction_split() -> None:
+    cfg = load_config(None, ["data.name=digits", "data.val_split=fraction"])
+    splits = load_splits(cfg)
+    full = load_splits(load_config(None, ["data.name=digits"])).train
+    assert splits.val is not None
+    per_class = np.bincount(full.labels)
+    np.testing.assert_array_equal(np.bincount(splits.val.labels), np.round(0.1 * per_class))
+    assert len(splits.train) + len(splits.val) == len(full)
+    assert not set(splits.train.indices) & set(splits.val.indices)  # type: ignore[attr-defined]
+
+
 def test_the_split_depends_on_val_seed_alone() -> None:
     base = _val_ids([])
     assert _val_ids(["seed=7", "method=ce"]) == base
