@@ -79,7 +79,7 @@ def test_outputs_of_a_run(tiny, tmp_path) -> None:
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"top1_ema", "precision_at_1", "map_at_r"} <= last.keys()
     table = format_summary(summary)
-    assert "final (epoch 2)" in table and "best (epoch" in table
+    assert "final (epoch 2)" in table and "best on test (epoch" in table
     assert "mean γ" in table and "r/m quantiles" in table
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from carrot.bench.grid import Cell
 from carrot.bench.latex import latex_table
 from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
+from carrot.bench.selection import validation_columns, validation_table
 from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
 from carrot.train.report import GEOMETRY_KEYS
 
@@ -47,7 +48,12 @@ def _records(run: Path) -> list[dict[str, Any]]:
 
 def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One results row and the per-epoch trajectory of a finished cell. ``first_*`` and
-    ``final_*`` geometry: the means over the first and the last epoch's training batches."""
+    ``final_*`` geometry: the means over the first and the last epoch's training batches.
+
+    ``final_top1`` is the final epoch's test top-1; ``best_top1`` the highest test top-1 over the
+    epochs (chosen on test: optimistic). Runs with a validation split (``data.val_split``) also
+    give ``final_val_top1``, ``val_best_epoch`` (highest validation top-1) and
+    ``val_selected_top1``, the test top-1 of that epoch (NaN without a split)."""
     import json
 
     run = cell.run_dir(out)
@@ -72,6 +78,7 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "final_gamma_frac_gt1": last.get("gamma_frac_gt1", math.nan),
         "seconds": sum(r["seconds"] for r in records),
     }
+    row.update(validation_columns(evaluated))
     for key in GEOMETRY:
         row[f"first_{key}"] = first.get(key, math.nan)
         row[f"final_{key}"] = last.get(key, math.nan)
@@ -237,9 +244,9 @@ def markdown(
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         lines.append(f"### {dataset_labels.get(dataset, dataset)} (`{dataset}`)\n")
         lines.append(
-            "| method | n | final top-1 | best top-1 | final mean-class | Δ final top-1 vs baseline [95% CI] "
+            "| method | n | final top-1 | best top-1 (on test) | final mean-class | Δ final top-1 vs baseline [95% CI] "
             "| bootstrap 95% CI | wins | p (t) | p (Holm) | p (Wilcoxon) | d_z | MDD (80%) "
-            "| Δ best top-1 [95% CI] | p (Holm) |"
+            "| Δ best top-1 (on test) [95% CI] | p (Holm) |"
         )
         lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
         geo = [
@@ -298,6 +305,7 @@ def markdown(
                 f"| {rm('first')} → {rm('final')} | {_fmt(gmax, 1)} | {_fmt(_mean(rs, 'final_r_mean'), 3)} |"
             )
         lines.append("")
+        lines.extend(validation_table(rows, dataset, methods, method_labels))
         lines.append(
             "Geometry of the training batches (L2-normalized embeddings; mean over seeds of the "
             "first and the last epoch's batch means):\n"

@@ -26,7 +26,8 @@ from carrot.data import digits, fashion_mnist, synthetic  # noqa: F401  # isort:
 def build_dataset(
     name: str, *, root: str | Path | None, split: str, **options: Any
 ) -> LabeledImages:
-    """Build one split (``"train"`` or ``"test"``) of a registered dataset.
+    """Build one split (``"train"`` or ``"test"``, or ``"val"`` for a dataset with an official
+    validation split: see :func:`official_val_datasets`) of a registered dataset.
 
     Raises:
         ValueError: ``name`` is not registered (the message lists the registered names).
@@ -34,11 +35,29 @@ def build_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {name!r}.")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if split == "val" and getattr(DATASETS[name], "official_val", None) is None:
+        raise ValueError(
+            f"{name} has no official validation split; the datasets with one are "
+            f"{', '.join(official_val_datasets())}."
+        )
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"split must be 'train', 'test' or 'val', got {split!r}.")
     return DATASETS[name](
         root=None if root is None else Path(root).expanduser(), split=split, **options
     )
 
 
-__all__ = ["DATASETS", "DatasetError", "LabeledImages", "build_dataset", "load_rgb", "register"]
+def official_val_datasets() -> list[str]:
+    """The registered datasets that ship a validation split of their own (``official_val``)."""
+    return sorted(n for n, f in DATASETS.items() if getattr(f, "official_val", None) is not None)
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "LabeledImages",
+    "build_dataset",
+    "load_rgb",
+    "official_val_datasets",
+    "register",
+]

@@ -135,10 +135,12 @@ def find_root(root: Path | None, *, folder: str, markers: Sequence[str], dataset
     )
 
 
-def check_split(split: str) -> str:
-    """``split`` must be ``"train"`` or ``"test"``."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+def check_split(split: str, allowed: Sequence[str] = SPLITS) -> str:
+    """``split`` must be one of ``allowed`` (``"train"`` or ``"test"``; datasets with an official
+    validation split allow ``"val"`` too)."""
+    if split not in allowed:
+        names = " or ".join(repr(a) for a in allowed)
+        raise ValueError(f"split must be {names}, got {split!r}.")
     return split
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -36,6 +36,9 @@ _TRAIN_SPLITS = ("trainval", "train")
 class FGVCAircraft(LabeledImages):
     """FGVC-Aircraft: 10,000 images of 100 variants / 70 families / 30 manufacturers.
 
+    Its official validation split is ``val`` (3,333 images): ``split="val"`` reads it, and
+    ``data.val_split=official`` trains on ``train`` (3,334) and validates on ``val``.
+
     Expects the official archive extracted as ``fgvc-aircraft-2013b/`` with everything under
     ``data/``: ``images/<image id>.jpg``, the class lists ``variants.txt``, ``families.txt``,
     ``manufacturers.txt`` (one name per line, names may contain spaces) and the split files
@@ -43,7 +46,7 @@ class FGVCAircraft(LabeledImages):
 
     Args:
         root: ``fgvc-aircraft-2013b/`` or the folder that contains it.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
         annotation_level: ``"variant"`` (100 classes), ``"family"`` (70) or ``"manufacturer"`` (30).
         train_split: Which official file ``split="train"`` reads: ``"trainval"`` (6,667 images,
             the standard FGVC protocol) or ``"train"`` (3,334; ``val`` is then held out).
@@ -56,6 +59,9 @@ class FGVCAircraft(LabeledImages):
         paths: Image file of each item.
     """
 
+    official_train_options: ClassVar[dict[str, Any]] = {"train_split": "train"}
+    official_val = "val"
+
     def __init__(
         self,
         root: Path | None,
@@ -67,7 +73,7 @@ class FGVCAircraft(LabeledImages):
         **unknown: Any,
     ) -> None:
         reject_unknown("aircraft", unknown, ("annotation_level", "train_split", "crop_banner"))
-        self.split = check_split(split)
+        self.split = check_split(split, ("train", "val", "test"))
         self.annotation_level = check_choice(
             "annotation_level", annotation_level, tuple(_CLASS_FILES)
         )
@@ -100,7 +106,7 @@ class FGVCAircraft(LabeledImages):
             class_to_idx[name], first_line[name] = len(self.classes), n
             self.classes.append(name)
 
-        which = self.train_split if self.split == "train" else "test"
+        which = self.train_split if self.split == "train" else self.split
         list_path = data / f"images_{self.annotation_level}_{which}.txt"
         rows = keyed(
             read_rows(list_path, ("image_id", self.annotation_level), rest=True), "image id"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -37,6 +37,11 @@ class LabeledImages(Dataset[tuple[Any, int]]):
 
     labels: np.ndarray
     classes: list[str]
+    official_val: str | None = None
+    """The dataset's own validation split, as its files name it (``split="val"`` reads it), or
+    None: ``data.val_split=official`` needs one."""
+    official_train_options: ClassVar[dict[str, Any]] = {}
+    """Options that make ``split="train"`` leave the official validation images out."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

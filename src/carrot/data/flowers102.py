@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -43,11 +43,13 @@ class Flowers102(LabeledImages):
 
     Expects ``flowers-102/`` holding ``jpg/image_00001.jpg`` ..., ``imagelabels.mat``
     (``labels``, 1-based, one per image number) and ``setid.mat`` (``trnid``, ``valid``,
-    ``tstid``: 1-based image numbers).
+    ``tstid``: 1-based image numbers). Its official validation split is ``valid``:
+    ``split="val"`` reads it, and ``data.val_split=official`` trains on ``trnid`` and validates
+    on ``valid``.
 
     Args:
         root: ``flowers-102/`` or the folder that contains it.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` (``valid``) or ``"test"``.
         train_split: What ``split="train"`` reads: ``"trainval"`` (``trnid`` then ``valid``,
             2,040 images, the usual FGVC protocol) or ``"train"`` (``trnid`` only).
         **unknown: Rejected with a ``ValueError`` listing the options above.
@@ -56,6 +58,9 @@ class Flowers102(LabeledImages):
         classes: The 102 flower names (torchvision's list), by label (``labels - 1``).
         paths: Image file of each item.
     """
+
+    official_train_options: ClassVar[dict[str, Any]] = {"train_split": "train"}
+    official_val = "valid"
 
     def __init__(
         self,
@@ -66,7 +71,7 @@ class Flowers102(LabeledImages):
         **unknown: Any,
     ) -> None:
         reject_unknown("flowers102", unknown, ("train_split",))
-        self.split = check_split(split)
+        self.split = check_split(split, ("train", "val", "test"))
         self.train_split = check_choice("train_split", train_split, _TRAIN_SPLITS)
         self.root = find_root(
             root,
@@ -83,9 +88,12 @@ class Flowers102(LabeledImages):
             high=NUM_CLASSES,
         )
         setid_path = self.root / "setid.mat"
-        keys = {"train": ["trnid"], "trainval": ["trnid", "valid"], "test": ["tstid"]}[
-            self.train_split if self.split == "train" else "test"
-        ]
+        keys = {
+            "train": ["trnid"],
+            "trainval": ["trnid", "valid"],
+            "val": ["valid"],
+            "test": ["tstid"],
+        }[self.train_split if self.split == "train" else self.split]
         setid = load_mat(setid_path, keys, expected="'trnid', 'valid' and 'tstid' image numbers")
         ids = np.concatenate(
             [mat_ints(setid_path, k, setid[k], low=1, high=len(all_labels)) for k in keys]

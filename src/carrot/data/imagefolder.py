@@ -20,14 +20,15 @@ class ImageFolder(LabeledImages):
     """Images sorted into one folder per class, with a train and a test folder.
 
     Layout: ``root/train/<class>/<image>`` and ``root/test/<class>/<image>`` (``root/val`` is
-    used when there is no ``root/test``). Scanning is torchvision's: class folders sorted by name,
+    used when there is no ``root/test``). With both ``test/`` and ``val/``, ``val/`` is the
+    official validation split (``split="val"``, ``data.val_split=official``). Scanning is torchvision's: class folders sorted by name,
     files with an image extension (``.jpg``, ``.png``, ...) sorted within each, subfolders included.
     The classes are the train folders, in both splits; a test class folder that has no train
     folder is an error, a train class missing from test is not.
 
     Args:
         root: The folder that holds ``train/`` and ``test/`` (or ``val/``).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"test"`` or ``"val"`` (needs both ``test/`` and ``val/``).
         **options: None are accepted.
 
     Attributes:
@@ -35,11 +36,13 @@ class ImageFolder(LabeledImages):
         paths: Image file of each item.
     """
 
+    official_val = "val/"
+
     def __init__(self, root: Path | None, split: str = "train", **options: Any) -> None:
         from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
         reject_unknown("imagefolder", options, ())
-        self.split = check_split(split)
+        self.split = check_split(split, ("train", "test", "val"))
         if root is None:
             raise DatasetError(
                 "imagefolder needs data.root: set it to the folder that holds train/<class>/ and "
@@ -54,8 +57,15 @@ class ImageFolder(LabeledImages):
             )
         classes, class_to_idx = _find_classes(train_dir)
         split_dir = train_dir
-        if self.split == "test":
-            split_dir = self.root / "test"
+        if self.split == "val" and not (
+            (self.root / "val").is_dir() and (self.root / "test").is_dir()
+        ):
+            raise DatasetError(
+                f"{self.root} has no official validation split: that needs both val/ and test/ "
+                "beside train/ (a lone val/ is the test split). Use data.val_split=fraction."
+            )
+        if self.split != "train":
+            split_dir = self.root / ("val" if self.split == "val" else "test")
             if not split_dir.is_dir() and (self.root / "val").is_dir():
                 split_dir = self.root / "val"
             if not split_dir.is_dir():
@@ -67,14 +77,14 @@ class ImageFolder(LabeledImages):
             if extra:
                 raise DatasetError(
                     f"{split_dir / extra[0]} is a class folder with no counterpart in {train_dir}; "
-                    "every test class must also be a train class (rename or remove it)."
+                    f"every {self.split} class must also be a train class (rename or remove it)."
                 )
         try:
             samples = make_dataset(
                 split_dir,
                 class_to_idx,
                 extensions=IMG_EXTENSIONS,
-                allow_empty=self.split == "test",
+                allow_empty=self.split != "train",
             )
         except FileNotFoundError as e:  # torchvision: "Found no valid file for the classes ..."
             raise DatasetError(

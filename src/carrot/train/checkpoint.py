@@ -57,6 +57,8 @@ class TrainState:
     batch: int = 0
     """Optimizer steps completed in the current epoch."""
     best_top1: float = -math.inf
+    """The best selection score so far: validation top-1 with a validation split, else test
+    top-1 (of the EMA model where there is one; :func:`carrot.train.evaluate.selection_score`)."""
     best_epoch: int | None = None
     eval_pending: bool = False
     """The last completed epoch was saved before its evaluation: evaluate it before going on."""

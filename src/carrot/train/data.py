@@ -326,6 +326,8 @@ class DataBundle:
     num_classes: int
     classes: list[str]
     in_chans: int
+    val_loader: DataLoader[Any] | None = None
+    """This rank's shard of the validation split (``data.val_split``), evaluated like test."""
 
 
 def _test_loader(
@@ -369,10 +371,12 @@ def build_test_loader(
 
 @dataclass
 class Splits:
-    """The two splits of a dataset, before any transform."""
+    """The splits of a dataset, before any transform: train, test and, with ``data.val_split``,
+    the validation split (:mod:`carrot.train.holdout`)."""
 
     train: LabeledImages
     test: LabeledImages
+    val: LabeledImages | None = None
 
     @property
     def num_classes(self) -> int:
@@ -384,10 +388,12 @@ class Splits:
 
 
 def load_splits(cfg: Config) -> Splits:
-    """Both splits (the training one cut to ``data.subset_per_class``), with the same classes."""
-    train_base = build_dataset(
-        cfg.data.name, root=cfg.data.root, split="train", **dict(cfg.data.options)
-    )
+    """The splits, with the same classes: the validation split drawn first (``data.val_split``,
+    see :mod:`carrot.train.holdout`), then the training images left cut to
+    ``data.subset_per_class``."""
+    from carrot.train.holdout import split_train_val
+
+    train_base, val = split_train_val(cfg, None)
     if cfg.data.subset_per_class is not None:
         train_base = subset_per_class(train_base, cfg.data.subset_per_class)
     test_base = load_test_split(cfg)
@@ -396,7 +402,7 @@ def load_splits(cfg: Config) -> Splits:
             f"the {cfg.data.name} train and test splits have different class lists "
             f"({len(train_base.classes)} vs {len(test_base.classes)} classes)."
         )
-    return Splits(train_base, test_base)
+    return Splits(train_base, test_base, val)
 
 
 def build_data(
@@ -430,6 +436,11 @@ def build_data(
         persistent_workers=workers > 0,
         generator=_private_generator(cfg.seed),
     )
+    val_loader = None
+    if splits.val is not None:
+        val_loader = build_test_loader(
+            cfg, splits.val, rank=rank, world_size=world_size, pin_memory=pin_memory
+        )
     return DataBundle(
         train,
         test_loader.dataset.dataset,  # type: ignore[attr-defined]
@@ -439,4 +450,5 @@ def build_data(
         splits.num_classes,
         list(train_base.classes),
         splits.in_chans,
+        val_loader,
     )

@@ -13,7 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-__all__ = ["classification_metrics", "evaluate", "predict_batches", "retrieval_metrics"]
+__all__ = [
+    "classification_metrics",
+    "evaluate",
+    "evaluate_splits",
+    "evaluate_with_ema",
+    "predict_batches",
+    "retrieval_metrics",
+    "selection_score",
+]
 
 # Rows of the (query × gallery) similarity matrix held at once: ~256 MiB of float32.
 _KNN_ELEMENTS = 1 << 26
@@ -169,11 +177,41 @@ def evaluate(
 
 
 def evaluate_with_ema(
-    model: nn.Module, ema: nn.Module | None, loader: DataLoader[Any], **kwargs: Any
+    model: nn.Module,
+    ema: nn.Module | None,
+    loader: DataLoader[Any],
+    *,
+    split: str = "test",
+    **kwargs: Any,
 ) -> dict[str, float]:
     """:func:`evaluate` of the model and, if given, of its EMA (keys suffixed ``_ema``)."""
-    metrics = evaluate(model, loader, desc="test", **kwargs)
+    metrics = evaluate(model, loader, desc=split, **kwargs)
     if ema is not None:
-        ema_metrics = evaluate(ema, loader, desc="test (EMA)", **kwargs)
+        ema_metrics = evaluate(ema, loader, desc=f"{split} (EMA)", **kwargs)
         metrics.update({f"{k}_ema": v for k, v in ema_metrics.items()})
     return metrics
+
+
+def evaluate_splits(
+    model: nn.Module,
+    ema: nn.Module | None,
+    test: DataLoader[Any],
+    val: DataLoader[Any] | None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """:func:`evaluate_with_ema` on the test loader and, if given, on the validation loader
+    (keys prefixed ``val_``: ``val_top1``, ``val_mean_class_acc``, ``val_top1_ema``...), through
+    the same path: each rank evaluates its shard, the metrics are exact over ranks."""
+    metrics: dict[str, float] = {}
+    if val is not None:
+        found = evaluate_with_ema(model, ema, val, split="validation", **kwargs)
+        metrics.update({f"val_{k}": v for k, v in found.items()})
+    metrics.update(evaluate_with_ema(model, ema, test, split="test", **kwargs))
+    return metrics
+
+
+def selection_score(record: dict[str, Any]) -> float:
+    """What ``best.pt`` maximizes: validation top-1 where the record has it, else test top-1;
+    of the EMA model where there is one."""
+    prefix = "val_" if "val_top1" in record else ""
+    return float(record.get(f"{prefix}top1_ema", record[f"{prefix}top1"]))

@@ -62,20 +62,23 @@ def _split_print(split: Any, root: Path | None) -> dict[str, Any]:
 
 
 def data_fingerprint(splits: Any, cfg: Config) -> dict[str, Any]:
-    """The fingerprint of a run's two splits (a stat per file, no image decoded)."""
+    """The fingerprint of a run's splits (a stat per file, no image decoded)."""
     root = Path(cfg.data.root).expanduser().resolve() if cfg.data.root else None
-    return {
+    out = {
         "dataset": cfg.data.name,
         "train": _split_print(splits.train, root),
         "test": _split_print(splits.test, root),
     }
+    if getattr(splits, "val", None) is not None:
+        out["val"] = _split_print(splits.val, root)
+    return out
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     said = []
     if old.get("dataset") != new.get("dataset"):
         said.append(f"dataset {old.get('dataset')} → {new.get('dataset')}")
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         a, b = old.get(split, {}), new.get(split, {})
         if a.get("classes") != b.get("classes"):
             said.append(f"{split}: the class list changed")

@@ -32,13 +32,14 @@ from carrot.train.config import (
 )
 from carrot.train.data import DataBundle, build_data, load_splits
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
-from carrot.train.evaluate import evaluate_with_ema
+from carrot.train.evaluate import evaluate_splits, selection_score
 from carrot.train.guards import (
     check_fingerprint,
     check_outside_data,
     check_two_classes,
     data_fingerprint,
 )
+from carrot.train.holdout import checkpoint_entry, record_val_split
 from carrot.train.monitor import (
     EpochMeter,
     agreed,
@@ -140,6 +141,7 @@ class Trainer:
             )
         if rt.is_main or checkpoint is not None:  # every rank refuses changed data alike
             check_fingerprint(self.run_dir, data_fingerprint(splits, cfg), write=rt.is_main)
+        self.val_split = record_val_split(cfg, splits, self.run_dir, checkpoint, write=rt.is_main)
         self.model, self.channels_last = build_run_model(cfg, splits, rt.device, checkpoint)
         if rt.is_main:
             state = checkpoint["state"] if checkpoint is not None else None
@@ -217,6 +219,8 @@ class Trainer:
             "classes": self.data.classes,
             "num_classes": self.data.num_classes,
             "in_chans": self.data.in_chans,
+            "val_split": checkpoint_entry(self.val_split),
+            "best_selected_on": "test" if self.val_split is None else "val",
         }
 
     def save(self, name: str = "last.pt") -> Path:
@@ -395,10 +399,11 @@ class Trainer:
         # Every rank evaluates rank 0's BatchNorm statistics, the model that is saved.
         ema = self.ema.module if self.ema is not None else None
         broadcast_buffers([self.model] + ([ema] if ema is not None else []), self.rt)
-        return evaluate_with_ema(
+        return evaluate_splits(
             self.model,
             ema,
             self.data.test_loader,
+            self.data.val_loader,
             device=self.rt.device,
             num_classes=self.data.num_classes,
             autocast=self._autocast(),
@@ -434,7 +439,7 @@ class Trainer:
         record = self.state.history[-1]
         if self.state.eval_pending:
             record.update(self._evaluate())
-            score = record.get("top1_ema", record["top1"])
+            score = selection_score(record)  # validation where there is a split, else test
             self.state.eval_pending = False
             if score > self.state.best_top1:
                 self.state.best_top1 = score

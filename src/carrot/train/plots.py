@@ -45,6 +45,7 @@ def plot_history(
     axes[0].set(xlabel="epoch", ylabel="loss", title="training loss")
     axes[0].legend(fontsize=8)
     for key, label in (
+        ("val_top1", "validation top-1"),
         ("top1", "top-1"),
         ("mean_class_acc", "mean per-class"),
         ("precision_at_1", "P@1"),

@@ -6,6 +6,7 @@ from typing import Any
 
 __all__ = [
     "GEOMETRY_KEYS",
+    "SUMMARY_KEYS",
     "epoch_line",
     "epoch_record",
     "format_summary",
@@ -76,13 +77,28 @@ def non_finite_message(
     )
 
 
+SUMMARY_KEYS = (
+    "epoch",
+    "top1",
+    "mean_class_acc",
+    "precision_at_1",
+    "map_at_r",
+    "top1_ema",
+    "val_top1",
+    "val_mean_class_acc",
+    "val_top1_ema",
+)
+"""The metrics of the final and the best epoch that summary.json keeps."""
+
+
 def run_summary(cfg: Any, state: Any, run_dir: Any) -> dict[str, Any]:
-    """What summary.json holds: final and best test metrics, the last epoch's geometry."""
+    """What summary.json holds: final and best metrics, the last epoch's geometry, and
+    ``best_selected_on``: ``"val"`` (best is the epoch of highest validation top-1, its test
+    metrics those of that epoch) or ``"test"`` (no validation split: test-set selection)."""
     history = state.history
     evaluated = [r for r in history if "top1" in r]
     final = evaluated[-1] if evaluated else {}
     best = next((r for r in evaluated if r["epoch"] == state.best_epoch), final)
-    keys = ("epoch", "top1", "mean_class_acc", "precision_at_1", "map_at_r", "top1_ema")
     geometry = GEOMETRY_KEYS
     last = history[-1] if history else {}
     return {
@@ -91,14 +107,18 @@ def run_summary(cfg: Any, state: Any, run_dir: Any) -> dict[str, Any]:
         "method": cfg.method,
         "seed": cfg.seed,
         "epochs": state.epoch,
-        "final": {k: final[k] for k in keys if k in final},
-        "best": {k: best[k] for k in keys if k in best},
+        "val_split": cfg.data.val_split,
+        "best_selected_on": "test" if cfg.data.val_split == "none" else "val",
+        "final": {k: final[k] for k in SUMMARY_KEYS if k in final},
+        "best": {k: best[k] for k in SUMMARY_KEYS if k in best},
         "carrot_last_epoch": {k: last[k] for k in geometry if k in last},
     }
 
 
 def epoch_line(rec: dict[str, Any]) -> str:
     parts = [f"epoch {rec['epoch']}", f"loss {rec.get('train_loss', float('nan')):.4f}"]
+    if "val_top1" in rec:
+        parts.append(f"val top-1 {rec['val_top1']:.2f}")
     if "top1" in rec:
         parts.append(f"test top-1 {rec['top1']:.2f}")
         parts.append(f"mean-class {rec['mean_class_acc']:.2f}")
@@ -111,31 +131,47 @@ def epoch_line(rec: dict[str, Any]) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The result table printed at the end of ``carrot train``."""
+    """The result table printed at the end of ``carrot train``: test metrics of the final and
+    the best epoch (and validation top-1 with a validation split), the best row named for what
+    chose it."""
     cols = [
-        ("top1", "top-1 %"),
+        ("val_top1", "val top-1 %"),
+        ("val_top1_ema", "val top-1 EMA %"),
+        ("top1", "test top-1 %"),
         ("mean_class_acc", "mean per-class %"),
         ("precision_at_1", "P@1 %"),
         ("map_at_r", "MAP@R %"),
         ("top1_ema", "top-1 EMA %"),
     ]
     cols = [(k, name) for k, name in cols if k in summary["final"] or k in summary["best"]]
-    header = f"| {'':<22} | " + " | ".join(f"{name:>16}" for _, name in cols) + " |"
-    rule = "|" + "-" * 24 + "|" + "|".join("-" * 18 for _ in cols) + "|"
+    header = f"| {'':<24} | " + " | ".join(f"{name:>16}" for _, name in cols) + " |"
+    rule = "|" + "-" * 26 + "|" + "|".join("-" * 18 for _ in cols) + "|"
+    on = summary.get("best_selected_on", "test")
     lines = [
         f"carrot train · {summary['dataset']} · method={summary['method']} · seed {summary['seed']} · "
         f"{summary['epochs']} epochs · {summary['run_dir']}",
         header,
         rule,
     ]
-    for label, rec in (("final", summary["final"]), ("best", summary["best"])):
+    for label, rec in (("final", summary["final"]), (f"best on {on}", summary["best"])):
         if not rec:
             continue
         name = f"{label} (epoch {rec.get('epoch', '?')})"
         lines.append(
-            f"| {name:<22} | "
+            f"| {name:<24} | "
             + " | ".join(f"{rec[k]:>16.2f}" if k in rec else f"{'':>16}" for k, _ in cols)
             + " |"
+        )
+    lines.append("")
+    if on == "val":
+        lines.append(
+            "best: the epoch of highest validation top-1 (data.val_split="
+            f"{summary.get('val_split', '?')}); its test metrics are reported as they are."
+        )
+    else:
+        lines.append(
+            "best: the epoch of highest TEST top-1 (no validation split: test-set selection, an "
+            "optimistic figure); set data.val_split=fraction or official to select on validation."
         )
     if summary.get("stopped_early"):
         lines.append("")

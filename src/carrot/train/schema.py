@@ -73,7 +73,18 @@ class DataConfig:
     num_workers: int = 0
     """DataLoader worker processes per rank."""
     subset_per_class: int | None = None
-    """Keep at most this many training images per class (a fixed, seeded subset)."""
+    """Keep at most this many training images per class (a fixed, seeded subset), cut after
+    the validation split is drawn (the validation images do not depend on it)."""
+    val_split: Literal["none", "fraction", "official"] = "none"
+    """What chooses best.pt and the "best" row: none (the test set, as before; the table says
+    so), fraction (a stratified data.val_fraction of every training class, held out), official
+    (the dataset's own validation split: aircraft, flowers102, imagefolder with val/ and test/)."""
+    val_fraction: float = 0.1
+    """Share of every class held out for validation with val_split=fraction (at least one image
+    per class, and one left for training)."""
+    val_seed: int = 0
+    """Seed of the validation split's own generator, independent of the run seed: every method
+    and seed of a comparison validates on the same images."""
     options: dict[str, Any] = field(default_factory=dict)
     """Dataset-specific options, e.g. annotation_level for aircraft, difficulty for synthetic."""
 

@@ -181,6 +181,7 @@ def release_run_dir(run_dir: Path) -> None:
         "environment.json",
         "metrics.jsonl",
         "data.json",
+        "val_split.json",
         *_TRACKER_FILES,
     ):
         (run_dir / name).unlink(missing_ok=True)
@@ -192,14 +193,16 @@ def release_run_dir(run_dir: Path) -> None:
 
 
 def check_images_once(splits: Splits, cfg: Config, rt: Runtime) -> None:
-    """Decode every image file of both splits (cached by path, size and mtime) before any
-    training, and report all unreadable files of both at once. Rank 0 checks; all ranks raise."""
+    """Decode every image file of the splits (cached by path, size and mtime) before any
+    training, and report all unreadable files of all of them at once. Rank 0 checks; all ranks
+    raise."""
     from carrot.data import DatasetError
     from carrot.data.check import check_images
 
     problem: list[Any] = [None]
     if rt.is_main:
-        for name, split in (("train", splits.train), ("test", splits.test)):
+        named = [("train", splits.train), ("validation", splits.val), ("test", splits.test)]
+        for name, split in named:
             paths = getattr(split, "paths", None)
             if not paths:
                 continue
@@ -210,7 +213,7 @@ def check_images_once(splits: Splits, cfg: Config, rt: Runtime) -> None:
             )
             try:
                 check_images(paths, what=f"{cfg.data.name} ({name} split)", progress=bar.update)
-            except ValueError as e:  # keep going: report both splits at once
+            except ValueError as e:  # keep going: report every split at once
                 problem[0] = f"{problem[0]}\n{e}" if problem[0] else str(e)
             finally:
                 bar.close()

@@ -34,6 +34,8 @@ RANGES: dict[str, Range] = {
     "data.crop_pct": Range(0, 1, open_lo=True),
     "data.num_workers": Range(0, 1024),
     "data.subset_per_class": _ONE_UP,
+    "data.val_fraction": Range(0, 1, open_lo=True, open_hi=True),
+    "data.val_seed": Range(0, 2**63 - 1),
     "model.cosine_scale": _POS,
     "model.drop_rate": _UNIT_OPEN_HI,
     "model.drop_path_rate": _UNIT_OPEN_HI,
@@ -105,6 +107,22 @@ def _check_method(cfg: Config) -> None:
     )
 
 
+def _check_val_split(cfg: Config) -> None:
+    """``data.val_split=official`` needs a dataset that ships a validation split."""
+    from carrot.data import DATASETS, official_val_datasets
+
+    d = cfg.data
+    kind = DATASETS.get(d.name)
+    _check(
+        d.val_split != "official"
+        or kind is None
+        or getattr(kind, "official_val", None) is not None,
+        f"data.val_split=official needs a dataset with its own validation split "
+        f"({', '.join(official_val_datasets())}), got data.name={d.name}; use "
+        "data.val_split=fraction (a stratified data.val_fraction of every training class).",
+    )
+
+
 def _check_sections(cfg: Config) -> None:
     for name, settings in cfg.sections.items():
         try:
@@ -156,5 +174,6 @@ def validate(cfg: Config) -> None:
         d.randaugment is None or d.randaugment.startswith("rand"),
         f"data.randaugment must be a timm RandAugment spec such as rand-m9-mstd0.5, got {d.randaugment!r}.",
     )
+    _check_val_split(cfg)
     _check_sections(cfg)
     resolve(cfg)
