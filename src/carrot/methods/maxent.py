@@ -30,7 +30,7 @@ class MaxEntSettings:
 class MaxEnt(CEPlusTerm):
     name = "maxent"
     rank = 20
-    description = "CE − γ·H(p): rewards high-entropy (less confident) predictions (γ = 0.1)"
+    description = "CE − γ·H(p): rewards high-entropy (less confident) predictions"
     reference = "Dubey et al., Maximum-Entropy Fine-Grained Classification, NeurIPS 2018"
     settings_type = MaxEntSettings
     hard_labels = False  # the entropy term reads the predictions only
