@@ -85,6 +85,10 @@ def test_an_installed_packages_method_is_listed_everywhere(
     assert load_config(None, ["method=doubled"]).method == "doubled"
     assert main(["methods", "--json"]) == 0
     assert "doubled" in [r["name"] for r in json.loads(capsys.readouterr().out)]
+    from carrot.bench.suites import trainer_methods
+
+    bench = trainer_methods()  # what the bench and the study run, by name
+    assert bench["doubled"].baseline == "ce" and bench["doubled"].overrides == ("method=doubled",)
 
 
 @pytest.mark.slow
