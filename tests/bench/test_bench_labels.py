@@ -8,6 +8,7 @@ from carrot.bench.accuracy import ran_labels
 from carrot.bench.grid import cells
 from carrot.bench.suites import config_suite, trainer_method
 from carrot.methods import get_method
+from carrot.train import load_config
 
 
 def test_a_label_is_filled_from_the_settings() -> None:
@@ -18,6 +19,12 @@ def test_a_label_is_filled_from_the_settings() -> None:
     )
     assert trainer_method("label_smoothing").label == "CE + label smoothing 0.1"
     assert get_method("ce").label_for() == "CE" and get_method("maxent").label_for() == "maxent"
+    carrot = get_method("carrot")
+    assert carrot.label_for() == "CARROT (λ = 1, T = 1, γ ≤ 1.5)"
+    guided = load_config(None, ["carrot.guide=true", "carrot.T=1"]).sections
+    assert carrot.label_for(guided) == "CARROT (the guide, λ = 1, T = 1, γ uncapped)"
+    tuned = load_config(None, ["carrot.lam=0.5", "carrot.max_gamma=2"]).sections
+    assert get_method("ce+carrot").label_for(tuned) == "CE + CARROT (λ = 0.5, T = 1, γ ≤ 2)"
 
 
 def test_the_report_labels_the_epsilon_that_ran(tmp_path: Path) -> None:
