@@ -220,8 +220,7 @@ def carrot_ce_kl_loss(
         loss_options: All of them at once (default: ``CEKLOptions()``).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
-        memory: A ClassMemory (read, then updated) or a Remembered snapshot (read only):
-            see :func:`carrot_operator`.
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -298,8 +297,7 @@ def carrot_consistency_loss(
         logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
         loss_options: λ, T, direction... (:class:`CEKLOptions`; default: the guide's).
         options: The operator's options (:class:`OperatorOptions`).
-        memory: A ClassMemory (read, then updated) or a Remembered snapshot (read only):
-            see :func:`carrot_operator`.
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: the 0-d term and the operator's stats plus detached ``kl``, ``aux_ce``.
@@ -441,8 +439,7 @@ def carrot_supcon_loss(
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
         options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
-        memory: A ClassMemory (read, then updated) or a Remembered snapshot (read only):
-            see :func:`carrot_operator`.
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.

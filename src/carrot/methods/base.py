@@ -135,7 +135,7 @@ class Method(nn.Module):
     def label_for(cls, settings: Mapping[str, Any] | None = None) -> str:
         """Its bench label with the settings that ran: ``label`` with each ``{field}`` filled
         from its section in ``settings`` (every section by name, as in a config), else from the
-        section's defaults. E.g. ``CE + label smoothing ε = {smoothing:g}``."""
+        section's defaults. E.g. ``CE + label smoothing {smoothing:g}``."""
         text = cls.label or cls.name
         section, settings_type = cls.section_name(), cls.settings_type
         if section is None or settings_type is None:
