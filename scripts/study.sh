@@ -29,11 +29,11 @@ export OMP_NUM_THREADS=$THREADS
 
 mkdir -p "$OUT"
 if [[ -z "${METHODS:-}" ]]; then
-  METHODS=$("$PY" -m carrot.bench.study methods)
+  METHODS=$("$PY" benchmarks/study.py methods)
 fi
 echo "$METHODS" > "$OUT/methods.txt"
 # shellcheck disable=SC2086  # one word per method
-"$PY" -m carrot.bench.study suite "$OUT/study.yaml" $METHODS
+"$PY" benchmarks/study.py suite "$OUT/study.yaml" $METHODS
 echo "methods: $METHODS"
 
 TIMES="$OUT/times.tsv"
@@ -64,6 +64,6 @@ for part in $PARTS; do
 done
 
 if [[ -n "$DOC" ]]; then
-  "$PY" -m carrot.bench.study doc "$OUT" "$DOC"
+  "$PY" benchmarks/study.py doc "$OUT" "$DOC"
   echo "rewrote the study section of $DOC (images in $(dirname "$DOC")/img/)"
 fi

@@ -63,3 +63,28 @@ def test_a_state_dict_from_before_the_count_loads() -> None:
     del current["skipped"]  # a version-2 state dict must still have it
     with pytest.raises(RuntimeError, match="skipped"):
         ClassMemory(3, 2).load_state_dict(current)
+
+
+def test_one_operator_and_one_loss_per_concept_whatever_the_import() -> None:
+    """carrot.carrot_operator is carrot.functional's (likewise the losses and the old
+    carrot.memory names): a ClassMemory is read then updated, its snapshot only read."""
+    import carrot
+    import carrot.functional as CF
+    import carrot.memory as CM
+
+    for name in ("carrot_operator", "carrot_ce_kl_loss", "carrot_consistency_loss"):
+        assert getattr(carrot, name) is getattr(CF, name) is getattr(CM, name)
+    assert carrot.carrot_supcon_loss is CF.carrot_supcon_loss is CM.carrot_supcon_loss
+    assert carrot.ClassMemory is ClassMemory
+    assert carrot.CenterLoss.__module__ == carrot.ISDALoss.__module__ == "carrot.baselines"
+    z, y = _batch()
+    mem = ClassMemory(6, 8)
+    carrot_operator(*_batch(1), memory=mem)  # classes 0-3 remembered
+    before = mem.centers.clone()
+    read, stats = CF.carrot_operator(z, y, memory=mem.remembered())
+    assert torch.equal(mem.centers, before) and "memory_skipped" not in stats
+    updated, stats = CF.carrot_operator(z, y, memory=mem)
+    assert torch.equal(read, updated) and int(stats["memory_skipped"]) == 0
+    assert not torch.equal(mem.centers, before)
+    with pytest.raises(ValueError, match="memory must be a ClassMemory, a Remembered"):
+        carrot_operator(z, y, memory=before)  # type: ignore[arg-type]

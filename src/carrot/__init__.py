@@ -1,17 +1,23 @@
 """carrot: CARROT, a parameter-free class-geometry embedding regularizer for fine-grained
 visual classification, in PyTorch.
 
-The formulas live in :mod:`carrot.functional.geometry`. ``carrot_operator`` and the two CARROT
-losses exported here (and CARROT's term alone, ``carrot_consistency_loss``) are :mod:`carrot.functional`'s plus the read and update of an optional
-:class:`~carrot.memory.ClassMemory` (the functional ones only read a memory).
+The formulas live in :mod:`carrot.functional.geometry`. ``carrot_operator`` and the CARROT
+losses exported here are :mod:`carrot.functional`'s (one function each): given a
+:class:`ClassMemory` they read it and update it with the batch. The stateful modules are exported
+here too: the CARROT losses and transform, the class memory, center loss and ISDA.
 """
 
 import torch
 
+from carrot.baselines import CenterLoss, ISDALoss
 from carrot.functional import (
     CEKLOptions,
     ClassGeometry,
     OperatorOptions,
+    carrot_ce_kl_loss,
+    carrot_consistency_loss,
+    carrot_operator,
+    carrot_supcon_loss,
     class_geometry,
     expand,
     expansion_factors,
@@ -19,12 +25,7 @@ from carrot.functional import (
     summarize_stats,
     supcon_loss,
 )
-from carrot.memory import (
-    carrot_ce_kl_loss,
-    carrot_consistency_loss,
-    carrot_operator,
-    carrot_supcon_loss,
-)
+from carrot.memory import ClassMemory
 from carrot.modules import CarrotCEKLLoss, CarrotSupConLoss, CarrotTransform, SupConLoss
 from carrot.samplers import PKSampler
 from carrot.version import __version__
@@ -42,7 +43,10 @@ __all__ = [
     "CarrotCEKLLoss",
     "CarrotSupConLoss",
     "CarrotTransform",
+    "CenterLoss",
     "ClassGeometry",
+    "ClassMemory",
+    "ISDALoss",
     "OperatorOptions",
     "PKSampler",
     "SupConLoss",

@@ -128,7 +128,9 @@ def _eval(args: argparse.Namespace) -> int:
                 from carrot.train.runtime import atomic_write_text
 
                 merged = {name: {**results[name], **extras[name]} for name in results}
-                atomic_write_text(Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n")
+                atomic_write_text(
+                    Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n"
+                )
         rt.barrier()  # ranks leave together
     finally:
         rt.teardown()
@@ -197,9 +199,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from carrot.methods.catalog import format_catalog
+    from carrot.methods.catalog import format_catalog, markdown_table
 
-    print(format_catalog(as_json=args.json))
+    print(markdown_table() if args.markdown else format_catalog(as_json=args.json))
     return 0
 
 
@@ -298,7 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every registered method: description, reference, baseline, what it needs "
         "and its settings (defaults, ranges). method=BASE+ADDED adds an addable method's term.",
     )
-    me.add_argument("--json", action="store_true", help="print JSON for scripts")
+    shown = me.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON for scripts")
+    shown.add_argument(
+        "--markdown", action="store_true", help="print the method table of README.md"
+    )
     me.set_defaults(func=_methods)
 
     try:

@@ -11,23 +11,27 @@ Its buffers are updated from the statistics the operator already has: under ``to
 with global statistics (the default) those are the same on every rank, so the memories stay
 identical without any extra communication. With ``global_stats=False`` each rank remembers its own.
 
-:mod:`carrot.functional` only reads a memory (a :class:`~carrot.functional.geometry.Remembered`);
-the state lives here, as torchmetrics keeps state in modules. :func:`carrot_operator`,
-:func:`carrot_ce_kl_loss` and :func:`carrot_supcon_loss` (the ones ``carrot`` exports) are the
-functional ones plus that read and the update that follows, when given a :class:`ClassMemory`.
+:func:`carrot.functional.carrot_operator` and the CARROT losses take either a
+:class:`ClassMemory` (read, then updated with the batch, as ``F.batch_norm`` updates the running
+statistics it is given) or a read-only :class:`~carrot.functional.nearest.Remembered` snapshot;
+the state lives here, as torchmetrics keeps state in modules. The names this module exported
+before (``carrot_operator`` and the three losses) are those same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from carrot.functional import losses, operator
+from carrot.functional.losses import (
+    carrot_ce_kl_loss,
+    carrot_consistency_loss,
+    carrot_supcon_loss,
+)
 from carrot.functional.nearest import Remembered, remembered_distance
-from carrot.functional.options import CEKLOptions, KLDirection, OperatorOptions
+from carrot.functional.operator import carrot_operator
 
 __all__ = [
     "ClassMemory",
@@ -151,176 +155,3 @@ class ClassMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
-
-
-def _read(memory: ClassMemory | None) -> Remembered | None:
-    if memory is None:
-        return None
-    if not isinstance(memory, ClassMemory):
-        raise ValueError(f"memory must be a ClassMemory or None, got {type(memory).__name__}.")
-    return memory.remembered()
-
-
-def _update(memory: ClassMemory | None, stats: dict[str, Any]) -> dict[str, Any]:
-    """Blends the batch into the memory; ``stats["memory_skipped"]`` counts refused classes."""
-    if memory is not None:
-        stats["memory_skipped"] = memory.update_from(stats)
-    return stats
-
-
-def carrot_operator(
-    z: Tensor,
-    y: Tensor,
-    eps: float | None = None,
-    detach_stats: bool | None = None,
-    *,
-    options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """:func:`carrot.functional.carrot_operator`, reading and updating a class memory.
-
-    With ``memory``, m_c becomes the distance to the nearest other class among the batch's and
-    every class remembered from earlier batches, and the memory is then updated with this batch's
-    statistics (in training mode only: ``memory.eval()`` reads without updating);
-    ``stats["memory_skipped"]`` counts the classes whose non-finite statistics it refused.
-
-    Args:
-        z: Embeddings. Shape: (B, D).
-        y: Integer class labels. Shape: (B,).
-        eps: See :func:`carrot.functional.carrot_operator`.
-        detach_stats: See :func:`carrot.functional.carrot_operator`.
-        options: The operator's options.
-        memory: Optional :class:`ClassMemory`.
-
-    Returns:
-        ``(z_plus, stats)`` as :func:`carrot.functional.carrot_operator`.
-    """
-    z_plus, stats = operator.carrot_operator(
-        z, y, eps, detach_stats, options=options, memory=_read(memory)
-    )
-    return z_plus, _update(memory, stats)
-
-
-def carrot_ce_kl_loss(
-    z: Tensor,
-    y: Tensor,
-    classifier: Callable[[Tensor], Tensor],
-    *,
-    logits: Tensor | None = None,
-    T: float | None = None,
-    lam: float | None = None,
-    kl_direction: KLDirection | None = None,
-    aux_ce_weight: float | None = None,
-    stop_grad_plus: bool | None = None,
-    label_smoothing: float | None = None,
-    loss_options: CEKLOptions | None = None,
-    options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """:func:`carrot.functional.carrot_ce_kl_loss`, reading and updating a class memory (see
-    :func:`carrot_operator`).
-
-    Args:
-        z: Raw embeddings. Shape: (B, D).
-        y: Integer class labels. Shape: (B,).
-        classifier: Head mapping embeddings to logits.
-        logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
-        T, lam, kl_direction, aux_ce_weight, stop_grad_plus, label_smoothing: Replace those of
-            ``loss_options`` (see :class:`carrot.CEKLOptions`, their one home).
-        loss_options: The loss's hyperparameters (default: the guide's).
-        options: The operator's options.
-        memory: Optional :class:`ClassMemory`.
-
-    Returns:
-        ``(loss, stats)`` as :func:`carrot.functional.carrot_ce_kl_loss`.
-    """
-    loss, stats = losses.carrot_ce_kl_loss(
-        z,
-        y,
-        classifier,
-        logits=logits,
-        T=T,
-        lam=lam,
-        kl_direction=kl_direction,
-        aux_ce_weight=aux_ce_weight,
-        stop_grad_plus=stop_grad_plus,
-        label_smoothing=label_smoothing,
-        loss_options=loss_options,
-        options=options,
-        memory=_read(memory),
-    )
-    return loss, _update(memory, stats)
-
-
-def carrot_consistency_loss(
-    z: Tensor,
-    y: Tensor,
-    classifier: Callable[[Tensor], Tensor],
-    *,
-    logits: Tensor | None = None,
-    loss_options: CEKLOptions | None = None,
-    options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """:func:`carrot.functional.carrot_consistency_loss` (CARROT's term alone), reading and
-    updating a class memory (see :func:`carrot_operator`).
-
-    Args:
-        z: Raw embeddings. Shape: (B, D).
-        y: Integer class labels. Shape: (B,).
-        classifier: Head mapping embeddings to logits.
-        logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
-        loss_options: The loss's hyperparameters (default: the guide's).
-        options: The operator's options.
-        memory: Optional :class:`ClassMemory`.
-
-    Returns:
-        ``(loss, stats)`` as :func:`carrot.functional.carrot_consistency_loss`.
-    """
-    loss, stats = losses.carrot_consistency_loss(
-        z,
-        y,
-        classifier,
-        logits=logits,
-        loss_options=loss_options,
-        options=options,
-        memory=_read(memory),
-    )
-    return loss, _update(memory, stats)
-
-
-def carrot_supcon_loss(
-    z: Tensor,
-    y: Tensor,
-    *,
-    temperature: float = 0.1,
-    gather_global: bool = False,
-    stop_grad_plus: bool = False,
-    options: OperatorOptions | None = None,
-    memory: ClassMemory | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """:func:`carrot.functional.carrot_supcon_loss`, reading and updating a class memory (see
-    :func:`carrot_operator`).
-
-    Args:
-        z: Raw embeddings. Shape: (B, D).
-        y: Integer class labels. Shape: (B,).
-        temperature: τ of the contrastive loss.
-        gather_global: Contrast against all ranks' views.
-        stop_grad_plus: Detach the expanded view.
-        options: The operator's options.
-        memory: Optional :class:`ClassMemory`.
-
-    Returns:
-        ``(loss, stats)`` as :func:`carrot.functional.carrot_supcon_loss`.
-    """
-    loss, stats = losses.carrot_supcon_loss(
-        z,
-        y,
-        temperature=temperature,
-        gather_global=gather_global,
-        stop_grad_plus=stop_grad_plus,
-        options=options,
-        memory=_read(memory),
-    )
-    return loss, _update(memory, stats)

@@ -3,19 +3,34 @@ reports (scripts/study.sh run for real with no training part)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from carrot.bench.report import analyze, write_report
-from carrot.bench.study import BEGIN, END, parse_methods_json, render, study_suite, write_doc
 from carrot.bench.suites import suite_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _study() -> Any:
+    """benchmarks/study.py, a developer's script outside the installed package."""
+    spec = importlib.util.spec_from_file_location("study", REPO / "benchmarks" / "study.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_S = _study()
+BEGIN, END, parse_methods_json, render = _S.BEGIN, _S.END, _S.parse_methods_json, _S.render
+study_suite, write_doc = _S.study_suite, _S.write_doc
 
 
 def test_parse_methods_json_forms() -> None:

@@ -40,3 +40,16 @@ def test_added_on_top_of_ce_and_of_mixup() -> None:
     got = composed.loss(z, logits, y, nn.Identity(), step=Step(progress=0.0, observe=False))
     assert_close(got.loss, F.cross_entropy(logits, y) - 0.1 * prediction_entropy(logits))
     assert get_method("mixup+maxent").baseline == "mixup"  # reads the predictions only
+
+
+def test_rows_labelled_minus_100_are_left_out_as_the_function_leaves_them() -> None:
+    y = torch.tensor([0, -100, 1, 1, -100, 4])
+    z, logits = torch.randn(6, 4), 3 * torch.randn(6, 5)
+    step = Step(progress=0.5, observe=False)
+    got = _build("maxent").loss(z, logits, y, nn.Identity(), step=step)
+    assert_close(got.loss, maxent_loss(logits, y, gamma=0.1))
+    kept = y != -100
+    assert_close(got.parts["entropy"], prediction_entropy(logits[kept]))
+    assert_close(got.loss.double(), oracle_maxent(logits[kept], y[kept], 0.1), rtol=1e-5, atol=1e-6)
+    added = _build("ce+maxent").loss(z, logits, y, nn.Identity(), step=step)
+    assert_close(added.loss, maxent_loss(logits, y, gamma=0.1))

@@ -4,9 +4,6 @@ a method's own parameters and state resume exactly, and carrot.guide never drops
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import method_workers
@@ -88,30 +85,39 @@ def test_mixup_resumes_exactly(tiny, tmp_path) -> None:
     assert not _differ(a, b)
 
 
-def _carrot(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "carrot.cli", "train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+def _carrot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``carrot train ARGS`` in-process (an argument error needs no fresh process)."""
+    from carrot.cli import main
+
+    code = main(["train", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_guide_with_an_explicit_recipe_key_exits_2_with_one_line(tmp_path) -> None:
-    proc = _carrot("method=carrot", "carrot.guide=true", "carrot.max_gamma=1.5")
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+def test_guide_with_an_explicit_recipe_key_exits_2_with_one_line(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _carrot(capsys, "method=carrot", "carrot.guide=true", "carrot.max_gamma=1.5")
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "carrot.guide=true runs the guide's exact recipe" in lines[0]
     assert "(carrot.max_gamma)" in lines[0] and not (tmp_path / "runs").exists()
     # A file that sets the key is an explicit choice too.
     path = tmp_path / "c.yaml"
     path.write_text("carrot:\n  max_gamma: 1.5\n")
-    proc = _carrot("--config", str(path), "carrot.guide=true")
-    assert proc.returncode == 2 and "(carrot.max_gamma)" in proc.stderr
+    code, _, err = _carrot(capsys, "--config", str(path), "carrot.guide=true")
+    assert code == 2 and "(carrot.max_gamma)" in err
     # Unset keys take the guide's values, visibly; a key set to the guide's value is kept.
-    proc = _carrot("--print-config", "carrot.guide=true", "carrot.lam=1", "carrot.sync_free=true")
-    assert proc.returncode == 0, proc.stderr
+    code, out, err = _carrot(
+        capsys, "--print-config", "carrot.guide=true", "carrot.lam=1", "carrot.sync_free=true"
+    )
+    assert code == 0, err
     import yaml
 
-    saved = yaml.safe_load(proc.stdout)["carrot"]
+    saved = yaml.safe_load(out)["carrot"]
     assert saved["guide"] and saved["max_gamma"] is None and saved["sync_free"] is True
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from carrot.paths import inside, plain_name
 QUEUED = "SLURM jobs are queued;"
 """How :func:`run_suite` begins its answer when it returned without waiting for them."""
 
-__all__ = ["Cell", "Suite", "config_suite", "load_suite", "run_suite"]
+__all__ = ["Cell", "Suite", "config_suite", "load_suite", "ran_labels", "run_suite"]
 
 
 def _check_names(
@@ -160,5 +160,27 @@ def run_suite(
         comparisons,
         header=header,
         dataset_labels={k: d.label for k, d in suite.datasets.items()},
-        method_labels={k: m.label for k, m in suite.methods.items()},
+        method_labels={
+            **{k: m.label for k, m in suite.methods.items()},
+            **ran_labels(suite, grid, out, extra),
+        },
     )
+
+
+def ran_labels(
+    suite: Suite, grid: Sequence[Cell], out: Path, extra: Sequence[str] = ()
+) -> dict[str, str]:
+    """The trainer methods' labels from the settings their cells ran with (label smoothing's
+    names its ε), never their defaults: one label, or the distinct ones of the datasets joined by
+    " / ". A named variant keeps its own label."""
+    from carrot.methods import get_method
+
+    seen: dict[str, dict[str, None]] = {}
+    if not grid:
+        return {}
+    for cell in {Cell(c.dataset, c.method, grid[0].seed): None for c in grid}:
+        if suite.methods[cell.method].overrides != (f"method={cell.method}",):
+            continue
+        cfg = cell_job(suite, cell, out, extra).load()
+        seen.setdefault(cell.method, {})[get_method(cfg.method).label_for(cfg.sections)] = None
+    return {name: " / ".join(labels) for name, labels in seen.items()}

@@ -99,7 +99,7 @@ def trainer_method(spec: str) -> MethodSpec:
     (a composition ``BASE+ADDED`` is compared with BASE). Raises ``ValueError`` for a name that
     is not a method or a combination that cannot be defined."""
     cls = get_method(spec)
-    return MethodSpec(spec, cls.label or cls.name, cls.baseline, (f"method={spec}",))
+    return MethodSpec(spec, cls.label_for(), cls.baseline, (f"method={spec}",))
 
 
 def trainer_methods() -> dict[str, MethodSpec]:

@@ -93,22 +93,31 @@ def _check_weight(name: str, value: float) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}.")
 
 
-def prediction_entropy(logits: Tensor) -> Tensor:
+def prediction_entropy(logits: Tensor, labels: Tensor | None = None) -> Tensor:
     """Mean Shannon entropy of the predicted distributions, H(p) = -Σ_j p_j log p_j (nats).
+
+    The entropy term of :func:`maxent_loss` (and of ``method=maxent``), one function for both.
 
     Args:
         logits: Logits. Shape: (B, N).
+        labels: Class indices whose -100 rows are left out of the mean, as cross-entropy leaves
+            them out; None (soft targets, or no labels): every row counts. Shape: (B,).
 
     Returns:
-        The mean over the batch, a 0-d float32 (float64) tensor; 0 for an empty batch.
+        The mean over the (kept) rows, a 0-d float32 (float64) tensor; 0 for an empty batch.
     """
-    if logits.ndim != 2 or not logits.is_floating_point():
+    if labels is not None:
+        labels = _labels("logits", logits, labels)
+    elif logits.ndim != 2 or not logits.is_floating_point():
         raise ValueError(
             f"logits must be a floating-point tensor of shape (B, N), got shape "
             f"{tuple(logits.shape)} and dtype {logits.dtype}."
         )
     with no_autocast(logits.device.type):
-        return _entropy_rows(logits).sum() / max(logits.shape[0], 1)
+        if labels is None:
+            return _entropy_rows(logits).sum() / max(logits.shape[0], 1)
+        kept, count = _kept(labels)
+        return torch.where(kept, _entropy_rows(logits), 0.0).sum() / count
 
 
 def maxent_loss(logits: Tensor, labels: Tensor, *, gamma: float = 0.1) -> Tensor:
@@ -128,10 +137,9 @@ def maxent_loss(logits: Tensor, labels: Tensor, *, gamma: float = 0.1) -> Tensor
     """
     labels = _labels("logits", logits, labels)
     _check_weight("gamma", gamma)
+    entropy = prediction_entropy(logits, labels)
     with no_autocast(logits.device.type):
-        kept, count = _kept(labels)
-        entropy = torch.where(kept, _entropy_rows(logits), 0.0).sum() / count
-        return _ce(logits, labels, count) - gamma * entropy
+        return _ce(logits, labels, _kept(labels)[1]) - gamma * entropy
 
 
 def euclidean_confusion(logits: Tensor, labels: Tensor, *, gather_global: bool = False) -> Tensor:

@@ -21,6 +21,7 @@ from carrot.functional.options import (
     KLDirection,
     OperatorOptions,
 )
+from carrot.functional.state import MemoryArg, read_memory, update_memory
 
 __all__ = [
     "KLDirection",
@@ -193,7 +194,7 @@ def carrot_ce_kl_loss(
     label_smoothing: float | None = None,
     loss_options: CEKLOptions | None = None,
     options: OperatorOptions | None = None,
-    memory: Remembered | None = None,
+    memory: MemoryArg = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT regularization: CE(classifier(ẑ), y) + λ · T² · KL between ẑ and ẑ⁺, plus an
     optional auxiliary CE on ẑ⁺.
@@ -219,7 +220,7 @@ def carrot_ce_kl_loss(
         loss_options: All of them at once (default: ``CEKLOptions()``).
         options: The operator's options (cap on γ, ε, statistics...): see
             :class:`OperatorOptions`; default: the guide's formulas.
-        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: a 0-d float32 (float64) loss (mean over the local batch) and the operator's
@@ -240,7 +241,8 @@ def carrot_ce_kl_loss(
     T, lam, kl_direction, aux_ce_weight = lo.T, lo.lam, lo.kl_direction, lo.aux_ce_weight
     stop_grad_plus, label_smoothing = lo.stop_grad_plus, lo.label_smoothing
     opts = options if options is not None else _GUIDE
-    z_hat, z_plus, stats = carrot_views(z, y, opts, memory)
+    snapshot, owner = read_memory(memory)
+    z_hat, z_plus, stats = carrot_views(z, y, opts, snapshot)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
@@ -272,7 +274,7 @@ def carrot_ce_kl_loss(
         aux = cross_entropy(wide_plus, log_q)
         loss = loss + aux_ce_weight * aux
     stats.update(ce=ce.detach(), kl=kl.detach(), aux_ce=aux.detach(), logits=logits.detach())
-    return loss, stats
+    return loss, update_memory(owner, stats)
 
 
 def carrot_consistency_loss(
@@ -283,7 +285,7 @@ def carrot_consistency_loss(
     logits: Tensor | None = None,
     loss_options: CEKLOptions | None = None,
     options: OperatorOptions | None = None,
-    memory: Remembered | None = None,
+    memory: MemoryArg = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """CARROT's term alone, to add to any other objective: λ · T² · KL(ẑ, ẑ⁺) (+ the auxiliary
     CE on ẑ⁺): :func:`carrot_ce_kl_loss` without its CE on ẑ. Ignored rows are left out.
@@ -295,7 +297,7 @@ def carrot_consistency_loss(
         logits: ``classifier(normalize(z))`` if the caller has them. Shape: (B, N).
         loss_options: λ, T, direction... (:class:`CEKLOptions`; default: the guide's).
         options: The operator's options (:class:`OperatorOptions`).
-        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: the 0-d term and the operator's stats plus detached ``kl``, ``aux_ce``.
@@ -303,7 +305,8 @@ def carrot_consistency_loss(
     check_batch(z, y)
     lo = _loss_options(loss_options, {})
     opts = options if options is not None else _GUIDE
-    z_hat, z_plus, stats = carrot_views(z, y, opts, memory)
+    snapshot, owner = read_memory(memory)
+    z_hat, z_plus, stats = carrot_views(z, y, opts, snapshot)
     if logits is None:
         logits = classifier(z_hat)
     logits_plus = classifier(z_plus)
@@ -330,7 +333,7 @@ def carrot_consistency_loss(
         aux = total / count
         loss = loss + lo.aux_ce_weight * aux
     stats.update(kl=kl.detach(), aux_ce=aux.detach())
-    return loss, stats
+    return loss, update_memory(owner, stats)
 
 
 def supcon_loss(
@@ -423,7 +426,7 @@ def carrot_supcon_loss(
     gather_global: bool = False,
     stop_grad_plus: bool = False,
     options: OperatorOptions | None = None,
-    memory: Remembered | None = None,
+    memory: MemoryArg = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """SupCon with CARROT: ẑ = normalize(z) and ẑ⁺ = normalize(carrot_operator(ẑ, y)) as the
     two views of :func:`supcon_loss`.
@@ -436,13 +439,14 @@ def carrot_supcon_loss(
         stop_grad_plus: Detach the expanded view: z⁺ is a fixed target and the loss gradient
             reaches z only through its own view (not multiplied by γ through z⁺).
         options: The operator's options: see :class:`OperatorOptions`; default: the guide's.
-        memory: Remembered class centers for m_c, read only (see carrot_operator).
+        memory: A ClassMemory (read, then updated) or a Remembered (read only): see the operator.
 
     Returns:
         ``(loss, stats)``: the 0-d loss and the operator's stats plus a detached ``supcon``.
     """
     opts = options if options is not None else _GUIDE
-    z_hat, view, stats = carrot_views(z, y, opts, memory, stop_grad_plus=stop_grad_plus)
+    snapshot, owner = read_memory(memory)
+    z_hat, view, stats = carrot_views(z, y, opts, snapshot, stop_grad_plus=stop_grad_plus)
     features = torch.stack([z_hat, view], dim=1)  # (B, 2, D)
     loss = supcon_loss(
         features,
@@ -452,4 +456,4 @@ def carrot_supcon_loss(
         ignore_index=opts.ignore_index,
     )
     stats.update(supcon=loss.detach())
-    return loss, stats
+    return loss, update_memory(owner, stats)

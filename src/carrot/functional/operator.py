@@ -15,6 +15,7 @@ from carrot.functional.geometry import chord_to_angle, class_geometry
 from carrot.functional.nearest import Remembered, remembered_distance
 from carrot.functional.numerics import _eager_cpu, check_batch, no_autocast
 from carrot.functional.options import _GUIDE, OperatorOptions
+from carrot.functional.state import MemoryArg, read_memory, update_memory
 
 __all__ = ["apply_operator", "carrot_operator", "exclude_nonfinite", "summarize_stats"]
 
@@ -26,7 +27,7 @@ def carrot_operator(
     detach_stats: bool | None = None,
     *,
     options: OperatorOptions | None = None,
-    memory: Remembered | None = None,
+    memory: MemoryArg = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Applies T_c(z) = μ_c + γ_c (z - μ_c) with γ_c = max(1, m_c / (2 r_c + ε)) per class.
 
@@ -54,11 +55,13 @@ def carrot_operator(
             ``options.detach_stats`` (default true, as in the guide).
         options: Every other option (cap on γ, unbiased radius, global statistics, sync-free
             class slots, angular space, ignored label): see :class:`OperatorOptions`.
-        memory: Class centers remembered from earlier batches (``ClassMemory.remembered()``):
-            m_c becomes the distance to the nearest other class among the batch's and the
-            remembered ones. Only read here; ``stats["centers"]`` then holds what the memory's
-            owner updates it with (``carrot.carrot_operator`` and the modules do both). A batch of
-            fewer than two classes is still returned unchanged.
+        memory: Class centers remembered from earlier batches: m_c becomes the distance to
+            the nearest other class among the batch's and the remembered ones. A
+            :class:`~carrot.memory.ClassMemory` is read, then updated with the batch (in
+            training mode; ``stats["memory_skipped"]`` counts the classes whose non-finite
+            statistics it refused); a ``Remembered`` snapshot (``ClassMemory.remembered()``) is
+            only read, and ``stats["centers"]`` holds what its owner would update it with. A
+            batch of fewer than two classes is still returned unchanged.
 
     Returns:
         ``(z_plus, stats)``. ``z_plus`` has ``z``'s shape and dtype. ``stats`` holds detached
@@ -68,7 +71,9 @@ def carrot_operator(
         batch's class centers in the embeddings' units, (C, D)).
     """
     opts = (options if options is not None else _GUIDE).with_eps_detach(eps, detach_stats)
-    return apply_operator(z, y, opts, memory=memory)
+    snapshot, owner = read_memory(memory)
+    z_plus, stats = apply_operator(z, y, opts, memory=snapshot)
+    return z_plus, update_memory(owner, stats)
 
 
 def exclude_nonfinite(
@@ -121,7 +126,7 @@ def apply_operator(
     if memory is not None and not isinstance(memory, Remembered):
         raise ValueError(
             f"memory must be a Remembered (ClassMemory.remembered()), got {type(memory).__name__}; "
-            "carrot.carrot_operator and the modules read and update a ClassMemory."
+            "carrot_operator and the losses read and update a ClassMemory."
         )
     reducer = default_reducer() if opts.global_stats else None
     check_batch(z, y)

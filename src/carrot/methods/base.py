@@ -5,12 +5,17 @@ attributes declare everything the trainer, the validation, the plots, the bench 
 ``carrot methods`` need to know; its instance (built once per run by :func:`build_method`) is an
 ``nn.Module`` holding the typed, already-validated objects it uses, its learnable parameters
 and its buffers (both checkpointed with ``state_dict``; parameters join the optimizer through
-:meth:`Method.param_groups`). See docs/methods.md and /work/notes/methods-api.md.
+:meth:`Method.param_groups`). See docs/methods.md.
+
+Methods come from carrot's own package and from any installed package that declares an entry
+point in the group ``carrot.methods`` (:data:`ENTRY_POINT_GROUP`), loaded the first time the
+registry is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -19,11 +24,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "LossResult",
     "Method",
     "MethodContext",
     "MethodError",
     "Step",
+    "load_plugins",
     "register_method",
     "registered",
     "sections",
@@ -83,7 +90,8 @@ class Method(nn.Module):
     reference: ClassVar[str]
     """The paper: authors, venue, year."""
     label: ClassVar[str | None] = None
-    """Its short name in bench tables (default: the name)."""
+    """Its short name in bench tables (default: the name); ``{field}`` placeholders are its
+    section's settings as the run had them (see :meth:`label_for`)."""
     baseline: ClassVar[str | None] = "ce"
     """The method the bench compares it with on the same seeds (None: it is a baseline)."""
     settings_type: ClassVar[type | None] = None
@@ -122,6 +130,18 @@ class Method(nn.Module):
     @classmethod
     def section_name(cls) -> str | None:
         return cls.section or (cls.name if cls.settings_type is not None else None)
+
+    @classmethod
+    def label_for(cls, settings: Mapping[str, Any] | None = None) -> str:
+        """Its bench label with the settings that ran: ``label`` with each ``{field}`` filled
+        from its section in ``settings`` (every section by name, as in a config), else from the
+        section's defaults. E.g. ``CE + label smoothing {smoothing:g}``."""
+        text = cls.label or cls.name
+        section, settings_type = cls.section_name(), cls.settings_type
+        if section is None or settings_type is None:
+            return text
+        values = (settings or {}).get(section) or settings_type()
+        return text.format_map(vars(values))
 
     def settings(self, section: str | None = None) -> Any:
         """The settings of ``section`` (default: this method's own)."""
@@ -185,6 +205,12 @@ class Method(nn.Module):
 _REGISTRY: dict[str, type[Method]] = {}
 M = TypeVar("M", bound=type[Method])
 
+ENTRY_POINT_GROUP = "carrot.methods"
+"""The entry-point group of methods from other packages: ``NAME = module`` (a module whose
+import registers its methods with :func:`register_method`) or ``NAME = module:Class`` (a
+:class:`Method` subclass, registered on load)."""
+_PLUGINS_LOADED = False
+
 
 def register_method(cls: M) -> M:
     """Class decorator: make ``method=cls.name`` available (like timm's ``register_model``)."""
@@ -203,15 +229,52 @@ def register_method(cls: M) -> M:
     return cls
 
 
+def _load_plugin(entry: importlib.metadata.EntryPoint) -> None:
+    dist = entry.dist.name if entry.dist is not None else "an unnamed distribution"
+    try:
+        obj = entry.load()
+        if isinstance(obj, type) and issubclass(obj, Method):
+            register_method(obj)
+    except Exception as e:  # a broken plug-in is named, whatever its error
+        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line
+        raise MethodError(
+            f"the method plug-in {entry.name!r} = {entry.value!r} of the package {dist!r} "
+            f"(entry-point group {ENTRY_POINT_GROUP}) cannot be loaded: {reason}. Fix or "
+            f"uninstall {dist}."
+        ) from e
+
+
+def load_plugins() -> None:
+    """Import the methods of the installed packages' ``carrot.methods`` entry points, once.
+
+    Raises:
+        MethodError: an entry point fails to load or registers a name already taken; the
+            message names its package (and the registry retries on its next read).
+    """
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True  # before loading: a plug-in that reads the registry must not recurse
+    try:
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            _load_plugin(entry)
+    except BaseException:
+        _PLUGINS_LOADED = False
+        raise
+
+
 def registered() -> dict[str, type[Method]]:
-    """Every registered method, by name, in listing order (``rank``, then name)."""
+    """Every registered method, by name, in listing order (``rank``, then name), the installed
+    packages' (:func:`load_plugins`) included."""
+    load_plugins()
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].rank, kv[0])))
 
 
 def sections() -> dict[str, type]:
     """Every config section the registered methods declare: name → settings dataclass."""
+    load_plugins()
     out: dict[str, type] = {}
-    for cls in _REGISTRY.values():
+    for cls in _REGISTRY.values():  # registration order: the order of the saved sections
         section = cls.section_name()
         if section is not None and cls.settings_type is not None:
             out.setdefault(section, cls.settings_type)

@@ -8,6 +8,7 @@ logging-only class geometry of the other methods. ``carrot.guide`` is resolved h
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ def class_memory(context: MethodContext) -> ClassMemory | None:
 class CARROT(Method):
     name = "carrot"
     rank = 2
-    label = "CARROT (carrot section as configured)"
+    label = "CARROT"  # label_for adds the settings that ran
     description = "CE + λ·T²·KL between the classifier's outputs on ẑ and its class expansion ẑ⁺"
     reference = "the CARROT design guide (this project), 2026"
     settings_type = CarrotSettings
@@ -140,6 +141,14 @@ class CARROT(Method):
     default = True
     expands = True
     logs = ("ce", "kl", "aux_ce")
+
+    @classmethod
+    def label_for(cls, settings: Mapping[str, Any] | None = None) -> str:
+        """``CARROT (λ = 1, T = 1, γ ≤ 1.5)``: the recipe's keys as they ran (the guide named)."""
+        s: CarrotSettings = (settings or {}).get("carrot") or CarrotSettings()
+        cap = "γ uncapped" if s.max_gamma is None else f"γ ≤ {s.max_gamma:g}"
+        guide = "the guide, " if s.guide else ""
+        return f"{cls.label} ({guide}λ = {s.lam:g}, T = {s.T:g}, {cap})"
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)

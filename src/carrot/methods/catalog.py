@@ -11,7 +11,7 @@ from typing import Any
 from carrot.methods.base import Method, registered
 from carrot.settings import field_docs, field_ranges
 
-__all__ = ["catalog", "format_catalog"]
+__all__ = ["catalog", "format_catalog", "markdown_rows", "markdown_table"]
 
 
 def _type_name(tp: Any) -> str:
@@ -91,3 +91,18 @@ def format_catalog(as_json: bool = False) -> str:
                 f"    {s['key']} = {s['default']!r} ({s['type']}{rule}) {s['doc']}".rstrip()
             )
     return "\n".join(lines)
+
+
+def markdown_rows() -> dict[str, str]:
+    """Each registered method's row of README's method table, by name."""
+    return {
+        m["name"]: f"| `{m['name']}` | {m['description']} | {m['reference']} | "
+        + (f"`{m['baseline']}` |" if m["baseline"] else "— |")
+        for m in catalog()
+    }
+
+
+def markdown_table() -> str:
+    """``carrot methods --markdown``: README's method table, generated from the registry."""
+    head = "| method | what | reference | baseline |\n|---|---|---|---|"
+    return "\n".join([head, *markdown_rows().values()])

@@ -38,9 +38,7 @@ class CenterLoss(CEPlusTerm):
 
     name = "center_loss"
     rank = 22
-    description = (
-        "CE + λ·½‖ẑ − c_y‖², class centres moved by the paper's update (λ = 0.003, α = 0.5)"
-    )
+    description = "CE + λ·½‖ẑ − c_y‖², class centres moved by the paper's update"
     reference = "Wen et al., A Discriminative Feature Learning Approach for Deep Face Recognition, ECCV 2016"
     settings_type = CenterLossSettings
     logs = ("ce", "center")

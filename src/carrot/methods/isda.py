@@ -62,7 +62,7 @@ class ISDA(Method):
     rank = 23
     description = (
         "CE of logits z_j + (λ/2)(w_j − w_y)ᵀΣ_y(w_j − w_y): the bound on CE under class-covariance "
-        "feature augmentation (λ = 0.5·t/T)"
+        "feature augmentation (λ = λ₀·t/T)"
     )
     reference = "Wang et al., Implicit Semantic Data Augmentation for Deep Networks, NeurIPS 2019"
     settings_type = ISDASettings

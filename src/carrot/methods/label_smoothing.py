@@ -29,8 +29,8 @@ class LabelSmoothingSettings:
 class LabelSmoothing(Method):
     name = "label_smoothing"
     rank = 1
-    label = "CE + label smoothing 0.1"
-    description = "cross-entropy with label smoothing ε (default 0.1)"
+    label = "CE + label smoothing {smoothing:g}"
+    description = "cross-entropy against targets smoothed by ε"
     reference = "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016"
     settings_type = LabelSmoothingSettings
     logs = ("ce",)

@@ -8,6 +8,7 @@ here, before anything runs, with one line that says why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -60,6 +61,10 @@ class Composed(Method):
         self.base = first(context)
         self.added = nn.ModuleList([cls(context) for cls in added])
 
+    @classmethod
+    def label_for(cls, settings: Mapping[str, Any] | None = None) -> str:
+        return " + ".join(part.label_for(settings) for part in cls.parts_)
+
     def transform(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return self.base.transform(x, y)
 
@@ -107,7 +112,6 @@ def _compose(spec: str) -> type[Method]:
         "name": spec,
         "description": " + ".join(c.description for c in (first, *added)),
         "reference": "; ".join(c.reference for c in (first, *added)),
-        "label": " + ".join(c.label or c.name for c in (first, *added)),
         "baseline": first.name,
         "uses": tuple(
             dict.fromkeys(s for c in (first, *added) for s in (c.section_name(), *c.uses) if s)

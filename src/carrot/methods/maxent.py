@@ -30,7 +30,7 @@ class MaxEntSettings:
 class MaxEnt(CEPlusTerm):
     name = "maxent"
     rank = 20
-    description = "CE − γ·H(p): rewards high-entropy (less confident) predictions (γ = 0.1)"
+    description = "CE − γ·H(p): rewards high-entropy (less confident) predictions"
     reference = "Dubey et al., Maximum-Entropy Fine-Grained Classification, NeurIPS 2018"
     settings_type = MaxEntSettings
     hard_labels = False  # the entropy term reads the predictions only
@@ -43,5 +43,7 @@ class MaxEnt(CEPlusTerm):
     def term(
         self, z: Tensor, logits: Tensor, y: Tensor, head: nn.Module, *, step: Step
     ) -> LossResult:
-        entropy = prediction_entropy(logits)
+        # Hard labels: their -100 rows are left out, as CE leaves them out; soft targets (under
+        # a mixing base method) have none.
+        entropy = prediction_entropy(logits, y if y.ndim == 1 else None)
         return LossResult(-self.gamma * entropy, {"entropy": entropy.detach()}, {})

@@ -30,9 +30,7 @@ class PairwiseConfusionSettings:
 class PairwiseConfusion(CEPlusTerm):
     name = "pairwise_confusion"
     rank = 21
-    description = (
-        "CE + (λ/2)·‖p_i − p_j‖² averaged over the batch's pairs of different classes (λ = 0.1·N)"
-    )
+    description = "CE + (λ/2)·‖p_i − p_j‖² averaged over the batch's pairs of different classes"
     reference = "Dubey et al., Pairwise Confusion for Fine-Grained Visual Classification, ECCV 2018"
     settings_type = PairwiseConfusionSettings
     min_classes = 2

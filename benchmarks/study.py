@@ -1,12 +1,13 @@
 """The study of docs/results.md: its suite with every registered method, and the page's section built
 from the reports (``scripts/study.sh`` runs both).
 
-``python -m carrot.bench.study suite OUT/study.yaml METHOD...`` writes the packaged study suite
+``python benchmarks/study.py suite OUT/study.yaml METHOD...`` writes the packaged study suite
 with that method list (a method the bench does not know yet, e.g. a new ``X+carrot`` composition,
-becomes a variant ``{baseline: X, overrides: {method: NAME}}``). ``python -m carrot.bench.study
+becomes a variant ``{baseline: X, overrides: {method: NAME}}``). ``python benchmarks/study.py
 methods`` prints the registered methods (``carrot methods --json``; the bench's own when that
-command does not exist). ``python -m carrot.bench.study doc OUT docs/results.md`` rewrites the part
+command does not exist). ``python benchmarks/study.py doc OUT docs/results.md`` rewrites the part
 of the page between the study markers from ``OUT/<report>/`` and ``OUT/times.tsv``.
+A developer's tool: it lives beside the package, not in the wheel (it was ``carrot.bench.study``).
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_doc(out, Path(args[2]), names)
         return 0
     print(
-        "usage: python -m carrot.bench.study methods | suite FILE METHOD... | doc OUT PAGE",
+        "usage: python benchmarks/study.py methods | suite FILE METHOD... | doc OUT PAGE",
         file=sys.stderr,
     )
     return 2

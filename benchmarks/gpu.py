@@ -16,7 +16,8 @@
    same model, batch, AMP and memory format (target: within 5%).
 
 Run: PYTHONPATH=src python benchmarks/gpu_check.py [--out FILE.json] [--only PART ...]
-(the script runs :func:`main` of this module).
+(the script runs :func:`main` of this module). A developer's tool: it lives beside the package,
+not in the wheel.
 ``--dry-run`` runs every part on the CPU at toy sizes (no CUDA graphs), to check the script.
 """
 
