@@ -26,10 +26,7 @@ from carrot.train.checkpoint import (
     restore_rng_state,
     training_checkpoint,
 )
-from carrot.train.config import (
-    Config,
-    config_to_dict,
-)
+from carrot.train.config import Config, config_to_dict
 from carrot.train.data import DataBundle, build_data, load_splits
 from carrot.train.errors import CollapseDetected, NonFiniteLossError, TrainInterrupted
 from carrot.train.evaluate import evaluate_splits, selection_score
@@ -40,23 +37,11 @@ from carrot.train.guards import (
     data_fingerprint,
 )
 from carrot.train.holdout import checkpoint_entry, record_val_split
-from carrot.train.monitor import (
-    EpochMeter,
-    agreed,
-    check_finite,
-    collapse_reasons,
-    watch_collapse,
-)
+from carrot.train.monitor import EpochMeter, agreed, check_finite, collapse_reasons, watch_collapse
 from carrot.train.optim import build_ema, build_optimizer, learning_rate
 from carrot.train.plots import plot_history
 from carrot.train.progress import Progress
-from carrot.train.report import (
-    epoch_line,
-    epoch_record,
-    format_summary,
-    run_header,
-    run_summary,
-)
+from carrot.train.report import epoch_line, epoch_record, format_summary, run_header, run_summary
 from carrot.train.runtime import (
     Runtime,
     StopSignal,
