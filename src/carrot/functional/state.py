@@ -8,19 +8,27 @@ A :class:`~carrot.functional.nearest.Remembered` snapshot is only read. A
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from carrot.functional.nearest import Remembered
 
-if TYPE_CHECKING:
-    from carrot.memory import ClassMemory
-
-__all__ = ["MemoryArg", "read_memory", "update_memory"]
-
-MemoryArg: TypeAlias = "ClassMemory | Remembered | None"
+__all__ = ["ClassMemoryLike", "MemoryArg", "read_memory", "update_memory"]
 
 
-def read_memory(memory: MemoryArg) -> tuple[Remembered | None, ClassMemory | None]:
+@runtime_checkable
+class ClassMemoryLike(Protocol):
+    """What the functions need of a :class:`~carrot.memory.ClassMemory` (a protocol, so that
+    this package does not import ``carrot.memory``, which imports it)."""
+
+    def remembered(self) -> Remembered | None: ...
+
+    def update_from(self, stats: dict[str, Any]) -> Any: ...
+
+
+MemoryArg: TypeAlias = "ClassMemoryLike | Remembered | None"
+
+
+def read_memory(memory: MemoryArg) -> tuple[Remembered | None, ClassMemoryLike | None]:
     """``(snapshot to read, memory to update after the batch)``.
 
     Raises:
@@ -28,9 +36,7 @@ def read_memory(memory: MemoryArg) -> tuple[Remembered | None, ClassMemory | Non
     """
     if memory is None or isinstance(memory, Remembered):
         return memory, None
-    from carrot.memory import ClassMemory  # the state lives there, and it imports this package
-
-    if isinstance(memory, ClassMemory):
+    if isinstance(memory, ClassMemoryLike):
         return memory.remembered(), memory
     raise ValueError(
         "memory must be a ClassMemory, a Remembered (ClassMemory.remembered(), read only) or "
@@ -38,7 +44,7 @@ def read_memory(memory: MemoryArg) -> tuple[Remembered | None, ClassMemory | Non
     )
 
 
-def update_memory(owner: ClassMemory | None, stats: dict[str, Any]) -> dict[str, Any]:
+def update_memory(owner: ClassMemoryLike | None, stats: dict[str, Any]) -> dict[str, Any]:
     """Blends the batch into ``owner``; ``stats["memory_skipped"]`` counts refused classes."""
     if owner is not None:
         stats["memory_skipped"] = owner.update_from(stats)
