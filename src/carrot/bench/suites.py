@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.methods import MethodError, default_method, get_method, registered
+from carrot.bench.chains import check_baseline_chain
 from carrot.paths import plain_name
 
 __all__ = [
@@ -241,7 +242,14 @@ def parse_methods(
                 f"{_where(source, f'{key}.{m.name}' if key else m.name)}: baseline {m.baseline!r} "
                 f"is not a method; known methods: {', '.join(everything)}."
             )
+    for m in out.values():  # a baseline chain must end (no self-reference, no cycle)
+        check_baseline_chain(
+            m.name,
+            {k: v.baseline for k, v in everything.items()},
+            _where(source, f"{key}.{m.name}" if key else m.name),
+        )
     return out
+
 
 
 def _read_yaml(text: str, source: str) -> Any:
@@ -351,6 +359,12 @@ def suite_from_dict(
         k: _dataset(k, v, source, f"pretrain.{k}", base_dir)
         for k, v in _mapping(data.get("pretrain"), source, "pretrain").items()
     }
+    for spec in pretrain.values():  # ignored otherwise; and `pretrained: itself` is a cycle
+        if spec.pretrained is not None:
+            raise ValueError(
+                f"{source}: pretrain.{spec.name}.pretrained must be absent (a pretraining starts "
+                f"from its own config, not another pretraining), got {spec.pretrained!r}."
+            )
     for spec in datasets.values():
         if spec.pretrained is not None and spec.pretrained not in pretrain:
             raise ValueError(
