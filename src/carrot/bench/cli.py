@@ -199,8 +199,6 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.launcher == "slurm":
             from carrot.bench.slurm import SlurmOptions, parse_time
 
-            if args.slurm_time is not None:
-                parse_time(args.slurm_time)  # a bad time fails before anything is submitted
             slurm = SlurmOptions(
                 partition=args.slurm_partition,
                 time=args.slurm_time,
@@ -211,6 +209,11 @@ def run_bench(args: argparse.Namespace) -> int:
                 wait=not args.no_wait,
                 poll_s=float(os.environ.get("CARROT_SLURM_POLL_S", "10")),
             )
+            from carrot.bench.slurm_values import check_slurm_options
+
+            check_slurm_options(slurm, out)  # before any folder or job exists
+            if args.slurm_time is not None:
+                parse_time(args.slurm_time)  # a bad time fails before anything is submitted
         elif args.no_wait or args.slurm_partition or args.slurm_time or args.sbatch_option:
             raise ValueError("--no-wait and the --slurm-* options need --launcher slurm.")
         table = run_suite(
