@@ -40,8 +40,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from carrot.methods import MethodError, default_method, get_method, registered
 from carrot.bench.chains import check_baseline_chain
+from carrot.methods import MethodError, default_method, get_method, registered
 from carrot.paths import plain_name
 
 __all__ = [
@@ -249,7 +249,6 @@ def parse_methods(
             _where(source, f"{key}.{m.name}" if key else m.name),
         )
     return out
-
 
 
 def _read_yaml(text: str, source: str) -> Any:
