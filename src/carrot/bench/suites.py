@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.bench.chains import check_baseline_chain
+from carrot.counts import MAX_SEED, MAX_SEEDS
 from carrot.methods import MethodError, default_method, get_method, registered
 from carrot.paths import plain_name
 
@@ -318,11 +319,18 @@ def _dataset(name: str, spec: Any, source: str, key: str, base_dir: Path | None)
 def _seeds(data: Any, source: str) -> tuple[int, ...]:
     if (
         not isinstance(data, list)
-        or not data
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data)
+        or not 0 < len(data) <= MAX_SEEDS
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in data
+        )
+        or len(set(data)) != len(data)
     ):
+        shown = (
+            repr(data) if not isinstance(data, list) or len(data) <= 20 else f"{len(data)} seeds"
+        )
         raise ValueError(
-            f"{source}: seeds must be a non-empty list of integers >= 0, got {data!r}."
+            f"{source}: seeds must be a list of 1 to {MAX_SEEDS} distinct integers in "
+            f"[0, 2**63 - 1], got {shown}."
         )
     return tuple(data)
 
