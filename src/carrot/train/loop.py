@@ -39,6 +39,7 @@ from carrot.train.guards import (
     check_two_classes,
     data_fingerprint,
 )
+from carrot.train.loggers import check_trackers
 from carrot.train.monitor import (
     EpochMeter,
     agreed,
@@ -121,6 +122,8 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
         check_outside_data(self.run_dir, cfg)  # before anything is created there
+        if rt.is_main:  # a tracker that does not answer fails here, before the folder is claimed
+            check_trackers(cfg)
         if checkpoint is None:
             self.run_dir = self._claimed = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic
