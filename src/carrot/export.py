@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from carrot.offline import check_local_timm_kwargs, plain_architecture
 from carrot.train.checkpoint import check_weights
 
 __all__ = ["FORMATS", "ExportError", "check_export_config", "export_model", "load_model"]
@@ -106,8 +107,11 @@ def check_export_config(config: Any, file: Path) -> dict[str, Any]:
                 "Re-export the checkpoint."
             )
     arch = config["architecture"]
-    if not isinstance(arch, str) or not arch:
-        raise _bad(file, "architecture", "a timm model name", arch)
+    try:  # a local load never reaches the network (hf-hub:, timm/, local-dir: names)
+        plain_architecture(arch, f"{file}: architecture")
+        check_local_timm_kwargs(config.get("timm_kwargs"), f"{file}: timm_kwargs")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     n = config["num_classes"]
     if not _int(n):
         raise _bad(file, "num_classes", "an integer >= 1", n)

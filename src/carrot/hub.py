@@ -31,6 +31,7 @@ import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
+from carrot.offline import check_local_timm_kwargs, plain_architecture
 from carrot.train.config import ModelConfig
 from carrot.train.model import FGVCModel, build_model, timm_name
 
@@ -76,6 +77,9 @@ class CarrotTimmModel(FGVCModel):
         backbone_args: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        # config.json of a local-dir: folder names these: never a hub repo, never another file
+        plain_architecture(backbone, "model_args.backbone")
+        check_local_timm_kwargs({**(backbone_args or {}), **kwargs}, "model_args.backbone_args")
         drop_rate = float(kwargs.pop("drop_rate", 0.0))
         drop_path_rate = float(kwargs.pop("drop_path_rate", 0.0))
         cfg = ModelConfig(

@@ -130,16 +130,16 @@ def predict(
     """Predict every image of ``paths`` with the checkpoint's model, its own evaluation transform
     and class names; write the CSV to ``out``. Returns counts and the output path. ``tta``:
     test-time augmentation, ``none`` or ``flip`` (see :mod:`carrot.train.tta`)."""
+    from carrot.counts import check_count
     from carrot.train.data import build_transforms
     from carrot.train.progress import Progress
     from carrot.train.runtime import check_device
     from carrot.train.trained import load_trained
     from carrot.train.tta import with_tta
 
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}.")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}.")
+    check_count(top_k, "--top-k", hi=100_000)  # more than the classes is the classes
+    check_count(batch_size, "--batch-size", hi=65_536)
+    check_count(num_workers, "--workers", lo=0, hi=1024)
     out = Path(out)
     if out.is_dir():
         raise ValueError(

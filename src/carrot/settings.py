@@ -26,6 +26,10 @@ class Range:
     open_hi: bool = False
 
     def contains(self, x: float) -> bool:
+        try:
+            x = float(x)
+        except OverflowError:  # an integer beyond float's range is beyond every bound
+            return False
         if not math.isfinite(x):
             return False
         if self.lo is not None and (x <= self.lo if self.open_lo else x < self.lo):
@@ -63,7 +67,7 @@ def check_ranges(settings: Any, *, prefix: str = "") -> None:
         for v in value if isinstance(value, list) else [value]:
             if v is None or isinstance(v, bool):
                 continue
-            if not isinstance(v, (int, float)) or not rule.contains(float(v)):
+            if not isinstance(v, (int, float)) or not rule.contains(v):
                 raise ValueError(f"{prefix}{name} must be {rule.describe()}, got {value}.")
 
 

@@ -142,7 +142,7 @@ def test_slurm_times_and_slots() -> None:
     ("extra", "message"),
     [
         (["--no-wait"], "--no-wait and the --slurm-\\* options need --launcher slurm"),
-        (["--gpus-per-cell", "0"], "--gpus-per-cell must be >= 1, got 0"),
+        (["--gpus-per-cell", "0"], r"--gpus-per-cell must be an integer in \[1, 1024\], got 0"),
         (["--launcher", "slurm", "--slurm-time", "2h"], "--slurm-time must be a SLURM time"),
     ],
 )

@@ -140,7 +140,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
             "mixup and train.cutmix are not supported: mixed images have soft labels",
         ),
         ("carrot.max_gamma=0.5", "carrot.max_gamma must be >= 1 or null"),
-        ("train.accum_steps=0", "train.accum_steps must be >= 1"),
+        ("train.accum_steps=0", r"train.accum_steps must be in \[1, 65536\]"),
         ("carrot.T=0", "carrot.T must be > 0"),
     ],
 )

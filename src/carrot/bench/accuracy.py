@@ -32,6 +32,7 @@ from carrot.bench.report import analyze, collect, write_report
 from carrot.bench.slurm import SlurmOptions, run_slurm
 from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
+from carrot.counts import check_grid_size
 from carrot.paths import inside, plain_name
 
 QUEUED = "SLURM jobs are queued;"
@@ -52,6 +53,23 @@ def _check_names(
                 f"unknown {kind}(s) {sorted(unknown)} for suite {suite.name}; choose from "
                 f"{sorted(known)}."
             )
+
+
+def _check_size(
+    suite: Suite,
+    seeds: Sequence[int] | None,
+    datasets: Iterable[str] | None,
+    methods: Iterable[str] | None,
+) -> None:
+    """The grid's size, counted before it is built (a grid over the cap is one line)."""
+    n_seeds = len(seeds if seeds is not None else suite.seeds)
+    keep_d, keep_m = set(datasets or ()), set(methods or ())
+    pairs = sum(
+        sum(1 for m in ms if not keep_m or m in keep_m)
+        for d, ms in suite.grid
+        if not keep_d or d in keep_d
+    )
+    check_grid_size(n_seeds * pairs, f"{pairs} dataset × method pairs × {n_seeds} seeds")
 
 
 def _pretraining(
@@ -98,6 +116,7 @@ def run_suite(
     """
     _check_names(suite, datasets, methods)
     plain_name(report_name or suite.name, "--report-name")
+    _check_size(suite, seeds, datasets, methods)
     grid = cells(suite, seeds=seeds, datasets=datasets, methods=methods)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -8,20 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _seeds(text: str) -> list[int]:
-    """``0-4`` or ``0,2,5``."""
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    if not out:
-        raise argparse.ArgumentTypeError(f"--seeds must look like 0-4 or 0,2,5, got {text!r}")
-    return out
-
-
 def _devices(text: str) -> list[str]:
     """``0,1,3``: GPU indices."""
     out = [part.strip() for part in text.split(",") if part.strip()]
@@ -60,9 +46,7 @@ def add_bench_parser(
         "--out",
         help="results folder (default results/<suite or config>); an interrupted grid resumes",
     )
-    acc.add_argument(
-        "--seeds", type=_seeds, help="override the seeds (suite's, or 0-4 with --config), e.g. 5-9"
-    )
+    acc.add_argument("--seeds", help="override the seeds (suite's, or 0-4 with --config), e.g. 5-9")
     acc.add_argument("--datasets", nargs="+", help="restrict to these datasets of the suite")
     acc.add_argument(
         "--methods",
@@ -170,7 +154,14 @@ def add_bench_parser(
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
         from carrot.bench.accuracy import QUEUED, config_suite, load_suite, run_suite
+        from carrot.counts import check_count, parse_seeds
 
+        # Counts first: one argument may not imply unbounded work (checked in one line).
+        args.seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        check_count(args.jobs, "--jobs", hi=1024)
+        check_count(args.threads, "--threads", hi=4096)
+        check_count(args.gpus_per_cell, "--gpus-per-cell", hi=1024)
+        check_count(args.cpus_per_cell, "--cpus-per-cell", hi=4096)
         # KEY=VALUE written after --methods or --datasets (argparse gives them to the list).
         for name in ("methods", "datasets"):
             given = getattr(args, name)
@@ -191,16 +182,10 @@ def run_bench(args: argparse.Namespace) -> int:
             suite = load_suite(args.suite or "quick", methods_file=args.methods_file)
             methods, extra = args.methods, args.overrides
         out = Path(args.out) if args.out else Path("results") / suite.name
-        if args.gpus_per_cell is not None and args.gpus_per_cell < 1:
-            raise ValueError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}.")
-        if args.cpus_per_cell is not None and args.cpus_per_cell < 1:
-            raise ValueError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}.")
         slurm = None
         if args.launcher == "slurm":
             from carrot.bench.slurm import SlurmOptions, parse_time
 
-            if args.slurm_time is not None:
-                parse_time(args.slurm_time)  # a bad time fails before anything is submitted
             slurm = SlurmOptions(
                 partition=args.slurm_partition,
                 time=args.slurm_time,
@@ -211,6 +196,11 @@ def run_bench(args: argparse.Namespace) -> int:
                 wait=not args.no_wait,
                 poll_s=float(os.environ.get("CARROT_SLURM_POLL_S", "10")),
             )
+            from carrot.bench.slurm_values import check_slurm_options
+
+            check_slurm_options(slurm, out)  # before any folder or job exists
+            if args.slurm_time is not None:
+                parse_time(args.slurm_time)  # a bad time fails before anything is submitted
         elif args.no_wait or args.slurm_partition or args.slurm_time or args.sbatch_option:
             raise ValueError("--no-wait and the --slurm-* options need --launcher slurm.")
         table = run_suite(
@@ -245,8 +235,11 @@ def run_bench(args: argparse.Namespace) -> int:
         sampler_timings,
         step_cost,
     )
+    from carrot.counts import check_count
     from carrot.methods import default_method
 
+    check_count(args.image_size, "--image-size", hi=4096)
+    check_count(args.batch, "--batch", hi=65_536)
     sections = set(args.only or ("operator", "sampler", "step", "kernels"))
     methods = args.methods or [default_method()]
     if "step" in sections:  # refused before any section runs, not after minutes of them

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.bench.grid import CellFailed, Job, _prepare, cell_lock, command, finished
+from carrot.bench.slurm_values import check_slurm_options, sbatch_key
 
 __all__ = ["SlurmOptions", "parse_time", "run_slurm"]
 
@@ -166,10 +167,8 @@ def _executor(folder: Path, opts: SlurmOptions) -> Any:
     if minutes is None:
         extra["time"] = "UNLIMITED"
     for option in opts.sbatch:
-        key, sep, value = option.lstrip("-").partition("=")
-        if not key:
-            raise ValueError(f"--sbatch-option must be KEY=VALUE or KEY, got {option!r}.")
-        extra[key.replace("-", "_")] = value if sep else True
+        key, value = sbatch_key(option)
+        extra[key] = value
     ex = submitit.SlurmExecutor(folder=folder / "%j")
     params: dict[str, Any] = {
         "time": minutes if minutes is not None else 60 * 24 * 365,
@@ -212,6 +211,7 @@ def run_slurm(jobs: Sequence[Job], out: Path, opts: SlurmOptions) -> bool:
     their logs."""
     if not jobs:
         return True
+    check_slurm_options(opts, out)  # nothing reaches a job script that could start a line
     folder = out / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     registry = folder / "jobs.json"

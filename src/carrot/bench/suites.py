@@ -40,6 +40,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from carrot.bench.chains import check_baseline_chain
+from carrot.counts import MAX_SEED, MAX_SEEDS
 from carrot.methods import MethodError, default_method, get_method, registered
 from carrot.paths import plain_name
 
@@ -241,6 +243,12 @@ def parse_methods(
                 f"{_where(source, f'{key}.{m.name}' if key else m.name)}: baseline {m.baseline!r} "
                 f"is not a method; known methods: {', '.join(everything)}."
             )
+    for m in out.values():  # a baseline chain must end (no self-reference, no cycle)
+        check_baseline_chain(
+            m.name,
+            {k: v.baseline for k, v in everything.items()},
+            _where(source, f"{key}.{m.name}" if key else m.name),
+        )
     return out
 
 
@@ -311,11 +319,18 @@ def _dataset(name: str, spec: Any, source: str, key: str, base_dir: Path | None)
 def _seeds(data: Any, source: str) -> tuple[int, ...]:
     if (
         not isinstance(data, list)
-        or not data
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data)
+        or not 0 < len(data) <= MAX_SEEDS
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in data
+        )
+        or len(set(data)) != len(data)
     ):
+        shown = (
+            repr(data) if not isinstance(data, list) or len(data) <= 20 else f"{len(data)} seeds"
+        )
         raise ValueError(
-            f"{source}: seeds must be a non-empty list of integers >= 0, got {data!r}."
+            f"{source}: seeds must be a list of 1 to {MAX_SEEDS} distinct integers in "
+            f"[0, 2**63 - 1], got {shown}."
         )
     return tuple(data)
 
@@ -351,6 +366,12 @@ def suite_from_dict(
         k: _dataset(k, v, source, f"pretrain.{k}", base_dir)
         for k, v in _mapping(data.get("pretrain"), source, "pretrain").items()
     }
+    for spec in pretrain.values():  # ignored otherwise; and `pretrained: itself` is a cycle
+        if spec.pretrained is not None:
+            raise ValueError(
+                f"{source}: pretrain.{spec.name}.pretrained must be absent (a pretraining starts "
+                f"from its own config, not another pretraining), got {spec.pretrained!r}."
+            )
     for spec in datasets.values():
         if spec.pretrained is not None and spec.pretrained not in pretrain:
             raise ValueError(

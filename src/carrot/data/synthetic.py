@@ -84,6 +84,26 @@ def generate(
     return train_x, train_y, test_x, test_y, superclass
 
 
+_MAX_VALUES = 2**29
+"""Values (images × 3 × S²) of the larger split, generated as float32 (2 GiB per tensor, a few
+at once): far above the default 100 classes × 60 × 3 × 32² (18 M), bounded before allocation."""
+
+
+def _check_size(params: dict[str, Any]) -> None:
+    """One line, before anything is allocated, when the options imply more than _MAX_VALUES."""
+    n_classes = params["num_superclasses"] * params["classes_per_superclass"]
+    images = n_classes * max(params["train_per_class"], params["test_per_class"])
+    values = images * 3 * params["image_size"] ** 2
+    if values > _MAX_VALUES:
+        raise ValueError(
+            "data.options of the synthetic set must imply at most "
+            f"{_MAX_VALUES:,} values per split (classes × images per class × 3 × image_size²), "
+            f"got {n_classes} classes × {images // n_classes} images × 3 × "
+            f"{params['image_size']}² = {values:,}; lower num_superclasses, "
+            "classes_per_superclass, train_per_class, test_per_class or image_size."
+        )
+
+
 @register("synthetic")
 class SyntheticFineGrained(LabeledImages):
     """The synthetic fine-grained set; ``data.options`` may set any of: num_superclasses (20),
@@ -119,6 +139,7 @@ class SyntheticFineGrained(LabeledImages):
                 )
         if params["num_superclasses"] * params["classes_per_superclass"] < 2:
             raise ValueError("the synthetic set needs at least two classes.")
+        _check_size(params)
         if not 0.0 <= float(params["difficulty"]) <= 1.0:
             raise ValueError(
                 f"data.options.difficulty must be in [0, 1], got {params['difficulty']!r}."

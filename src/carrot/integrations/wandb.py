@@ -9,7 +9,6 @@ W&B server cannot be reached (sync it later with ``wandb sync run_dir/wandb/offl
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import urlparse
 
 from carrot.integrations.artifacts import artifact_files
 
-__all__ = ["WandbLogger", "wandb_mode"]
+__all__ = ["INIT_TIMEOUT_S", "WandbLogger", "wandb_mode"]
 
 _PROJECT = __name__.partition(".")[0]  # the package's name, carrot
 
@@ -37,17 +36,22 @@ def _import_wandb() -> ModuleType:
 
 def wandb_mode(timeout: float = 2.0) -> str:
     """``WANDB_MODE`` if set; otherwise ``online`` when the W&B server (``WANDB_BASE_URL``,
-    default api.wandb.ai) accepts a connection within ``timeout`` seconds, else ``offline``."""
+    default api.wandb.ai) replies to a request within ``timeout`` seconds, else ``offline`` (a
+    server that accepts connections and never replies is not reachable either)."""
+    from carrot.integrations.probe import http_silence
+
     mode = os.environ.get("WANDB_MODE")
     if mode:
         return mode
-    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
-            return "online"
-    except OSError:
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    if urlparse(url).scheme not in ("http", "https"):
         return "offline"
+    return "online" if http_silence(url, timeout) is None else "offline"
+
+
+INIT_TIMEOUT_S = 60.0
+"""How long ``wandb.init`` may wait for its server (unless ``WANDB_INIT_TIMEOUT`` is set): a run
+never waits indefinitely on W&B."""
 
 
 class WandbLogger:
@@ -61,17 +65,25 @@ class WandbLogger:
         if mode == "offline" and not os.environ.get("WANDB_MODE"):
             print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
         self.wandb = wandb
-        self.run: Any = wandb.init(
-            project=os.environ.get("WANDB_PROJECT") or _PROJECT,
-            dir=str(run_dir),
-            id=run_id,
-            resume="allow" if run_id else None,
-            name=run_dir.name,
-            config=params,
-            mode=mode,
-            settings=wandb.Settings(console="off", silent=True),
-            reinit="create_new",
-        )
+        bound = {} if os.environ.get("WANDB_INIT_TIMEOUT") else {"init_timeout": INIT_TIMEOUT_S}
+        try:
+            self.run: Any = wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or _PROJECT,
+                dir=str(run_dir),
+                id=run_id,
+                resume="allow" if run_id else None,
+                name=run_dir.name,
+                config=params,
+                mode=mode,
+                settings=wandb.Settings(console="off", silent=True, **bound),
+                reinit="create_new",
+            )
+        except wandb.errors.Error as e:  # CommError after init_timeout, UsageError...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ValueError(
+                f"W&B could not start a run ({first}); check WANDB_BASE_URL and WANDB_API_KEY, "
+                "or set WANDB_MODE=offline (see docs/training.md, Trackers)."
+            ) from e
         self.run_id: str = self.run.id
         self.run.define_metric("trainer/step")
         self.run.define_metric("train_step/*", step_metric="trainer/step")

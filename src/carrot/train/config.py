@@ -122,13 +122,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ValueError:
                 pass
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            except ValueError:
-                pass
+            if isinstance(value, str):
+                return float(value)
+        except OverflowError:  # an integer of 400 digits: beyond every range
+            raise ConfigError(f"{key} must be a finite number, got {value!r}.") from None
+        except ValueError:
+            pass
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -20,7 +20,15 @@ from typing import Any, Protocol
 
 from carrot.train.config import Config, config_to_dict, flatten
 
-__all__ = ["LOGGERS", "CsvLogger", "TensorBoardLogger", "Tracker", "Trackers", "open_trackers"]
+__all__ = [
+    "LOGGERS",
+    "CsvLogger",
+    "TensorBoardLogger",
+    "Tracker",
+    "Trackers",
+    "check_trackers",
+    "open_trackers",
+]
 
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
 TRACKERS_FILE = "trackers.json"
@@ -144,6 +152,18 @@ class Trackers:
         for t in self.trackers.values():
             t.close(status)
         self.trackers = {}
+
+
+def check_trackers(cfg: Config) -> None:
+    """Before the run folder is claimed (rank 0): each remote tracker of ``cfg.train.loggers``
+    is installed and answers within a bounded time, so a start never waits indefinitely on one
+    and a failed start leaves no claimed folder. MLflow: its store (see
+    :func:`carrot.integrations.mlflow.check_tracking_store`); W&B decides online or offline
+    with a bounded probe when it starts (:func:`carrot.integrations.wandb.wandb_mode`)."""
+    if "mlflow" in cfg.train.loggers:
+        from carrot.integrations.mlflow import check_tracking_store
+
+        check_tracking_store()
 
 
 def open_trackers(

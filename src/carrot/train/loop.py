@@ -37,6 +37,7 @@ from carrot.train.guards import (
     data_fingerprint,
 )
 from carrot.train.holdout import checkpoint_entry, record_val_split
+from carrot.train.loggers import check_trackers
 from carrot.train.monitor import EpochMeter, agreed, check_finite, collapse_reasons, watch_collapse
 from carrot.train.optim import build_ema, build_optimizer, learning_rate
 from carrot.train.plots import plot_history
@@ -107,6 +108,8 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         cuda = rt.device.type == "cuda"
         check_outside_data(self.run_dir, cfg)  # before anything is created there
+        if rt.is_main:  # a tracker that does not answer fails here, before the folder is claimed
+            check_trackers(cfg)
         if checkpoint is None:
             self.run_dir = self._claimed = claim_run_dir(self.run_dir, rt)
         deterministic = cfg.train.deterministic

@@ -186,6 +186,7 @@ def release_run_dir(run_dir: Path) -> None:
     ):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    shutil.rmtree(run_dir / "wandb", ignore_errors=True)  # the failed start's W&B files
     try:
         run_dir.rmdir()
     except OSError:

@@ -23,6 +23,7 @@ _NONNEG = Range(0)
 _ONE_UP = Range(1)
 _UNIT = Range(0, 1)
 _UNIT_OPEN_HI = Range(0, 1, open_hi=True)
+_COUNT = Range(1, 65_536)  # sizes that allocate: far above real use, far below a machine
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
     "data.image_size": Range(8, 8192),
@@ -39,10 +40,10 @@ RANGES: dict[str, Range] = {
     "model.cosine_scale": _POS,
     "model.drop_rate": _UNIT_OPEN_HI,
     "model.drop_path_rate": _UNIT_OPEN_HI,
-    "model.embedding_dim": _ONE_UP,
-    "train.epochs": _ONE_UP,
-    "train.batch_size": _ONE_UP,
-    "train.k": _ONE_UP,
+    "model.embedding_dim": _COUNT,
+    "train.epochs": Range(1, 100_000),  # a count is bounded: one value is not unbounded work
+    "train.batch_size": _COUNT,
+    "train.k": _COUNT,
     "train.lr": Range(0, 1e3, open_lo=True),
     "train.momentum": _UNIT_OPEN_HI,
     "train.weight_decay": _NONNEG,
@@ -50,11 +51,11 @@ RANGES: dict[str, Range] = {
     "train.min_lr": Range(0, 1e3),
     "train.backbone_lr_mult": _NONNEG,
     "train.layer_decay": Range(0, 1, open_lo=True),
-    "train.accum_steps": _ONE_UP,
+    "train.accum_steps": _COUNT,
     "train.grad_clip": _POS,
     "train.ema_decay": Range(0, 1, open_lo=True, open_hi=True),
     "train.eval_every": _ONE_UP,
-    "train.eval_batch_size": _ONE_UP,
+    "train.eval_batch_size": _COUNT,
     "train.log_every": _ONE_UP,
     "train.checkpoint_every": _NONNEG,
     "train.max_steps_per_epoch": _ONE_UP,
@@ -76,7 +77,7 @@ def _check_ranges(cfg: Config) -> None:
         for v in values:
             if v is None or isinstance(v, bool):
                 continue
-            _check(rule.contains(float(v)), f"{key} must be {rule.describe()}, got {value}.")
+            _check(rule.contains(v), f"{key} must be {rule.describe()}, got {value}.")
 
 
 def _check_method(cfg: Config) -> None:
