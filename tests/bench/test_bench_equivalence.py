@@ -25,7 +25,7 @@ from carrot.bench.plan import (
     seeds_to_detect,
     tost_power,
 )
-from carrot.bench.report import analyze, comparison_rows, write_csv, write_report
+from carrot.bench.report import analyze, comparison_rows, markdown, write_csv, write_report
 from carrot.bench.stats import paired_comparison
 from carrot.bench.verdict import verdict
 from carrot.cli import main
@@ -137,6 +137,11 @@ def test_edge_cases_one_seed_zero_variance_missing_method() -> None:
         assert c.verdict == "no test" and math.isnan(c.stats.tost_p) and math.isnan(c.tost_holm_p)
         assert c.seeds_to_detect is None and c.seeds_for_equivalence is None
     assert ("e", "one") not in comps  # a method missing on a dataset: no comparison there
+    alone = rows + [_row("f", "flat", s, 40.0 + s) for s in range(3)]  # no ce on f
+    table = markdown(alone, analyze(alone, {"one": "ce", "flat": "ce"}))
+    assert (
+        "| flat | 3 | 41.00 ± 1.00 | 41.00 ± 1.00 | 41.00 ± 1.00 | (no paired run of its " in table
+    )
     csv_row = next(r for r in comparison_rows(list(comps.values())) if r["method"] == "one")
     assert csv_row["seeds_to_detect"] == "" and csv_row["verdict"] == "no test"
     for bad in (0.0, -1.0, math.nan, math.inf):

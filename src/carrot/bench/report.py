@@ -26,7 +26,7 @@ from carrot.bench.stats import (
     holm,
     paired_comparison,
 )
-from carrot.bench.verdict import verdict
+from carrot.bench.verdict import equivalence_note, verdict
 
 __all__ = [
     "Comparison",
@@ -152,38 +152,8 @@ def family_note(comparisons: Sequence[Comparison], *, alpha: float = ALPHA) -> s
         f"(α = {alpha:g}, two-sided) would detect with 80% power with these seeds, given the "
         f"observed sd of the differences: a true effect that large would have been found 4 times "
         f"in 5, so a non-significant Δ speaks against effects of the MDD's size or more, and says "
-        f"nothing about smaller ones.\n\n" + _equivalence_note(finals, alpha=alpha)
+        f"nothing about smaller ones.\n\n" + equivalence_note(finals, alpha=alpha)
     )
-
-
-def _equivalence_note(finals: Sequence[Comparison], *, alpha: float) -> str:
-    """How to read the TOST, the verdict and the seed counts, and which comparisons have too few
-    seeds to reach 80% power at ±δ."""
-    margin = finals[0].margin
-    short = [
-        c
-        for c in finals
-        if c.seeds_to_detect is not None
-        and c.seeds_for_equivalence is not None
-        and max(c.seeds_to_detect, c.seeds_for_equivalence) > c.stats.n
-    ]
-    text = (
-        f"Equivalence: p (TOST) is the paired two one-sided t-tests (statsmodels `ttost_paired`) "
-        f"of a true Δ within ±δ = ±{margin:g} points, Holm-adjusted over the same family. The "
-        f"verdict: *better* or *worse* when the t-test rejects no difference, *equivalent "
-        f"within ±{margin:g}* when the TOST rejects a difference of ±δ or more (both: a real but "
-        f"negligible difference), *undecided* when neither does (not evidence of no "
-        f"difference), *no test* with one seed or equal differences on every seed (all at "
-        f"α = {alpha:g}, after Holm). Seeds for ±δ: the seeds the t-test needs for 80% power "
-        f"against Δ = δ / the TOST needs for 80% power to show ±δ when Δ = 0, with the observed "
-        f"sd of the differences (`carrot bench plan` for a new study)."
-    )
-    if short:
-        text += (
-            f" **{len(short)} of {len(finals)} comparisons have too few seeds for that** "
-            f"(marked `> n`)."
-        )
-    return text + "\n"
 
 
 def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
@@ -248,6 +218,7 @@ def markdown(
     method_labels = method_labels or {}
     lines = []
     comp = {(c.dataset, c.method, c.metric): c for c in comparisons}
+    compared = {c.method for c in comparisons}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         lines.append(f"### {dataset_labels.get(dataset, dataset)} (`{dataset}`)\n")
         lines.append(
@@ -294,8 +265,11 @@ def markdown(
                     f"**{delta_b}**" if cb.significant() else delta_b,
                     _p(cb.holm_p),
                 ]
-            else:
-                cells = ["(baseline)", *[""] * 12]
+            else:  # a baseline, or a method whose baseline has no run paired with it here
+                cells = [
+                    "(no paired run of its baseline)" if method in compared else "(baseline)",
+                    *[""] * 12,
+                ]
             lines.append(
                 f"| {name} | {len(rs)} | {ms('final_top1')} | {ms('best_top1')} "
                 f"| {ms('final_mean_class_acc')} | {' | '.join(cells)} |"

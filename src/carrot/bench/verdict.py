@@ -18,8 +18,10 @@ Two Holm-adjusted tests per comparison: the paired t-test of "no difference" and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
-from carrot.bench.stats import ALPHA
+from carrot.bench.stats import ALPHA, PairedComparison
 
 __all__ = [
     "BETTER",
@@ -27,6 +29,7 @@ __all__ = [
     "NO_TEST",
     "UNDECIDED",
     "WORSE",
+    "equivalence_note",
     "shows_difference",
     "shows_equivalence",
     "verdict",
@@ -37,6 +40,15 @@ WORSE = "worse"
 EQUIVALENT = "equivalent within ±{margin:g}"
 UNDECIDED = "undecided"
 NO_TEST = "no test"
+
+
+class _Planned(Protocol):
+    """What the report's note needs of a comparison (:class:`carrot.bench.report.Comparison`)."""
+
+    stats: PairedComparison
+    margin: float
+    seeds_to_detect: int | None
+    seeds_for_equivalence: int | None
 
 
 def verdict(
@@ -71,3 +83,33 @@ def shows_difference(word: str) -> bool:
 def shows_equivalence(word: str) -> bool:
     """Whether a verdict says the difference is within ±δ (equivalent, or a negligible one)."""
     return "within ±" in word
+
+
+def equivalence_note(finals: Sequence[_Planned], *, alpha: float = ALPHA) -> str:
+    """How to read the TOST, the verdict and the seed counts, and which comparisons have too few
+    seeds to reach 80% power at ±δ."""
+    margin = finals[0].margin
+    short = [
+        c
+        for c in finals
+        if c.seeds_to_detect is not None
+        and c.seeds_for_equivalence is not None
+        and max(c.seeds_to_detect, c.seeds_for_equivalence) > c.stats.n
+    ]
+    text = (
+        f"Equivalence: p (TOST) is the paired two one-sided t-tests (statsmodels `ttost_paired`) "
+        f"of a true Δ within ±δ = ±{margin:g} points, Holm-adjusted over the same family. The "
+        f"verdict: *better* or *worse* when the t-test rejects no difference, *equivalent "
+        f"within ±{margin:g}* when the TOST rejects a difference of ±δ or more (both: a real but "
+        f"negligible difference), *undecided* when neither does (not evidence of no "
+        f"difference), *no test* with one seed or equal differences on every seed (all at "
+        f"α = {alpha:g}, after Holm). Seeds for ±δ: the seeds the t-test needs for 80% power "
+        f"against Δ = δ / the TOST needs for 80% power to show ±δ when Δ = 0, with the observed "
+        f"sd of the differences (`carrot bench plan` for a new study)."
+    )
+    if short:
+        text += (
+            f" **{len(short)} of {len(finals)} comparisons have too few seeds for that** "
+            f"(marked `> n`)."
+        )
+    return text + "\n"
