@@ -284,6 +284,13 @@ def test_plan_errors_are_one_line(
     assert len(err) == 1 and needle in err[0]
     assert main(["bench", "plan", "--pilot", str(grid / "nope"), "--effect", "1"]) == 2
     assert "--pilot must be a report folder" in capsys.readouterr().err
+    old = grid.parent / f"{grid.name}_old"
+    old.mkdir(exist_ok=True)
+    (old / "comparisons.csv").write_text("dataset,method,baseline,metric,n\nd,a,ce,final_top1,3\n")
+    assert main(["bench", "plan", "--pilot", str(old), "--effect", "1"]) == 2
+    assert "has no sd_diff column" in capsys.readouterr().err
+    assert main(["bench", "plan", "--pilot", str(grid), "--effect", "1", "--metric", "x"]) == 2
+    assert "has no comparison of x" in capsys.readouterr().err
 
 
 def test_accuracy_margin_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

@@ -172,6 +172,11 @@ def plan(
         raise ValueError(f"--power must be between 0 and 1, got {power!r}.")
     with open(comparisons_csv, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("metric") == metric]
+    if rows and "sd_diff" not in rows[0]:
+        raise ValueError(
+            f"{comparisons_csv} has no sd_diff column (an older report); rewrite it with carrot "
+            "bench accuracy ... --report-only."
+        )
     if not rows:
         raise ValueError(f"{comparisons_csv} has no comparison of {metric}.")
     out = []
