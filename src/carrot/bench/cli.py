@@ -150,7 +150,7 @@ def add_bench_parser(
         "plan",
         help="seeds needed to detect, or show equivalence within, ±δ (from a pilot report)",
         description="From a pilot report's paired standard deviations (comparisons.csv of "
-        "carrot bench accuracy), the seeds each dataset and method needs for 80%% power to detect "
+        "carrot bench accuracy), the seeds each dataset and method needs for 80% power to detect "
         "a difference of --effect points (paired t-test) and to show equivalence within "
         "±--effect (paired TOST, true difference 0). See docs/results.md.",
     )
@@ -165,7 +165,9 @@ def add_bench_parser(
     plan.add_argument(
         "--metric", default="final_top1", help="the metric of comparisons.csv (default: final_top1)"
     )
-    plan.add_argument("--power", type=float, default=POWER, help="(default: 0.8)")
+    plan.add_argument(
+        "--power", type=float, default=POWER, help="the power to reach (default: 0.8)"
+    )
     plan.set_defaults(func=handler)
     speed = kinds.add_parser(
         "speed", help="operator, sampler and training-step cost (ratios in one run)"
