@@ -36,7 +36,9 @@ def add_bench_parser(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg, unused-ignore]
     handler: Callable[[argparse.Namespace], int],
 ) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: accuracy with paired seeds, speed and memory")
+    bench = sub.add_parser(
+        "bench", help="benchmarks: accuracy with paired seeds, seed planning, speed and memory"
+    )
     kinds = bench.add_subparsers(dest="bench", required=True)
     acc = kinds.add_parser(
         "accuracy",
