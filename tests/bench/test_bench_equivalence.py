@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import baycomp
@@ -328,3 +329,14 @@ def test_report_only_recomputes_with_the_margin(tmp_path: Path) -> None:
     again = (out / "s" / "comparisons.csv").read_text()
     assert "equivalent within ±0.01" not in again and ",0.01," in again and "undecided" in again
     assert "P(equivalent)" in (out / "s" / "results.md").read_text()
+
+
+def test_missing_baycomp_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carrot.integrations import baycomp as adapter
+
+    monkeypatch.setitem(sys.modules, "baycomp", None)
+    with pytest.raises(ImportError, match=r"needs baycomp.*pip install 'carrot-fgvc\[bench\]'"):
+        adapter.signed_rank_posterior([1.0, 2.0], [1.5, 2.5], rope=0.5, samples=10, seed=0)
+    comps = analyze(_rows(("d1", "d2"), ("gain",)), {"gain": "ce"})
+    with pytest.raises(ImportError, match="needs baycomp"):
+        bayesian_comparisons(comps, samples=10)
