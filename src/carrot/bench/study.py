@@ -194,16 +194,29 @@ def _seeds_for_margin(c: dict[str, str]) -> str:
     return f"{a} / {b}" + (" > n" if max(int(a), int(b)) > int(c["n"]) else "")
 
 
-def _significant(comparisons: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+def _significant(comparisons: list[dict[str, str]]) -> tuple[list[str], list[str], list[str]]:
+    """Gains, losses and equivalences of final top-1: the verdict's words (older reports, without
+    a verdict column: Holm-adjusted p < 0.05, and no equivalence)."""
+    from carrot.bench.verdict import BETTER, shows_difference, shows_equivalence
+
     up: list[str] = []
     down: list[str] = []
+    same: list[str] = []
     for c in comparisons:
-        holm = float(c["holm_p"])
-        if c["metric"] != "final_top1" or math.isnan(holm) or holm >= 0.05:
+        if c["metric"] != "final_top1":
             continue
         text = f"`{c['method']}` vs `{c['baseline']}` on `{c['dataset']}` ({float(c['diff']):+.2f})"
-        (up if float(c["diff"]) > 0 else down).append(text)
-    return up, down
+        if "verdict" in c:
+            word = c["verdict"]
+            if shows_difference(word):
+                (up if word.startswith(BETTER) else down).append(text)
+            elif shows_equivalence(word):
+                same.append(text)
+            continue
+        holm = float(c["holm_p"])
+        if not math.isnan(holm) and holm < 0.05:
+            (up if float(c["diff"]) > 0 else down).append(text)
+    return up, down, same
 
 
 def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> list[str]:
@@ -255,13 +268,19 @@ def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> l
 
 
 def _significance_lines(comps: list[dict[str, str]]) -> list[str]:
-    """The Holm-significant gains and losses of a report, as two bullet lines."""
-    up, down = _significant(comps)
-    return [
+    """The Holm-significant gains and losses of a report, and its equivalences within ±δ."""
+    up, down, same = _significant(comps)
+    lines = [
         f"- Holm-significant gains: {', '.join(up) if up else 'none'}.",
         f"- Holm-significant losses: {', '.join(down) if down else 'none'}.",
-        "",
     ]
+    margins = {c["margin"] for c in comps if c.get("margin")}
+    if len(margins) == 1:
+        lines.append(
+            f"- Equivalent within ±{float(margins.pop()):g} (TOST, Holm): "
+            f"{', '.join(same) if same else 'none'}."
+        )
+    return [*lines, ""]
 
 
 def _ablation_section(folder: Path) -> list[str]:
