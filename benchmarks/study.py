@@ -167,8 +167,8 @@ def _accuracy_table(rows: list[dict[str, str]]) -> list[str]:
 def _comparison_table(comparisons: list[dict[str, str]], *, extra: str = "") -> list[str]:
     out = [
         "| method vs baseline | dataset | Δ final top-1 [95% CI] | wins | p (t) | p (Holm) "
-        f"| d_z | MDD (80%) |{extra and ' ' + extra + ' |'}",
-        "|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if extra else ""),
+        f"| d_z | MDD (80%) | seeds for ±δ | verdict |{extra and ' ' + extra + ' |'}",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if extra else ""),
     ]
     for c in comparisons:
         if c["metric"] != "final_top1":
@@ -180,21 +180,44 @@ def _comparison_table(comparisons: list[dict[str, str]], *, extra: str = "") -> 
         out.append(
             f"| `{c['method']}` vs `{c['baseline']}` | `{c['dataset']}` | {delta} "
             f"| {c['wins']}/{c['n']} | {_p(c['p_value'])} | {_p(c['holm_p'])} "
-            f"| {_f(c['effect_size'])} | {_f(c['mdd'])} |{c.get('_extra', '')}"
+            f"| {_f(c['effect_size'])} | {_f(c['mdd'])} | {_seeds_for_margin(c)} | {c.get('verdict', '')} "
+            f"|{c.get('_extra', '')}"
         )
     return out
 
 
-def _significant(comparisons: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+def _seeds_for_margin(c: dict[str, str]) -> str:
+    """``detect / equivalence`` seeds for ±δ, ``> n`` when short (empty: no sd, or a report
+    written before the equivalence test)."""
+    a, b = c.get("seeds_to_detect", ""), c.get("seeds_for_equivalence", "")
+    if not a or not b:
+        return ""
+    return f"{a} / {b}" + (" > n" if max(int(a), int(b)) > int(c["n"]) else "")
+
+
+def _significant(comparisons: list[dict[str, str]]) -> tuple[list[str], list[str], list[str]]:
+    """Gains, losses and equivalences of final top-1: the verdict's words (older reports, without
+    a verdict column: Holm-adjusted p < 0.05, and no equivalence)."""
+    from carrot.bench.verdict import BETTER, shows_difference, shows_equivalence
+
     up: list[str] = []
     down: list[str] = []
+    same: list[str] = []
     for c in comparisons:
-        holm = float(c["holm_p"])
-        if c["metric"] != "final_top1" or math.isnan(holm) or holm >= 0.05:
+        if c["metric"] != "final_top1":
             continue
         text = f"`{c['method']}` vs `{c['baseline']}` on `{c['dataset']}` ({float(c['diff']):+.2f})"
-        (up if float(c["diff"]) > 0 else down).append(text)
-    return up, down
+        if "verdict" in c:
+            word = c["verdict"]
+            if shows_difference(word):
+                (up if word.startswith(BETTER) else down).append(text)
+            elif shows_equivalence(word):
+                same.append(text)
+            continue
+        holm = float(c["holm_p"])
+        if not math.isnan(holm) and holm < 0.05:
+            (up if float(c["diff"]) > 0 else down).append(text)
+    return up, down, same
 
 
 def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> list[str]:
@@ -208,7 +231,10 @@ def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> l
         "",
         f"Each method against its baseline on the same seeds. Holm's family: {family}; **bold**: "
         "Holm-adjusted p < 0.05. d_z: mean difference / sd of the differences. MDD: the true "
-        "difference the paired t-test would detect with 80% power with these seeds.",
+        "difference the paired t-test would detect with 80% power with these seeds. Seeds for "
+        "±δ: the seeds for 80% power to detect Δ = δ / to show equivalence within ±δ (`> n`: "
+        "more than this study has); verdict: better, worse, equivalent within ±δ or undecided "
+        "(Holm-adjusted t-test and TOST; see the method section below).",
         "",
         *_comparison_table(comps),
         "",
@@ -243,13 +269,19 @@ def _report_section(folder: Path, title: str, image_prefix: str, img: Path) -> l
 
 
 def _significance_lines(comps: list[dict[str, str]]) -> list[str]:
-    """The Holm-significant gains and losses of a report, as two bullet lines."""
-    up, down = _significant(comps)
-    return [
+    """The Holm-significant gains and losses of a report, and its equivalences within ±δ."""
+    up, down, same = _significant(comps)
+    lines = [
         f"- Holm-significant gains: {', '.join(up) if up else 'none'}.",
         f"- Holm-significant losses: {', '.join(down) if down else 'none'}.",
-        "",
     ]
+    margins = {c["margin"] for c in comps if c.get("margin")}
+    if len(margins) == 1:
+        lines.append(
+            f"- Equivalent within ±{float(margins.pop()):g} (TOST, Holm): "
+            f"{', '.join(same) if same else 'none'}."
+        )
+    return [*lines, ""]
 
 
 def _ablation_section(folder: Path) -> list[str]:

@@ -16,7 +16,7 @@ from carrot.bench.report import analyze, write_report
 
 CELL = re.compile(
     r"^\$(?P<bold>\\mathbf\{)?(?P<mean>-?\d+\.\d+)(?: \\pm (?P<sd>\d+\.\d+))?\}?"
-    r"(?P<dagger>\^\{\\dagger\})?\$$"
+    r"(?:\^\{(?P<dagger>\\dagger)?(?P<ddagger>\\ddagger)?\})?\$$"
 )
 
 
@@ -57,6 +57,7 @@ def parse(tex: str) -> tuple[list[str], dict[str, dict[str, dict]]]:
                 "sd": None if m["sd"] is None else float(m["sd"]),
                 "bold": m["bold"] is not None,
                 "dagger": m["dagger"] is not None,
+                "ddagger": m["ddagger"] is not None,
             }
         out[method] = parsed
     return datasets, out
@@ -88,6 +89,7 @@ def test_latex_table_parses_back_to_the_report() -> None:
             assert cells[d]["bold"] == (means[m] == max(means.values()))
             c = finals.get((d, m))
             assert cells[d]["dagger"] == (c is not None and c.holm_p < 0.05)
+            assert cells[d]["ddagger"] == (c is not None and c.tost_holm_p < 0.05)
     assert table["a_x"]["d_1"]["dagger"] and table["a_x"]["d_1"]["bold"]
     assert table["b"]["d2"]["bold"] and not table["b"]["d_1"]["dagger"]
 

@@ -111,7 +111,8 @@ def test_comparisons_csv_columns() -> None:
     assert list(first) == [
         "dataset", "method", "baseline", "metric", "n", "baseline_mean", "method_mean", "diff",
         "ci_low", "ci_high", "wins", "ties", "p_value", "wilcoxon_p", "boot_low", "boot_high",
-        "sd_diff", "effect_size", "mdd", "holm_p", "holm_family", "seeds",
+        "sd_diff", "effect_size", "mdd", "tost_p", "holm_p", "holm_family", "margin", "tost_holm_p",
+        "verdict", "seeds_to_detect", "seeds_for_equivalence", "seeds",
     ]  # fmt: skip
     assert first["seeds"] == "0 1 2" and first["wins"] == 3
 

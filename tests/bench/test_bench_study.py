@@ -133,7 +133,10 @@ def test_render_and_write_doc(tmp_path: Path) -> None:
     for m in methods:
         assert f"| `{m}` |" in text
     assert "| `better` vs `ce` | `digits` | **+2.04 [" in text  # Holm-significant: bold
+    line = next(x for x in text.splitlines() if x.startswith("| `better` vs `ce` | `digits` |"))
+    assert line.endswith(" | better |") and " / " in line  # the verdict, the seeds for ±δ
     assert "Holm-significant gains: `better` vs `ce` on `digits` (+2.04)" in text
+    assert "- Equivalent within ±0.5 (TOST, Holm): " in text
     assert "#### Development seeds 0–4\n" in text and "one at a time (seeds 0–4)" in text
     assert "Friedman test over 3 methods" in text and "| `better` | 1.00 |" in text
     assert "(img/study_dev_cd_diagram.png)" in text

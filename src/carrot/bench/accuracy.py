@@ -30,6 +30,7 @@ from carrot.bench.grid import (
 )
 from carrot.bench.report import analyze, collect, write_report
 from carrot.bench.slurm import SlurmOptions, run_slurm
+from carrot.bench.stats import EQUIVALENCE_MARGIN, check_margin
 from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
 from carrot.counts import check_grid_size
@@ -102,9 +103,11 @@ def run_suite(
     threads: int | None = None,
     gpus_per_cell: int = 1,
     slurm: SlurmOptions | None = None,
+    margin: float = EQUIVALENCE_MARGIN,
 ) -> str:
     """Run (or finish) a suite's grid into ``out/runs`` (pretrainings into ``out/pretrain``), then
-    write results.csv, trajectories.csv, comparisons.csv, results.md and the plots into
+    write results.csv, trajectories.csv, comparisons.csv, bayes.csv, results.md, results.tex and
+    the plots into
     ``out/<report_name or suite>``; returns the markdown report.
 
     ``extra`` overrides are applied to every run, last. ``jobs`` > 1 runs that many cells at once
@@ -113,7 +116,9 @@ def run_suite(
     thread count, whichever way the cells are scheduled). ``gpus_per_cell`` > 1 runs each cell
     under torchrun with that many processes. With ``slurm``, each missing or unfinished cell is a
     SLURM job (:mod:`carrot.bench.slurm`); when it does not wait, the report is left for a rerun.
+    ``margin`` is the equivalence margin δ of the TOST and of the Bayesian rope (points).
     """
+    check_margin(margin, "--equivalence-margin")  # before any run, not after hours of them
     _check_names(suite, datasets, methods)
     plain_name(report_name or suite.name, "--report-name")
     _check_size(suite, seeds, datasets, methods)
@@ -163,7 +168,7 @@ def run_suite(
         row, traj = collect(cell, out)
         rows.append(row)
         trajectories.extend(traj)
-    comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()})
+    comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()}, margin=margin)
     # Several suites may share one folder of runs.
     report = inside(out / plain_name(report_name or suite.name, "--report-name"), out, "report")
     elapsed = time.perf_counter() - start

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from carrot.bench.stats import EQUIVALENCE_MARGIN, POWER, check_margin
+
 
 def _devices(text: str) -> list[str]:
     """``0,1,3``: GPU indices."""
@@ -20,7 +22,9 @@ def add_bench_parser(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg, unused-ignore]
     handler: Callable[[argparse.Namespace], int],
 ) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: accuracy with paired seeds, speed and memory")
+    bench = sub.add_parser(
+        "bench", help="benchmarks: accuracy with paired seeds, seed planning, speed and memory"
+    )
     kinds = bench.add_subparsers(dest="bench", required=True)
     acc = kinds.add_parser(
         "accuracy",
@@ -109,6 +113,15 @@ def add_bench_parser(
         "--report-only", action="store_true", help="tables and plots from the finished runs only"
     )
     acc.add_argument(
+        "--equivalence-margin",
+        type=float,
+        default=EQUIVALENCE_MARGIN,
+        metavar="DELTA",
+        help="points of accuracy: the TOST's ±DELTA and the Bayesian comparison's rope; a "
+        f"comparison's verdict is better, worse, equivalent within ±DELTA or undecided "
+        f"(default: {EQUIVALENCE_MARGIN:g})",
+    )
+    acc.add_argument(
         "--report-name", help="folder name of the report under --out (default: the suite)"
     )
     acc.add_argument(
@@ -119,6 +132,29 @@ def add_bench_parser(
         "part of BASE, before each method's overrides",
     )
     acc.set_defaults(func=handler)
+    plan = kinds.add_parser(
+        "plan",
+        help="seeds needed to detect, or show equivalence within, ±δ (from a pilot report)",
+        description="From a pilot report's paired standard deviations (comparisons.csv of "
+        "carrot bench accuracy), the seeds each dataset and method needs for 80% power to detect "
+        "a difference of --effect points (paired t-test) and to show equivalence within "
+        "±--effect (paired TOST, true difference 0). See docs/results.md.",
+    )
+    plan.add_argument(
+        "--pilot",
+        required=True,
+        help="a report folder (with comparisons.csv), or a grid's --out folder holding one",
+    )
+    plan.add_argument(
+        "--effect", type=float, required=True, help="δ in points of accuracy, e.g. 0.5"
+    )
+    plan.add_argument(
+        "--metric", default="final_top1", help="the metric of comparisons.csv (default: final_top1)"
+    )
+    plan.add_argument(
+        "--power", type=float, default=POWER, help="the power to reach (default: 0.8)"
+    )
+    plan.set_defaults(func=handler)
     speed = kinds.add_parser(
         "speed", help="operator, sampler and training-step cost (ratios in one run)"
     )
@@ -152,7 +188,18 @@ def add_bench_parser(
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.bench == "plan":
+        from carrot.bench.plan import find_pilot, plan, plan_table
+
+        check_margin(args.effect, "--effect")
+        source = find_pilot(Path(args.pilot))
+        rows = plan(source, args.effect, metric=args.metric, power=args.power)
+        print(
+            plan_table(rows, args.effect, metric=args.metric, power=args.power, source=str(source))
+        )
+        return 0
     if args.bench == "accuracy":
+        check_margin(args.equivalence_margin, "--equivalence-margin")
         from carrot.bench.accuracy import QUEUED, config_suite, load_suite, run_suite
         from carrot.counts import check_count, parse_seeds
 
@@ -217,14 +264,15 @@ def run_bench(args: argparse.Namespace) -> int:
             threads=args.threads,
             gpus_per_cell=args.gpus_per_cell or 1,
             slurm=slurm,
+            margin=args.equivalence_margin,
         )
         print(table)
         if table.startswith(QUEUED):  # --no-wait: no report yet
             return 0
         report = out / (args.report_name or suite.name)
         print(
-            f"results: {report}/results.csv, results.md, results.tex, comparisons.csv, differences.png, "
-            "geometry.png, cd_diagram.png (two or more datasets)"
+            f"results: {report}/results.csv, results.md, results.tex, comparisons.csv, bayes.csv, "
+            "differences.png, geometry.png, cd_diagram.png and bayes_*.png (two or more datasets)"
         )
         return 0
     import torch

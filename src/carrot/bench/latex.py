@@ -2,7 +2,9 @@
 
 One row per method, one column per dataset, each cell mean ± standard deviation over the seeds;
 the best mean of each dataset in bold; a dagger where the method differs from its baseline by the
-paired t-test after Holm's adjustment (the report's family, see :func:`carrot.bench.report.analyze`).
+paired t-test after Holm's adjustment (the report's family, see :func:`carrot.bench.report.analyze`),
+a double dagger where the TOST shows it equivalent within ±δ (both from the comparison's verdict,
+:func:`carrot.bench.verdict.verdict`). A second table gives the Bayesian comparison over datasets.
 Needs ``\\usepackage{booktabs}`` in the document; nothing else beyond LaTeX's own commands.
 """
 
@@ -13,9 +15,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from carrot.bench.bayes import BayesComparison
 from carrot.bench.stats import ALPHA
+from carrot.bench.verdict import shows_difference, shows_equivalence
 
-__all__ = ["Compared", "latex_escape", "latex_table"]
+__all__ = ["Compared", "latex_bayes_table", "latex_escape", "latex_table"]
 
 _ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -39,6 +43,8 @@ class Compared(Protocol):
     baseline: str
     metric: str
     holm_p: float
+    verdict: str
+    margin: float
 
 
 def latex_escape(text: str) -> str:
@@ -60,10 +66,10 @@ def latex_table(
 
     Args:
         rows: One mapping per run: ``dataset``, ``method``, ``seed`` and ``metric``.
-        comparisons: The report's comparisons; those of ``metric`` with ``holm_p < alpha`` get the
-            dagger.
+        comparisons: The report's comparisons; those of ``metric`` whose verdict is better or
+            worse get the dagger, those equivalent within ±δ the double dagger.
         metric: The column of ``rows`` to tabulate.
-        alpha: Significance level of the Holm-adjusted p-value.
+        alpha: The level named in the caption (the marks follow the comparisons' verdicts).
         caption: Text placed before the table's own explanation of bold and dagger (escaped).
         label: The ``\\label`` of the table.
         digits: Decimals of the mean and the standard deviation.
@@ -75,11 +81,10 @@ def latex_table(
         values.setdefault((str(r["dataset"]), str(r["method"])), []).append(float(r[metric]))
     means = {key: statistics.mean(v) for key, v in values.items()}
     best = {d: max(means[(d, m)] for m in methods if (d, m) in means) for d in datasets}
-    marked = {
-        (c.dataset, c.method)
-        for c in comparisons
-        if c.metric == metric and not math.isnan(c.holm_p) and c.holm_p < alpha
-    }
+    ours = [c for c in comparisons if c.metric == metric]
+    marked = {(c.dataset, c.method) for c in ours if shows_difference(c.verdict)}
+    equivalent = {(c.dataset, c.method) for c in ours if shows_equivalence(c.verdict)}
+    margins = sorted({c.margin for c in ours if math.isfinite(c.margin)})
     baseline = {c.method: c.baseline for c in comparisons if c.metric == metric}
 
     def cell(d: str, m: str) -> str:
@@ -92,8 +97,11 @@ def latex_table(
             body += rf" \pm {statistics.stdev(v):.{digits}f}"
         if mean == round(best[d], digits):
             body = rf"\mathbf{{{body}}}"
-        if (d, m) in marked:
-            body += r"^{\dagger}"
+        marks = (r"\dagger" if (d, m) in marked else "") + (
+            r"\ddagger" if (d, m) in equivalent else ""
+        )
+        if marks:
+            body += f"^{{{marks}}}"
         return f"${body}$"
 
     columns = "ll" + "r" * len(datasets)
@@ -101,7 +109,13 @@ def latex_table(
     explain = (
         f"{latex_escape(metric)}: mean $\\pm$ standard deviation over seeds; best mean of each "
         f"dataset in bold; $\\dagger$: differs from the baseline (paired $t$-test, Holm-adjusted "
-        f"$p < {alpha:g}$)."
+        f"$p < {alpha:g}$)"
+        + (
+            f"; $\\ddagger$: equivalent within $\\pm{margins[0]:g}$ (paired TOST, Holm-adjusted "
+            f"$p < {alpha:g}$)."
+            if len(margins) == 1
+            else "."
+        )
     )
     lines = [
         r"\begin{table}[t]",
@@ -119,6 +133,46 @@ def latex_table(
             rf"\texttt{{{latex_escape(m)}}}",
             rf"\texttt{{{latex_escape(base)}}}" if base else "--",
             *(cell(d, m) for d in datasets),
+        ]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def latex_bayes_table(
+    results: Sequence[BayesComparison], *, label: str = "tab:carrot-bayes", digits: int = 3
+) -> str:
+    """A ``table`` of the Bayesian comparison over datasets: per method and baseline, the number
+    of datasets and P(worse), P(equivalent), P(better) (``--`` where there is no test). Empty
+    when there is no comparison."""
+    if not results:
+        return ""
+    rope = next((r.rope for r in results if math.isfinite(r.rope)), math.nan)
+
+    def prob(x: float) -> str:
+        return "--" if math.isnan(x) else f"${x:.{digits}f}$"
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{Bayesian signed-rank test over datasets (baycomp), rope $\pm{rope:g}$ points "
+        rf"of {latex_escape(results[0].metric)}: posterior probabilities that the method is worse "
+        rf"than its baseline by more than the rope, within it, or better.}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{llrrrr}",
+        r"\toprule",
+        r"method & baseline & datasets & $P(\mathrm{worse})$ & $P(\mathrm{equivalent})$ "
+        r"& $P(\mathrm{better})$ \\",
+        r"\midrule",
+    ]
+    for r in results:
+        cells = [
+            rf"\texttt{{{latex_escape(r.method)}}}",
+            rf"\texttt{{{latex_escape(r.baseline)}}}",
+            str(len(r.datasets)),
+            prob(r.p_worse),
+            prob(r.p_equivalent),
+            prob(r.p_better),
         ]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]

@@ -1,5 +1,6 @@
-"""What a finished grid says: one row per run, paired comparisons with their baselines (Holm-adjusted
-over the report's family), ranks across datasets, markdown and LaTeX tables, CSV files and plots."""
+"""What a finished grid says: one row per run, paired comparisons with their baselines (difference
+and equivalence tests, Holm-adjusted over the report's family, and their verdict), ranks and a
+Bayesian comparison across datasets, markdown and LaTeX tables, CSV files and plots."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from carrot.bench.grid import Cell
-from carrot.bench.latex import latex_table
+from carrot.bench.bayes import bayes_markdown, bayes_plots, bayes_rows, bayesian_comparisons
+from carrot.bench.collect import collect
+from carrot.bench.latex import latex_bayes_table, latex_table
+from carrot.bench.plan import seeds_for_equivalence, seeds_to_detect
+from carrot.bench.plots import plot
 from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
-from carrot.bench.selection import validation_columns, validation_table
-from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
-from carrot.train.report import GEOMETRY_KEYS
+from carrot.bench.selection import validation_table
+from carrot.bench.stats import (
+    ALPHA,
+    EQUIVALENCE_MARGIN,
+    PairedComparison,
+    check_margin,
+    holm,
+    paired_comparison,
+)
+from carrot.bench.verdict import equivalence_note, verdict
 
 __all__ = [
     "Comparison",
@@ -35,72 +46,6 @@ Family = Literal["all", "dataset"]
 """Holm's family: every comparison of a metric in the report (``"all"``, the default), or those of
 a metric on one dataset (``"dataset"``)."""
 
-GEOMETRY = tuple(k for k in GEOMETRY_KEYS if k != "gamma_max")
-"""Per-epoch CARROT statistics of the training batches (every method records them)."""
-
-
-def _records(run: Path) -> list[dict[str, Any]]:
-    import json
-
-    text = (run / "metrics.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One results row and the per-epoch trajectory of a finished cell. ``first_*`` and
-    ``final_*`` geometry: the means over the first and the last epoch's training batches.
-
-    ``final_top1`` is the final epoch's test top-1; ``best_top1`` the highest test top-1 over the
-    epochs (chosen on test: optimistic). Runs with a validation split (``data.val_split``) also
-    give ``final_val_top1``, ``val_best_epoch`` (highest validation top-1) and
-    ``val_selected_top1``, the test top-1 of that epoch (NaN without a split)."""
-    import json
-
-    run = cell.run_dir(out)
-    summary = json.loads((run / "summary.json").read_text())
-    records = _records(run)
-    evaluated = [r for r in records if "top1" in r]
-    best = max(evaluated, key=lambda r: r["top1"])
-    first, last = records[0], records[-1]
-    row: dict[str, Any] = {
-        "dataset": cell.dataset,
-        "method": cell.method,
-        "seed": cell.seed,
-        "epochs": summary["epochs"],
-        "final_top1": evaluated[-1]["top1"],
-        "best_top1": best["top1"],
-        "best_epoch": best["epoch"],
-        "final_mean_class_acc": evaluated[-1]["mean_class_acc"],
-        "best_mean_class_acc": max(r["mean_class_acc"] for r in evaluated),
-        "final_gamma_mean": last.get("gamma_mean", math.nan),
-        "max_gamma": max(r.get("gamma_max", math.nan) for r in records),
-        "final_r_mean": last.get("r_mean", math.nan),
-        "final_gamma_frac_gt1": last.get("gamma_frac_gt1", math.nan),
-        "seconds": sum(r["seconds"] for r in records),
-    }
-    row.update(validation_columns(evaluated))
-    for key in GEOMETRY:
-        row[f"first_{key}"] = first.get(key, math.nan)
-        row[f"final_{key}"] = last.get(key, math.nan)
-    trajectory = [
-        {
-            "dataset": cell.dataset,
-            "method": cell.method,
-            "seed": cell.seed,
-            "epoch": r["epoch"],
-            "gamma_mean": r.get("gamma_mean", math.nan),
-            "gamma_max": r.get("gamma_max", math.nan),
-            "gamma_frac_gt1": r.get("gamma_frac_gt1", math.nan),
-            "r_mean": r.get("r_mean", math.nan),
-            "m_mean": r.get("m_mean", math.nan),
-            "r_over_m_q50": r.get("r_over_m_q50", math.nan),
-            "train_loss": r.get("train_loss", math.nan),
-            "top1": r.get("top1", math.nan),
-        }
-        for r in records
-    ]
-    return row, trajectory
-
 
 @dataclass
 class Comparison:
@@ -114,6 +59,18 @@ class Comparison:
     """The paired t-test's p-value after Holm's step-down over ``family`` (NaN: no test)."""
     family: str = ""
     """The comparisons Holm's adjustment ran over, e.g. ``final_top1 on all datasets (12 tests)``."""
+    margin: float = math.nan
+    """The equivalence margin δ (points), the TOST's ±δ."""
+    tost_holm_p: float = math.nan
+    """The TOST p-value after Holm's step-down over the same family (NaN: no test)."""
+    verdict: str = ""
+    """better, worse, equivalent within ±δ, undecided or no test: :func:`carrot.bench.verdict.
+    verdict` of the two Holm-adjusted p-values."""
+    seeds_to_detect: int | None = None
+    """Seeds the paired t-test needs for 80% power against a true Δ of δ, with the observed sd of
+    the differences (None: no sd, one seed or all differences equal)."""
+    seeds_for_equivalence: int | None = None
+    """Seeds the TOST needs for 80% power to show ±δ when the true Δ is 0, with the observed sd."""
 
     def significant(self, alpha: float = ALPHA) -> bool:
         """Holm-adjusted p-value below ``alpha``."""
@@ -126,9 +83,11 @@ def analyze(
     *,
     metrics: Sequence[str] = ("final_top1", "best_top1", "final_mean_class_acc"),
     family: Family = "all",
+    margin: float = EQUIVALENCE_MARGIN,
 ) -> list[Comparison]:
     """Every method against its baseline (``baselines[method]``) on every dataset, over the
-    seeds both have, with the t-test's p-value adjusted by Holm's step-down.
+    seeds both have, with the t-test's and the TOST's (equivalence within ±``margin`` points)
+    p-values adjusted by Holm's step-down, each family on its own, and their verdict.
 
     The family is one metric's comparisons over the whole report (``family="all"``): a report is
     read as one question (does any method beat its baseline anywhere?), so the error rate is
@@ -136,6 +95,7 @@ def analyze(
     lets the number of datasets multiply the false positives. Metrics are separate families:
     final top-1 is the primary one, best top-1 and mean-class accuracy describe the same runs.
     Comparisons without a p-value (n < 2, no variance) are not in any family."""
+    check_margin(margin)
     if family not in ("all", "dataset"):
         raise ValueError(f"family must be 'all' or 'dataset', got {family!r}.")
     by_key = {(r["dataset"], r["method"], r["seed"]): r for r in rows}
@@ -155,17 +115,20 @@ def analyze(
             for metric in metrics:
                 a = [float(by_key[(dataset, method, s)][metric]) for s in seeds]
                 b = [float(by_key[(dataset, base, s)][metric]) for s in seeds]
-                out.append(
-                    Comparison(dataset, method, base, metric, paired_comparison(a, b), seeds)
-                )
+                stats = paired_comparison(a, b, margin=margin)
+                out.append(Comparison(dataset, method, base, metric, stats, seeds, margin=margin))
     groups: dict[tuple[str, str], list[Comparison]] = {}
     for c in out:
         groups.setdefault((c.metric, c.dataset if family == "dataset" else ""), []).append(c)
     for (metric, dataset), group in groups.items():
         tested = sum(not math.isnan(c.stats.p_value) for c in group)
         name = f"{metric} on {f'dataset {dataset}' if dataset else 'all datasets'} ({tested} tests)"
-        for c, p in zip(group, holm([c.stats.p_value for c in group]), strict=True):
-            c.holm_p, c.family = p, name
+        tost = holm([c.stats.tost_p for c in group])
+        for c, p, q in zip(group, holm([c.stats.p_value for c in group]), tost, strict=True):
+            c.holm_p, c.tost_holm_p, c.family = p, q, name
+            c.verdict = verdict(c.stats.diff, p, q, margin=margin)
+            c.seeds_to_detect = seeds_to_detect(margin, c.stats.sd_diff)
+            c.seeds_for_equivalence = seeds_for_equivalence(margin, c.stats.sd_diff)
     return out
 
 
@@ -190,7 +153,7 @@ def family_note(comparisons: Sequence[Comparison], *, alpha: float = ALPHA) -> s
         f"(α = {alpha:g}, two-sided) would detect with 80% power with these seeds, given the "
         f"observed sd of the differences: a true effect that large would have been found 4 times "
         f"in 5, so a non-significant Δ speaks against effects of the MDD's size or more, and says "
-        f"nothing about smaller ones.\n"
+        f"nothing about smaller ones.\n\n" + equivalence_note(finals, alpha=alpha)
     )
 
 
@@ -205,6 +168,13 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
             **asdict(c.stats),
             "holm_p": c.holm_p,
             "holm_family": c.family,
+            "margin": c.margin,
+            "tost_holm_p": c.tost_holm_p,
+            "verdict": c.verdict,
+            "seeds_to_detect": "" if c.seeds_to_detect is None else c.seeds_to_detect,
+            "seeds_for_equivalence": (
+                "" if c.seeds_for_equivalence is None else c.seeds_for_equivalence
+            ),
             "seeds": " ".join(map(str, c.seeds)),
         }
         for c in comparisons
@@ -219,6 +189,14 @@ def _p(p: float) -> str:
     if math.isnan(p):
         return "n/a"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _seeds(c: Comparison) -> str:
+    """``detect / equivalence`` seed counts for ±δ, ``> n`` when the comparison has fewer."""
+    a, b = c.seeds_to_detect, c.seeds_for_equivalence
+    if a is None or b is None:
+        return "n/a"
+    return f"{a} / {b}" + (" > n" if max(a, b) > c.stats.n else "")
 
 
 def _mean(rs: Sequence[dict[str, Any]], key: str) -> float:
@@ -241,14 +219,17 @@ def markdown(
     method_labels = method_labels or {}
     lines = []
     comp = {(c.dataset, c.method, c.metric): c for c in comparisons}
+    compared = {c.method for c in comparisons}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         lines.append(f"### {dataset_labels.get(dataset, dataset)} (`{dataset}`)\n")
         lines.append(
             "| method | n | final top-1 | best top-1 (on test) | final mean-class | Δ final top-1 vs baseline [95% CI] "
             "| bootstrap 95% CI | wins | p (t) | p (Holm) | p (Wilcoxon) | d_z | MDD (80%) "
-            "| Δ best top-1 (on test) [95% CI] | p (Holm) |"
+            "| seeds for ±δ | p (TOST, Holm) | verdict | Δ best top-1 (on test) [95% CI] | p (Holm) |"
         )
-        lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+        lines.append(
+            "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
+        )
         geo = [
             "| method | mean γ, first → last epoch | γ > 1, first → last | r/m median [q10, q90], first "
             "→ last | max γ | final r |",
@@ -279,11 +260,17 @@ def markdown(
                     _p(s.wilcoxon_p),
                     _fmt(s.effect_size),
                     _fmt(s.mdd),
+                    _seeds(c),
+                    _p(c.tost_holm_p),
+                    c.verdict,
                     f"**{delta_b}**" if cb.significant() else delta_b,
                     _p(cb.holm_p),
                 ]
-            else:
-                cells = ["(baseline)", "", "", "", "", "", "", "", "", ""]
+            else:  # a baseline, or a method whose baseline has no run paired with it here
+                cells = [
+                    "(no paired run of its baseline)" if method in compared else "(baseline)",
+                    *[""] * 12,
+                ]
             lines.append(
                 f"| {name} | {len(rs)} | {ms('final_top1')} | {ms('best_top1')} "
                 f"| {ms('final_mean_class_acc')} | {' | '.join(cells)} |"
@@ -315,92 +302,6 @@ def markdown(
     return "\n".join(lines)
 
 
-def plot(
-    rows: Sequence[dict[str, Any]],
-    trajectories: Sequence[dict[str, Any]],
-    comparisons: Sequence[Comparison],
-    out: Path,
-) -> list[Path]:
-    """``differences.png`` (Δ top-1 with 95% CI per dataset) and ``geometry.png`` (mean γ, max γ,
-    within-class radius, nearest-centroid distance and test accuracy over training per method,
-    mean over seeds)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    written = []
-    finals = [c for c in comparisons if c.metric == "final_top1"]
-    most = max((sum(c.dataset == d for c in finals) for d in datasets), default=1)
-    height = max(3.6, 0.42 * most + 1.2)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), height), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        cs = [c for c in finals if c.dataset == dataset]
-        ys = list(range(len(cs)))
-        for y, c in zip(ys, cs, strict=True):
-            s = c.stats
-            color = (
-                "tab:red"
-                if c.significant() and s.diff < 0
-                else "tab:green"
-                if c.significant()
-                else "tab:gray"
-            )
-            lo = 0.0 if math.isnan(s.ci_low) else s.diff - s.ci_low
-            hi = 0.0 if math.isnan(s.ci_high) else s.ci_high - s.diff
-            ax.errorbar([s.diff], [y], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(ys, [f"{c.method} vs {c.baseline}" for c in cs], fontsize=7)
-        ax.set_title(dataset, fontsize=9)
-        ax.set_xlabel("Δ final top-1 (points), 95% CI")
-    fig.suptitle("Paired differences over seeds (red/green: Holm-adjusted p < 0.05)", fontsize=10)
-    fig.tight_layout()
-    path = out / "differences.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
-
-    keys = (
-        ("gamma_mean", "mean γ", True),
-        ("gamma_max", "max γ", True),
-        ("r_mean", "within-class RMS radius r", False),
-        ("m_mean", "nearest-centroid distance m", False),
-        ("top1", "test top-1 %", False),
-    )
-    fig, axes = plt.subplots(
-        len(datasets), len(keys), figsize=(4.0 * len(keys), 3.0 * len(datasets)), squeeze=False
-    )
-    for row_axes, dataset in zip(axes, datasets, strict=True):
-        methods = list(dict.fromkeys(t["method"] for t in trajectories if t["dataset"] == dataset))
-        for ax, (key, label, log) in zip(row_axes, keys, strict=True):
-            for method in methods:
-                ts = [t for t in trajectories if t["dataset"] == dataset and t["method"] == method]
-                points = []
-                for e in sorted({t["epoch"] for t in ts}):
-                    vals = [t[key] for t in ts if t["epoch"] == e and not math.isnan(t[key])]
-                    if vals:
-                        points.append((e, sum(vals) / len(vals)))
-                if points:
-                    ax.plot(
-                        [p[0] for p in points], [p[1] for p in points], marker=".", label=method
-                    )
-            ax.set_title(f"{dataset}: {label}", fontsize=9)
-            ax.set_xlabel("epoch")
-            if log:
-                ax.set_yscale("log")
-        if row_axes[0].get_legend_handles_labels()[0]:
-            row_axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    path = out / "geometry.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
-    return written
-
-
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         path.write_text("")
@@ -421,14 +322,17 @@ def write_report(
     dataset_labels: Mapping[str, str] | None = None,
     method_labels: Mapping[str, str] | None = None,
 ) -> str:
-    """Write the report folder: results.csv, trajectories.csv, comparisons.csv (with ``holm_p``),
+    """Write the report folder: results.csv, trajectories.csv, comparisons.csv (with ``holm_p``,
+    ``tost_holm_p`` and ``verdict``), bayes.csv (the Bayesian comparison over datasets),
     friedman.csv (mean ranks, when there is a Friedman test), results.md, results.tex and the
-    plots (differences.png, geometry.png, cd_diagram.png with two or more datasets); returns the
-    markdown."""
+    plots (differences.png, geometry.png, and with two or more datasets cd_diagram.png and one
+    bayes_<method>_vs_<baseline>.png per comparison); returns the markdown."""
     report.mkdir(parents=True, exist_ok=True)
     write_csv(report / "results.csv", list(rows))
     write_csv(report / "trajectories.csv", list(trajectories))
     write_csv(report / "comparisons.csv", comparison_rows(comparisons))
+    bayes = bayesian_comparisons(comparisons)
+    write_csv(report / "bayes.csv", bayes_rows(bayes))
     ranks = friedman(rows)
     text = (
         header
@@ -437,12 +341,16 @@ def write_report(
         + markdown(rows, comparisons, dataset_labels=dataset_labels, method_labels=method_labels)
         + "\n"
         + friedman_markdown(ranks, method_labels=method_labels)
+        + "\n"
+        + bayes_markdown(bayes)
     )
     (report / "results.md").write_text(text)
+    caption = f"carrot bench accuracy: {report.name}."
     (report / "results.tex").write_text(
-        latex_table(rows, comparisons, caption=f"carrot bench accuracy: {report.name}.")
+        latex_table(rows, comparisons, caption=caption) + "\n" + latex_bayes_table(bayes)
     )
     plot(rows, trajectories, comparisons, report)
+    bayes_plots(bayes, report)
     stale = report / "cd_diagram.png"
     if not isinstance(ranks, str):
         write_csv(

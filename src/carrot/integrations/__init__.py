@@ -5,7 +5,7 @@ when it is missing; importing :mod:`carrot` or this package never imports any of
 
 - :mod:`carrot.integrations.pml`: any pytorch-metric-learning loss on the CARROT view
   (``pip install 'carrot-fgvc[pml]'``).
-- :mod:`carrot.integrations.statsmodels` and :mod:`carrot.integrations.scikit_posthocs`: the
-  statistics of ``carrot bench accuracy`` (Holm, power, Nemenyi, the CD diagram;
-  ``pip install 'carrot-fgvc[bench]'``).
+- :mod:`carrot.integrations.statsmodels`, :mod:`carrot.integrations.scikit_posthocs` and
+  :mod:`carrot.integrations.baycomp`: the statistics of ``carrot bench accuracy`` (Holm, TOST,
+  power, Nemenyi, the CD diagram, the Bayesian signed-rank test; ``pip install 'carrot-fgvc[bench]'``).
 """
