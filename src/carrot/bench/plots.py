@@ -7,10 +7,35 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from carrot.bench.report import Comparison
+from carrot.bench.stats import PairedComparison
+
+
+class Comparison(Protocol):
+    """What a plot reads of :class:`carrot.bench.report.Comparison` (a protocol: the report
+    imports this module)."""
+
+    @property
+    def metric(self) -> str: ...
+
+    @property
+    def dataset(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def baseline(self) -> str: ...
+
+    @property
+    def margin(self) -> float: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+    @property
+    def stats(self) -> PairedComparison: ...
 
 __all__ = ["plot"]
 

@@ -9,11 +9,26 @@ submitted or created.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from carrot.bench.slurm import SlurmOptions
+
+class SlurmValues(Protocol):
+    """The values of :class:`carrot.bench.slurm.SlurmOptions` that reach the job script (a
+    protocol: that module imports this one)."""
+
+    @property
+    def partition(self) -> str | None: ...
+
+    @property
+    def time(self) -> str | None: ...
+
+    @property
+    def account(self) -> str | None: ...
+
+    @property
+    def sbatch(self) -> Sequence[str]: ...
 
 __all__ = ["check_script_text", "check_slurm_options", "sbatch_key"]
 
@@ -44,7 +59,7 @@ def sbatch_key(option: str) -> tuple[str, str | bool]:
     return key.replace("-", "_"), value if sep else True
 
 
-def check_slurm_options(opts: SlurmOptions, out: Path) -> None:
+def check_slurm_options(opts: SlurmValues, out: Path) -> None:
     """Refuses, in one line naming the option, a control character in any value of ``opts``
     or in the results folder ``out`` (the job logs' folder is inside it)."""
     for name, value in (
