@@ -57,12 +57,11 @@ def _tune(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[st
 
 
 def _trials(out: Path, method: str, storage: str | None = None) -> list[optuna.trial.FrozenTrial]:
-    url = storage or f"sqlite:///{out / 'optuna.db'}"
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from carrot.tune.storage import open_storage
 
-        url = JournalStorage(JournalFileBackend(url.removeprefix("journal:")))  # type: ignore[assignment]
-    return optuna.load_study(study_name=f"carrot-tune-{method}", storage=url).get_trials()
+    url = storage or f"sqlite:///{out / 'optuna.db'}"
+    study = optuna.load_study(study_name=f"carrot-tune-{method}", storage=open_storage(url))
+    return study.get_trials()
 
 
 def test_two_methods_three_trials_write_best_configs_that_train(tmp_path) -> None:

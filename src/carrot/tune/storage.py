@@ -57,6 +57,7 @@ def open_storage(url: str, *, heartbeat_s: int = 10) -> optuna.storages.BaseStor
             f"--storage must be a database URL (sqlite:///FILE, postgresql://USER@HOST/DB), "
             f"journal:FILE or a .log file, got {url!r}."
         )
+    url = _postgres_driver(url)
     with warnings.catch_warnings():  # heartbeat_interval is "experimental" since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(
@@ -69,6 +70,17 @@ def open_storage(url: str, *, heartbeat_s: int = 10) -> optuna.storages.BaseStor
             if url.startswith("sqlite")
             else {"pool_pre_ping": True},
         )
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg
+    (3), the tune extra installs psycopg2-binary (wheels everywhere)."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def study_name(method: str) -> str:
