@@ -33,7 +33,9 @@ def postgres() -> Iterator[str]:
     """A PostgreSQL server for this module's tests: its URL."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
-        pytest.skip("postgresql is not installed (apt-get install postgresql; scripts/_postgres.sh)")
+        pytest.skip(
+            "postgresql is not installed (apt-get install postgresql; scripts/_postgres.sh)"
+        )
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         pytest.skip("starting a PostgreSQL server here needs root (runuser -u postgres)")
     try:

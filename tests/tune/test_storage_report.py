@@ -98,3 +98,21 @@ def test_import_carrot_does_not_import_optuna() -> None:
         "assert 'optuna' not in sys.modules, 'optuna imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_median_pruner_never_prunes_the_first_epoch() -> None:
+    from carrot.tune.worker import _pruner
+
+    opts = TuneOptions(
+        base=load_config(None, []), methods=(), spaces={}, trials=9, out=None, storage=""
+    )  # type: ignore[arg-type]
+    study = optuna.create_study(direction="maximize", pruner=_pruner(opts))
+    for _ in range(5):  # its startup trials
+        study.add_trial(
+            _trial(TrialState.COMPLETE, value=90.0, intermediate_values={1: 90.0, 2: 90.0})
+        )
+    trial = study.ask()
+    trial.report(10.0, 1)
+    assert not trial.should_prune()  # epoch 1: a slow start is not a weak trial
+    trial.report(10.0, 2)
+    assert trial.should_prune()

@@ -60,8 +60,8 @@ def _pruner(opts: TuneOptions) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=opts.base.train.epochs)
     if opts.pruner == "none":
         return optuna.pruners.NopPruner()
-    # the first epoch is never pruned: a slow start is not a weak trial
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    # steps are epochs, from 1: epoch 1 is never pruned (a slow start is not a weak trial)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
 
 def create_study(opts: TuneOptions, method: str, worker: int = 0) -> optuna.Study:
