@@ -75,7 +75,9 @@ def main() -> None:
     py = [sys.executable]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        start = min(_timed([*py, "-m", "carrot.cli", "train", "--print-config", *config]) for _ in range(2))
+        start = min(
+            _timed([*py, "-m", "carrot.cli", "train", "--print-config", *config]) for _ in range(2)
+        )
         plain = [
             _timed([*py, "-m", "carrot.cli", "train", *config, f"output_dir={root / f'plain{i}'}"])
             for i in range(args.runs)

@@ -87,6 +87,12 @@ def test_two_methods_three_trials_write_best_configs_that_train(tmp_path) -> Non
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "final" / "summary.json").is_file()
+    # the paired comparison of the tuned configurations, on a seed other than the tuning seed
+    bench = carrot_cli("bench", "accuracy", "--tuned", out, "--seeds", 1, "--out", tmp_path / "b")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert "carrot (tuned)" in bench.stdout and "vs ce" in bench.stdout
+    cell = json.loads(next((tmp_path / "b").glob("*/carrot/s1/summary.json")).read_text())
+    assert cell["seed"] == 1
     # a rerun of the finished command adds no trial
     again = _tune("--methods", "ce", "carrot", "--trials", 3, "--out", out, *TINY)
     assert again.returncode == 0 and " trial " not in again.stdout.split("tune: ")[0]
@@ -157,6 +163,31 @@ def test_kill_9_mid_trial_then_the_same_command_counts_no_trial_twice(tmp_path) 
     text = (out / "tune.md").read_text()
     assert "trials: 3 complete, 0 pruned, 0 failed (budget 3)" in text
     assert "| 1 | stale, retried |" in text
+
+
+def test_sigterm_mid_trial_stops_in_one_line_and_the_trial_is_retried(tmp_path) -> None:
+    out = tmp_path / "tune"
+    args = ["--methods", "ce", "--trials", 2, "--out", out, "--heartbeat", 1, *TINY]
+    args += ["train.epochs=8", "train.max_steps_per_epoch=4"]
+    proc = subprocess.Popen(
+        _tune_cmd(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "ce" / "trials" / "0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # mid-trial 0: it stops at its next step's checkpoint
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == [
+        "carrot tune: trial 0 of ce stopped at a checkpoint; rerun the same command to continue."
+    ]
+    assert [t.state.name for t in _trials(out, "ce")] == ["RUNNING"]  # not a failure of it
+    done = _tune(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = _trials(out, "ce")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].system_attrs["failed_trial"] == 0  # trial 0 retried, only the retry counts
 
 
 def test_two_workers_share_one_storage_and_never_run_the_same_trial(tmp_path) -> None:

@@ -63,6 +63,11 @@ def _check(args: argparse.Namespace) -> None:
     for name, low in (("trials", 1), ("jobs", 1), ("heartbeat", 1)):
         if getattr(args, name) < low:
             raise ValueError(f"--{name} must be >= {low}, got {getattr(args, name)}.")
+    slurm_only = (args.slurm_partition, args.slurm_time, args.slurm_account, args.cpus_per_worker)
+    if args.launcher != "slurm" and (any(slurm_only) or args.gpus_per_worker or args.sbatch_option):
+        raise ValueError(
+            "the --slurm-*, --*-per-worker and --sbatch-option options need --launcher slurm."
+        )
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}.")
 
@@ -182,8 +187,9 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     try:
         _launch(opts, args)
-    except TuneStopped as e:
-        print(f"carrot tune: {e}; rerun the same command to continue.", file=sys.stderr)
+    except (TuneStopped, KeyboardInterrupt) as e:
+        why = str(e) or "interrupted"
+        print(f"carrot tune: {why}; rerun the same command to continue.", file=sys.stderr)
         return 130
     report = write_report(opts)
     best = [str(out / m / "best.yaml") for m in methods if (out / m / "best.yaml").is_file()]

@@ -46,6 +46,10 @@ class TuneStopped(BaseException):
     marks it stale and retries it, so it never counts as a failure of its settings."""
 
 
+STOP_AFTER_TRIAL: list[int] = []
+"""Signals the trainer received while finishing a trial (it completes): the worker stops next."""
+
+
 def validation_split(cfg: Config) -> str:
     """The config's ``data.val_split`` (``"none"`` for a trainer without one)."""
     return str(getattr(cfg.data, "val_split", "none"))
@@ -136,13 +140,17 @@ def run_trial(
             contextlib.redirect_stderr(log),
         ):
             cfg = trial_config(base, method, values, run_dir)
-            Trainer(cfg, on_epoch_end=report).fit()
+            trainer = Trainer(cfg, on_epoch_end=report)
+            trainer.fit()
+        signum = getattr(getattr(trainer, "_stop", None), "signum", None)
+        if signum is not None:  # a stop asked for too late for the trainer (its last evaluation)
+            STOP_AFTER_TRIAL.append(signum)
         if "value" not in last:
             raise RuntimeError(f"the run reported no {key} (no evaluated epoch).")
     except optuna.TrialPruned:
         raise
     except TrainInterrupted as e:
-        raise TuneStopped(f"trial {trial.number} of {method} stopped: {_one_line(e)}") from e
+        raise TuneStopped(f"trial {trial.number} of {method} stopped at a checkpoint") from e
     except Exception as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {_one_line(e)}")
         raise

@@ -64,7 +64,7 @@ def tuned_suite(
         plain = trainer_method(m)
         specs[m] = MethodSpec(
             m,
-            f"{plain.label} (tuned)",
+            f"{m} (tuned)",
             plain.baseline if plain.baseline in wanted else None,
             (f"method={m}", *(f"{k}={json.dumps(v)}" for k, v in params.items())),
         )

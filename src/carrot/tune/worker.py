@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from carrot.train.schema import Config
-from carrot.tune.objective import run_trial
+from carrot.tune.objective import STOP_AFTER_TRIAL, TuneStopped, run_trial
 from carrot.tune.space import Spec
 from carrot.tune.storage import (
     OVER_BUDGET,
@@ -147,6 +147,8 @@ def _tune_method(opts: TuneOptions, method: str, worker: int) -> None:
             time.sleep(min(5.0, opts.heartbeat_s))  # other workers' trials finish or go stale
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[log])
+        if STOP_AFTER_TRIAL:
+            raise TuneStopped(f"stopped by signal {STOP_AFTER_TRIAL[0]} after a trial of {method}")
 
 
 def run_worker(opts: TuneOptions, worker: int = 0) -> None:
