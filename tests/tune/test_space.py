@@ -172,3 +172,19 @@ def test_bench_tuned_with_a_tuning_seed_is_one_line(tmp_path, capsys) -> None:
     )
     assert code == 2
     _one_line(capsys, "--seeds must not include the tuning seed")
+
+
+def test_slurm_options_need_the_slurm_launcher(tmp_path, capsys) -> None:
+    argv = [
+        "tune",
+        "--methods",
+        "ce",
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--slurm-time",
+        "1:00:00",
+    ]
+    assert main(argv) == 2
+    _one_line(capsys, "need --launcher slurm")
