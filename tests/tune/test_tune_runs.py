@@ -91,7 +91,7 @@ def test_two_methods_three_trials_write_best_configs_that_train(tmp_path) -> Non
     bench = carrot_cli("bench", "accuracy", "--tuned", out, "--seeds", 1, "--out", tmp_path / "b")
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert "carrot (tuned)" in bench.stdout and "vs ce" in bench.stdout
-    cell = json.loads(next((tmp_path / "b").glob("*/carrot/s1/summary.json")).read_text())
+    cell = json.loads(next((tmp_path / "b").glob("runs/*/carrot/s1/summary.json")).read_text())
     assert cell["seed"] == 1
     # a rerun of the finished command adds no trial
     again = _tune("--methods", "ce", "carrot", "--trials", 3, "--out", out, *TINY)
