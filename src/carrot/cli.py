@@ -6,6 +6,7 @@ carrot eval --checkpoint FILE [--tta none|flip] [--report DIR] [--json FILE] [se
 carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv] [--tta none|flip]
 carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all|hf]
 carrot convert OLD NEW --trust
+carrot tune --config FILE --methods ce carrot ... --trials N --out DIR [key=value ...]
 """
 
 from __future__ import annotations
@@ -198,6 +199,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 1
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from carrot.tune.cli import run_tune
+
+    return run_tune(args)
+
+
 def _methods(args: argparse.Namespace) -> int:
     from carrot.methods.catalog import format_catalog, markdown_table
 
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=__name__.partition(".")[0],  # the package's name: carrot
         description="CARROT for fine-grained visual classification: train, evaluate, predict, "
-        "export, benchmark.",
+        "export, tune, benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"carrot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the method table of README.md"
     )
     me.set_defaults(func=_methods)
+
+    from carrot.tune.cli import add_tune_parser
+
+    add_tune_parser(sub, _tune)
 
     try:
         from carrot.bench.cli import add_bench_parser

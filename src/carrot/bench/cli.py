@@ -43,6 +43,12 @@ def add_bench_parser(
     what.add_argument(
         "--config", help="a carrot train config: run its dataset and model with each method"
     )
+    what.add_argument(
+        "--tuned",
+        metavar="DIR",
+        help="a carrot tune folder: each tuned method at its tuned config, full training set, "
+        "seeds other than the tuning seed (default: the first 5 such)",
+    )
     acc.add_argument(
         "--methods-file", help="YAML of named variants: NAME: {label, baseline, overrides}"
     )
@@ -216,7 +222,13 @@ def run_bench(args: argparse.Namespace) -> int:
                 setattr(args, name, [x for x in given if "=" not in x] or None)
                 args.overrides = [*args.overrides, *(x for x in given if "=" in x)]
 
-        if args.config is not None:
+        if args.tuned is not None:
+            from carrot.tune.tuned import tuned_suite
+
+            suite = tuned_suite(args.tuned, seeds=args.seeds, methods=args.methods)
+            methods, extra = None, list(args.overrides)
+            args.seeds = list(suite.seeds)
+        elif args.config is not None:
             suite = config_suite(
                 args.config,
                 args.overrides,

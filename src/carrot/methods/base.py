@@ -122,6 +122,11 @@ class Method(nn.Module):
     compares with its baseline when no --methods are given (exactly one method sets it)."""
     rank: ClassVar[int] = 100
     """Where ``carrot methods`` and error messages list it (then by name)."""
+    search_space: ClassVar[Mapping[str, Any] | None] = None
+    """What ``carrot tune`` searches besides the shared training settings: setting → a
+    :mod:`carrot.tune.space` spec (``Float``, ``Int``, ``Choice``); keys are relative to its
+    section, or dotted for another's. ``{}``: the shared settings only; None: not declared (a
+    test requires every method to declare one)."""
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__()

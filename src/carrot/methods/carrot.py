@@ -20,6 +20,7 @@ from carrot.functional import CEKLOptions, OperatorOptions, carrot_operator
 from carrot.memory import ClassMemory, carrot_ce_kl_loss, carrot_consistency_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["CARROT", "CarrotSettings", "guide_recipe", "lam_at", "observer"]
 
@@ -130,6 +131,14 @@ def class_memory(context: MethodContext) -> ClassMemory | None:
 @register_method
 class CARROT(Method):
     name = "carrot"
+    search_space = space(
+        {
+            "lam": Float(0.1, 10.0, log=True),
+            "T": Float(1.0, 4.0),
+            "max_gamma": Float(1.1, 3.0),
+            "radius_factor": Float(1.0, 4.0),
+        }
+    )
     rank = 2
     label = "CARROT"  # label_for adds the settings that ran
     description = "CE + λ·T²·KL between the classifier's outputs on ẑ and its class expansion ẑ⁺"

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
+from carrot.tune.space import space
 
 __all__ = ["CrossEntropy"]
 
@@ -14,6 +15,7 @@ __all__ = ["CrossEntropy"]
 @register_method
 class CrossEntropy(Method):
     name = "ce"
+    search_space = space({})  # the shared training settings only
     rank = 0
     label = "CE"
     description = "cross-entropy on the classifier's logits of ẑ (the baseline)"

@@ -11,6 +11,7 @@ from carrot.baselines import CenterLoss as CenterLossModule
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["CenterLoss", "CenterLossSettings"]
 
@@ -37,6 +38,7 @@ class CenterLoss(CEPlusTerm):
     loss could shrink ‖z‖ without changing a logit)."""
 
     name = "center_loss"
+    search_space = space({"lam": Float(1e-4, 0.1, log=True), "alpha": Float(0.1, 1.0)})
     rank = 22
     description = "CE + λ·½‖ẑ − c_y‖², class centres moved by the paper's update"
     reference = "Wen et al., A Discriminative Feature Learning Approach for Deep Face Recognition, ECCV 2016"

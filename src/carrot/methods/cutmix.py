@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from carrot.methods._mixing import MixingMethod, MixingSettings
 from carrot.methods.base import register_method
 from carrot.settings import Range, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["CutMix", "CutMixSettings"]
 
@@ -23,6 +24,7 @@ class CutMixSettings(MixingSettings):
 @register_method
 class CutMix(MixingMethod):
     name = "cutmix"
+    search_space = space({"alpha": Float(0.1, 2.0, log=True)})
     rank = 11
     label = "CutMix"
     description = "CutMix: a box of another image pasted in, labels mixed by area (timm's Mixup)"

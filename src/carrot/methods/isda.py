@@ -12,6 +12,7 @@ from carrot.baselines import ISDALoss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Choice, space
 
 __all__ = ["ISDA", "ISDASettings", "linear_map"]
 
@@ -59,6 +60,9 @@ class ISDA(Method):
     200 classes of 2048-d features take 3.4 GB."""
 
     name = "isda"
+    search_space = space(
+        {"lam0": Choice((0.1, 0.25, 0.5, 1.0, 2.5, 7.5))}
+    )  # the authors' 0.5, ImageNet's 7.5
     rank = 23
     description = (
         "CE of logits z_j + (λ/2)(w_j − w_y)ᵀΣ_y(w_j − w_y): the bound on CE under class-covariance "

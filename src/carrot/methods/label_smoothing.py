@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["LabelSmoothing", "LabelSmoothingSettings"]
 
@@ -28,6 +29,7 @@ class LabelSmoothingSettings:
 @register_method
 class LabelSmoothing(Method):
     name = "label_smoothing"
+    search_space = space({"smoothing": Float(0.0, 0.3)})
     rank = 1
     label = "CE + label smoothing {smoothing:g}"
     description = "cross-entropy against targets smoothed by ε"

@@ -10,6 +10,7 @@ from carrot.functional.baselines import prediction_entropy
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["MaxEnt", "MaxEntSettings"]
 
@@ -29,6 +30,7 @@ class MaxEntSettings:
 @register_method
 class MaxEnt(CEPlusTerm):
     name = "maxent"
+    search_space = space({"gamma": Float(0.01, 1.0, log=True)})
     rank = 20
     description = "CE − γ·H(p): rewards high-entropy (less confident) predictions"
     reference = "Dubey et al., Maximum-Entropy Fine-Grained Classification, NeurIPS 2018"

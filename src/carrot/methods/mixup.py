@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from carrot.methods._mixing import MixingMethod, MixingSettings
 from carrot.methods.base import register_method
 from carrot.settings import Range, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["Mixup", "MixupSettings"]
 
@@ -22,6 +23,7 @@ class MixupSettings(MixingSettings):
 @register_method
 class Mixup(MixingMethod):
     name = "mixup"
+    search_space = space({"alpha": Float(0.1, 2.0, log=True)})
     rank = 10
     label = "mixup"
     description = "mixup: images and one-hot labels mixed pairwise, λ ~ Beta(α, α) (timm's Mixup)"

@@ -10,6 +10,7 @@ from carrot.functional.baselines import euclidean_confusion
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
 
@@ -29,6 +30,7 @@ class PairwiseConfusionSettings:
 @register_method
 class PairwiseConfusion(CEPlusTerm):
     name = "pairwise_confusion"
+    search_space = space({"lam_per_class": Float(0.01, 1.0, log=True)})
     rank = 21
     description = "CE + (λ/2)·‖p_i − p_j‖² averaged over the batch's pairs of different classes"
     reference = "Dubey et al., Pairwise Confusion for Fine-Grained Visual Classification, ECCV 2018"

@@ -11,6 +11,7 @@ from carrot.functional import supcon_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
 from carrot.settings import Range, check_ranges, ranged
+from carrot.tune.space import Float, space
 
 __all__ = ["SupCon", "SupConSettings", "probe_ce"]
 
@@ -44,6 +45,7 @@ def probe_ce(z: Tensor, y: Tensor, head: nn.Module) -> Tensor:
 @register_method
 class SupCon(Method):
     name = "supcon"
+    search_space = space({"temperature": Float(0.05, 0.5, log=True)})
     rank = 3
     label = "SupCon"
     description = "supervised contrastive loss over the batch's ẑ; the head trains on detached ẑ"

@@ -9,6 +9,7 @@ from carrot.memory import carrot_supcon_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import class_memory
 from carrot.methods.supcon import SupConSettings, probe_ce
+from carrot.tune.space import Float, space
 
 __all__ = ["SupConCarrot"]
 
@@ -16,6 +17,12 @@ __all__ = ["SupConCarrot"]
 @register_method
 class SupConCarrot(Method):
     name = "supcon_carrot"
+    search_space = space(
+        {
+            "supcon.temperature": Float(0.05, 0.5, log=True),
+            "carrot.lam": Float(0.1, 10.0, log=True),
+        }
+    )
     rank = 4
     label = "SupCon + CARROT view"
     description = "SupCon with ẑ and its CARROT expansion normalize(T(ẑ)) as two views"

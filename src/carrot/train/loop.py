@@ -8,7 +8,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +82,17 @@ class Trainer:
     """One experiment: ``Trainer(cfg).fit()`` or ``Trainer.resume(run_dir, overrides).fit()``."""
 
     def __init__(
-        self, cfg: Config, *, run_dir: Path | None = None, checkpoint: dict[str, Any] | None = None
+        self,
+        cfg: Config,
+        *,
+        run_dir: Path | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_epoch_end = on_epoch_end
+        """Called with each epoch's record once its checkpoint is saved (``carrot tune``'s
+        pruner); an exception it raises ends the run there, checkpoint kept."""
         self.rt = Runtime.setup(cfg.train.device)
         self.run_dir = run_dir if run_dir is not None else cfg.run_dir()
         self._claimed: Path | None = None
@@ -466,6 +474,8 @@ class Trainer:
                 record = self._finish_evaluation()
                 if rt.is_main:
                     print(epoch_line(record), flush=True)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(record)
             summary = self.summary()
             summary["stopped_early"] = self.state.epoch < cfg.train.epochs
             if rt.is_main:
