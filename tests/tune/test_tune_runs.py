@@ -186,10 +186,14 @@ def test_sigterm_mid_trial_stops_in_one_line_and_the_trial_is_retried(tmp_path) 
     assert trials[1].system_attrs["failed_trial"] == 0  # trial 0 retried, only the retry counts
 
 
-def test_two_workers_share_one_storage_and_never_run_the_same_trial(tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_storage_and_never_run_the_same_trial(tmp_path, kind) -> None:
+    """The journal (a file, no database), and the default SQLite file new to both workers (they
+    raced to create its tables: one died on a UNIQUE constraint)."""
     out = tmp_path / "tune"
-    storage = f"journal:{tmp_path / 'journal.log'}"  # Optuna's file storage, no database
-    args = ["--methods", "ce", "--trials", 4, "--jobs", 2, "--out", out, "--storage", storage]
+    storage = f"journal:{tmp_path / 'journal.log'}" if kind == "journal" else None
+    args = ["--methods", "ce", "--trials", 4, "--jobs", 2, "--out", out]
+    args += ["--storage", storage] if storage else []
     done = _tune(*args, *TINY, "train.epochs=3")
     assert done.returncode == 0, done.stderr[-3000:]
     trials = [

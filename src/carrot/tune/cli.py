@@ -89,8 +89,14 @@ def _manifest(out: Path, data: dict[str, Any]) -> None:
 
 
 def _launch(opts: Any, args: argparse.Namespace) -> None:
-    from carrot.tune.worker import TuneWorker, run_worker
+    from carrot.tune.objective import TuneStopped
+    from carrot.tune.worker import TuneWorker, create_study, run_worker
 
+    if args.jobs > 1 or args.launcher == "slurm":
+        # The storage's tables and the studies are made once, here: workers that all start on
+        # a new database race to create them (SQLite: UNIQUE constraint on alembic_version).
+        for method in opts.methods:
+            create_study(opts, method)
     if args.launcher == "slurm":
         from carrot.bench.slurm import SlurmOptions, _executor, parse_time
 
@@ -123,7 +129,7 @@ def _launch(opts: Any, args: argparse.Namespace) -> None:
         proc.join()
     bad = [f"worker {i} (exit code {p.exitcode})" for i, p in enumerate(procs) if p.exitcode]
     if bad:
-        raise RuntimeError(f"{', '.join(bad)} stopped; rerun the same command to continue.")
+        raise TuneStopped(f"{', '.join(bad)} stopped (its error is above)")
 
 
 def run_tune(args: argparse.Namespace) -> int:
