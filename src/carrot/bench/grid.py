@@ -176,13 +176,18 @@ def check_same_settings(job: Job) -> None:
     added to the schema after the run counts as its default value (the run had no such option),
     so a cell that sets it to anything else is not paired with that run."""
 
+    import yaml
+
     from carrot.train.config import MOVED_KEYS, RESOLVED_DATA_KEYS, Config, config_to_dict, flatten
-    from carrot.yamlfile import load_yaml
+    from carrot.yamlfile import load_yaml, yaml_error
 
     saved = job.run_dir / "config.yaml"
     if not saved.is_file():
         return
-    old = load_yaml(saved.read_text())
+    try:
+        old = load_yaml(saved.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{saved} is not valid YAML: {yaml_error(e)}.") from e
     want = config_to_dict(job.load())
     old_f = {MOVED_KEYS.get(k, k): v for k, v in flatten(old).items()}  # keys of before
     want_f, default_f = flatten(want), flatten(config_to_dict(Config()))
