@@ -107,3 +107,33 @@ def test_a_link_as_out_is_refused(ckpt: Path, tmp_path: Path, fmt: str) -> None:
     done = carrot_cli("export", "--checkpoint", ckpt, "--out", link, "--force", "--format", fmt)
     one_line_error(done, "--out", "is a symbolic link")
     assert link.is_symlink() and not any(real.iterdir())
+
+
+INTERRUPTED = """
+import os, signal, sys
+import carrot.export
+real = carrot.export._write
+def write(*args, **kwargs):
+    written = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C with every file written, before the swap
+    return written
+carrot.export._write = write
+from carrot.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_leaves_the_old_folder_and_no_temporaries(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("model A")
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, "export", "--checkpoint", str(ckpt), "--out", str(out),
+         "--force"],
+        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "carrot export: interrupted."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["README.md"]

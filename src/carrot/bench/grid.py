@@ -168,7 +168,9 @@ def finished(run: Path) -> bool:
     summary = run / "summary.json"
     if not summary.is_file():
         return False
-    return not json.loads(summary.read_text()).get("stopped_early", False)
+    from carrot.bench.runfiles import read_summary
+
+    return not read_summary(run).get("stopped_early", False)
 
 
 def check_same_settings(job: Job) -> None:

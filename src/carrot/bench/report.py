@@ -14,7 +14,9 @@ from typing import Any, Literal
 from carrot.bench.grid import Cell
 from carrot.bench.latex import latex_table
 from carrot.bench.ranks import cd_diagram, friedman, friedman_markdown
+from carrot.bench.runfiles import read_records, read_summary
 from carrot.bench.stats import ALPHA, PairedComparison, holm, paired_comparison
+from carrot.tables import csv_row, md_cell
 from carrot.train.report import GEOMETRY_KEYS
 
 __all__ = [
@@ -38,21 +40,14 @@ GEOMETRY = tuple(k for k in GEOMETRY_KEYS if k != "gamma_max")
 """Per-epoch CARROT statistics of the training batches (every method records them)."""
 
 
-def _records(run: Path) -> list[dict[str, Any]]:
-    import json
-
-    text = (run / "metrics.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One results row and the per-epoch trajectory of a finished cell. ``first_*`` and
-    ``final_*`` geometry: the means over the first and the last epoch's training batches."""
-    import json
-
+    ``final_*`` geometry: the means over the first and the last epoch's training batches. A run
+    file that is not valid JSON, holds NaN or infinity, or an accuracy outside [0, 100] is a
+    one-line ``ValueError`` naming it (:mod:`carrot.bench.runfiles`)."""
     run = cell.run_dir(out)
-    summary = json.loads((run / "summary.json").read_text())
-    records = _records(run)
+    summary = read_summary(run, keys=("epochs",))
+    records = read_records(run)
     evaluated = [r for r in records if "top1" in r]
     best = max(evaluated, key=lambda r: r["top1"])
     first, last = records[0], records[-1]
@@ -258,7 +253,7 @@ def markdown(
 
             c = comp.get((dataset, method, "final_top1"))
             cb = comp.get((dataset, method, "best_top1"))
-            name = method_labels.get(method, method)
+            name = md_cell(method_labels.get(method, method))
             if c is not None and cb is not None:
                 s, sb = c.stats, cb.stats
                 delta = f"{s.diff:+.2f} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] vs {c.baseline}"
@@ -400,7 +395,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_row(r) for r in rows)
 
 
 def write_report(
@@ -416,11 +411,10 @@ def write_report(
     """Write the report folder: results.csv, trajectories.csv, comparisons.csv (with ``holm_p``),
     friedman.csv (mean ranks, when there is a Friedman test), results.md, results.tex and the
     plots (differences.png, geometry.png, cd_diagram.png with two or more datasets); returns the
-    markdown."""
-    report.mkdir(parents=True, exist_ok=True)
-    write_csv(report / "results.csv", list(rows))
-    write_csv(report / "trajectories.csv", list(trajectories))
-    write_csv(report / "comparisons.csv", comparison_rows(comparisons))
+    markdown. The folder is written whole in a temporary sibling, then replaces ``report``: an
+    error halfway leaves the report of before as it was, never CSVs of one and tables of another."""
+    from carrot.folders import staged_folder
+
     ranks = friedman(rows)
     text = (
         header
@@ -430,31 +424,31 @@ def write_report(
         + "\n"
         + friedman_markdown(ranks, method_labels=method_labels)
     )
-    (report / "results.md").write_text(text)
-    (report / "results.tex").write_text(
-        latex_table(rows, comparisons, caption=f"carrot bench accuracy: {report.name}.")
-    )
-    plot(rows, trajectories, comparisons, report)
-    stale = report / "cd_diagram.png"
-    if not isinstance(ranks, str):
-        write_csv(
-            report / "friedman.csv",
-            [
-                {
-                    "method": m,
-                    "mean_rank": ranks.mean_ranks[m],
-                    **{f"rank_{d}": ranks.ranks[i][j] for i, d in enumerate(ranks.datasets)},
-                    "chi2": ranks.chi2,
-                    "p_value": ranks.p_value,
-                    "iman_davenport": ranks.iman_davenport,
-                    "iman_davenport_p": ranks.iman_davenport_p,
-                    "cd": ranks.cd,
-                }
-                for j, m in enumerate(ranks.methods)
-            ],
+    with staged_folder(report) as tmp:
+        write_csv(tmp / "results.csv", list(rows))
+        write_csv(tmp / "trajectories.csv", list(trajectories))
+        write_csv(tmp / "comparisons.csv", comparison_rows(comparisons))
+        (tmp / "results.md").write_text(text)
+        (tmp / "results.tex").write_text(
+            latex_table(rows, comparisons, caption=f"carrot bench accuracy: {report.name}.")
         )
-        cd_diagram(ranks, stale)
-    else:
-        stale.unlink(missing_ok=True)  # a report rewritten with fewer datasets
-        (report / "friedman.csv").unlink(missing_ok=True)
+        plot(rows, trajectories, comparisons, tmp)
+        if not isinstance(ranks, str):
+            write_csv(
+                tmp / "friedman.csv",
+                [
+                    {
+                        "method": m,
+                        "mean_rank": ranks.mean_ranks[m],
+                        **{f"rank_{d}": ranks.ranks[i][j] for i, d in enumerate(ranks.datasets)},
+                        "chi2": ranks.chi2,
+                        "p_value": ranks.p_value,
+                        "iman_davenport": ranks.iman_davenport,
+                        "iman_davenport_p": ranks.iman_davenport_p,
+                        "cd": ranks.cd,
+                    }
+                    for j, m in enumerate(ranks.methods)
+                ],
+            )
+            cd_diagram(ranks, tmp / "cd_diagram.png")
     return text
