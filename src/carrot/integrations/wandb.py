@@ -3,11 +3,14 @@
 W&B is an optional extra: ``pip install 'carrot-fgvc[wandb]'``. The project comes from
 ``WANDB_PROJECT`` (default ``carrot``), the entity from ``WANDB_ENTITY``; the run's files go to
 ``run_dir/wandb``. ``WANDB_MODE`` chooses online or offline; unset, the run is offline when the
-W&B server cannot be reached (sync it later with ``wandb sync run_dir/wandb/offline-run-*``).
+W&B server cannot be reached or no API key is set (``WANDB_API_KEY`` or ``wandb login``), or
+when W&B refuses to start online (sync it later with ``wandb sync run_dir/wandb/offline-run-*``).
+With ``WANDB_MODE=online`` set, a W&B that cannot start is one line before training.
 """
 
 from __future__ import annotations
 
+import netrc
 import os
 import socket
 from pathlib import Path
@@ -35,16 +38,32 @@ def _import_wandb() -> ModuleType:
     return wandb
 
 
+def _has_key(host: str) -> bool:
+    """Whether an API key is set for ``host`` without asking anyone: ``WANDB_API_KEY`` or the
+    netrc entry ``wandb login`` writes. Without one, an online ``wandb.init`` fails (or, on a
+    terminal, waits for a key to be typed)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def wandb_mode(timeout: float = 2.0) -> str:
-    """``WANDB_MODE`` if set; otherwise ``online`` when the W&B server (``WANDB_BASE_URL``,
-    default api.wandb.ai) accepts a connection within ``timeout`` seconds, else ``offline``."""
+    """``WANDB_MODE`` if set; otherwise ``online`` when an API key is set and the W&B server
+    (``WANDB_BASE_URL``, default api.wandb.ai) accepts a connection within ``timeout`` seconds,
+    else ``offline``."""
     mode = os.environ.get("WANDB_MODE")
     if mode:
         return mode
     url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host = url.hostname or "api.wandb.ai"
+    if not _has_key(host):
+        return "offline"
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return "online"
     except OSError:
         return "offline"
@@ -57,21 +76,39 @@ class WandbLogger:
 
     def __init__(self, run_dir: Path, params: dict[str, Any], *, run_id: str | None = None) -> None:
         wandb = _import_wandb()
+        chosen = not os.environ.get("WANDB_MODE")  # carrot picks the mode, so it may change it
         mode = wandb_mode()
-        if mode == "offline" and not os.environ.get("WANDB_MODE"):
-            print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
+        offline = f"logging offline to {run_dir / 'wandb'} (WANDB_MODE=online to insist)"
+        if mode == "offline" and chosen:
+            print(f"carrot train: W&B is not reachable or has no API key; {offline}")
         self.wandb = wandb
-        self.run: Any = wandb.init(
-            project=os.environ.get("WANDB_PROJECT") or _PROJECT,
-            dir=str(run_dir),
-            id=run_id,
-            resume="allow" if run_id else None,
-            name=run_dir.name,
-            config=params,
-            mode=mode,
-            settings=wandb.Settings(console="off", silent=True),
-            reinit="create_new",
-        )
+
+        def init(mode: str) -> Any:
+            return wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or _PROJECT,
+                dir=str(run_dir),
+                id=run_id,
+                resume="allow" if run_id else None,
+                name=run_dir.name,
+                config=params,
+                mode=mode,
+                settings=wandb.Settings(console="off", silent=True),
+                reinit="create_new",
+            )
+
+        try:
+            self.run: Any = init(mode)
+        except (
+            Exception
+        ) as e:  # W&B raises several types (UsageError, CommError, AuthenticationError...)
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            if not chosen or mode == "offline":
+                raise ValueError(
+                    f"train.loggers=[wandb]: W&B did not start in {mode} mode ({reason}); set "
+                    "WANDB_API_KEY (or run wandb login), or WANDB_MODE=offline."
+                ) from e
+            print(f"carrot train: W&B did not start online ({reason}); {offline}")
+            self.run = init("offline")
         self.run_id: str = self.run.id
         self.run.define_metric("trainer/step")
         self.run.define_metric("train_step/*", step_metric="trainer/step")
