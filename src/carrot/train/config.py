@@ -124,6 +124,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, dict) and all(v is None for v in value.values()):
+            raise ConfigError(
+                f"{key} must be a string, got the YAML mapping {value!r}: a value starting with "
+                "'{' is read as a mapping; quote it, e.g. "
+                + key
+                + "='{"
+                + ",".join(map(str, value))
+                + "}'."
+            )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
