@@ -127,7 +127,12 @@ def _eval(args: argparse.Namespace) -> int:
                 f"epoch {trained.epoch} · tta {args.tta}"
             )
             for name, metrics in results.items():
-                shown = " · ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+                if cfg.train.retrieval:  # undefined with no two test images of one class
+                    metrics = {"precision_at_1": "n/a", "map_at_r": "n/a", **metrics}
+                shown = " · ".join(
+                    f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in metrics.items()
+                )
                 print(f"{name:>5}: {shown}")
             if args.report:
                 print(f"report: {args.report}")
@@ -135,7 +140,9 @@ def _eval(args: argparse.Namespace) -> int:
                 from carrot.train.runtime import atomic_write_text
 
                 merged = {name: {**results[name], **extras[name]} for name in results}
-                atomic_write_text(Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n")
+                atomic_write_text(
+                    Path(args.json), json.dumps(merged, indent=2, allow_nan=False) + "\n"
+                )
         rt.barrier()  # ranks leave together
     finally:
         rt.teardown()
