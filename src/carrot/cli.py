@@ -128,7 +128,9 @@ def _eval(args: argparse.Namespace) -> int:
             )
             for name, metrics in results.items():
                 if cfg.train.retrieval:  # undefined with no two test images of one class
-                    metrics = {"precision_at_1": "n/a", "map_at_r": "n/a", **metrics}
+                    metrics = {**metrics}
+                    for key in ("precision_at_1", "map_at_r"):
+                        metrics.setdefault(key, "n/a")
                 shown = " · ".join(
                     f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in metrics.items()
