@@ -112,3 +112,16 @@ def test_the_same_check_as_load_model(
     monkeypatch.setattr(carrot.export, "check_export_config", spy)
     timm.create_model(f"local-dir:{folder}", pretrained=True)
     assert seen == [folder / "config.json"]
+
+
+@pytest.mark.parametrize("text", ['{"a": ' * 100_000 + "1" + "}" * 100_000, '{"a": 1,'])
+def test_load_model_reads_a_deep_or_broken_config_json_in_one_line(
+    tmp_path: Path, text: str
+) -> None:
+    """A 100,000-level nested config.json was a RecursionError, not a message."""
+    import carrot
+
+    (tmp_path / "config.json").write_text(text)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ExportError, match=r"config.json is not valid JSON"):
+        carrot.load_model(tmp_path)
