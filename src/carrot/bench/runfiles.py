@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_SECONDS", "read_records", "read_summary"]
+__all__ = ["MAX_SECONDS", "read_records", "read_saved_config", "read_summary"]
 
 MAX_SECONDS = 1e9
 """Largest believable training time of one epoch or run (about 30 years)."""
@@ -80,6 +80,18 @@ def _need(record: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
             f"{where} has no {', '.join(missing)}; it was not written by a finished carrot run. "
             "Delete the run's folder and rerun it."
         )
+
+
+def read_saved_config(path: Path) -> Any:
+    """A run's saved ``config.yaml``, read by the one YAML reader; its errors name the file."""
+    import yaml
+
+    from carrot.yamlfile import load_yaml, yaml_error
+
+    try:
+        return load_yaml(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {yaml_error(e)}.") from e
 
 
 def read_summary(run: Path, *, keys: tuple[str, ...] = ()) -> dict[str, Any]:
