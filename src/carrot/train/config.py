@@ -125,13 +125,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, dict) and all(v is None for v in value.values()):
+            quoted = "{" + ",".join(map(str, value)) + "}"  # {train.lr} read as {'train.lr': None}
             raise ConfigError(
                 f"{key} must be a string, got the YAML mapping {value!r}: a value starting with "
-                "'{' is read as a mapping; quote it, e.g. "
-                + key
-                + "='{"
-                + ",".join(map(str, value))
-                + "}'."
+                f"'{{' is read as a mapping; quote it, e.g. {key}='{quoted}'."
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
