@@ -94,3 +94,40 @@ def test_default_file_mode_follows_the_umask(tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     probe.write_text("x")
     assert default_file_mode() == probe.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("r/{train.lr:>10}", r"\{train.lr\} has the value '      0.05'.*a space"),
+        ("r/{seed:>30}", r"\{seed\} has the value .*a space"),
+        ("r/{train.lr:10.4f}", r"\{train.lr\} has the value '    0.0500'"),
+        ("r/{train.loggers}", r"\{train.loggers\} is a list \(\['csv'\]\)"),
+        ("r/{data.mean}", r"\{data.mean\} is null \(unset\)"),
+        ("r/{data.name}", r"has the value 'a\\tb'"),
+    ],
+)
+def test_placeholders_that_would_make_odd_folder_names_are_refused(
+    template: str, message: str
+) -> None:
+    values = {"train.lr": 0.05, "seed": 0, "train.loggers": ["csv"], "data.mean": None,
+              "data.name": "a\tb" if "data.name" in template else "digits"}  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        fill_placeholders(template, values)
+
+
+def test_an_unquoted_placeholder_says_to_quote_it(tmp_path: Path) -> None:
+    from carrot.train.config import ConfigError, load_config
+
+    with pytest.raises(
+        ConfigError,
+        match=r"output_dir must be a string, got the YAML mapping .*quote it, e.g. output_dir='\{train.lr\}'",
+    ):
+        load_config(None, ["output_dir={train.lr}"])
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: {method}\n")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: output_dir must be a string, got the YAML mapping"
+    ):
+        load_config(config)
+    assert str(load_config(None, ["output_dir='{train.lr}'"]).run_dir()) == "0.05"

@@ -178,7 +178,7 @@ def test_a_fixed_size_backbone_exports_with_its_img_size(tmp_path: Path) -> None
 
     from safetensors.torch import load_file, save_file
 
-    from carrot.export import _config_json
+    from carrot.export import config_json
     from carrot.train.model import build_model
     from carrot.train.trained import Trained
 
@@ -187,7 +187,7 @@ def test_a_fixed_size_backbone_exports_with_its_img_size(tmp_path: Path) -> None
     model = build_model(cfg.model, num_classes=3, image_size=64)
     traits = types.SimpleNamespace(photo=True, channels=3, flip_ok=True)
     trained = Trained(model, cfg, ["a", "b", "c"], 1, tmp_path / "x.pt", 3, False, traits)
-    config = _config_json(trained)
+    config = config_json(trained)
     assert config["timm_kwargs"] == {"img_size": 64} and config["input_size"] == [3, 64, 64]
     state = {k: v.contiguous() for k, v in model.backbone.state_dict().items()}
     save_file(state, str(tmp_path / "b.safetensors"))
@@ -212,7 +212,9 @@ def test_the_commands_as_a_user_runs_them(run: Path, tmp_path: Path) -> None:
         assert option in shown.stdout
     ckpt = run / "run" / "checkpoints" / "last.pt"
     preds = tmp_path / "preds.csv"
-    done = carrot_("predict", "--checkpoint", ckpt, run / "pets" / "test", "--out", preds, "--top-k", 2)
+    done = carrot_(
+        "predict", "--checkpoint", ckpt, run / "pets" / "test", "--out", preds, "--top-k", 2
+    )
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(preds.open()))
     assert len(rows) == 15 and list(rows[0]) == [

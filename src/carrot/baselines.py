@@ -8,6 +8,8 @@ Under ``torch.distributed`` the updates see the global batch, so every rank keep
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
@@ -22,6 +24,34 @@ def _check_sizes(num_classes: int, dim: int) -> None:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}.")
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim!r}.")
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory a new allocation can take now (``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_isda_memory(num_classes: int, dim: int) -> None:
+    """ISDA's covariances are N·D² floats: checked before they are allocated (600 classes of a
+    4096-d embedding are 40 GB, which used to end in an out-of-memory kill, not a message)."""
+    need = 4 * num_classes * dim * dim
+    have = available_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"ISDA keeps one D×D covariance per class: {num_classes} classes × {dim}² × 4 bytes "
+            f"= {need / 1e9:.1f} GB, more than the {have / 1e9:.1f} GB of memory available; use a "
+            "smaller embedding (model.embedding_dim=512 adds a projection) or another method."
+        )
 
 
 class CenterLoss(nn.Module):
@@ -106,6 +136,7 @@ class ISDALoss(nn.Module):
         if not lam0 >= 0:
             raise ValueError(f"lam0 must be >= 0, got {lam0!r}.")
         self.lam0, self.gather_global = lam0, gather_global
+        _check_isda_memory(num_classes, dim)
         self.register_buffer("mean", torch.zeros(num_classes, dim))
         self.register_buffer("covariance", torch.zeros(num_classes, dim, dim))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))

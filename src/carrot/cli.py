@@ -2,7 +2,7 @@
 
 carrot train [--config FILE] [section.key=value ...]
 carrot train --resume RUN_DIR [section.key=value ...]
-carrot eval --checkpoint FILE [--tta none|flip] [--report DIR] [--json FILE] [section.key=value ...]
+carrot eval --checkpoint FILE [--tta none|flip] [--report DIR [--force]] [--json FILE] [section.key=value ...]
 carrot predict --checkpoint FILE PATH... [--top-k 5] [--out preds.csv] [--tta none|flip]
 carrot export --checkpoint FILE --out DIR [--format safetensors|onnx|all|hf]
 carrot convert OLD NEW --trust
@@ -56,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from carrot.folders import check_target, staged_folder
     from carrot.train.checkpoint import check_classes, load_checkpoint
     from carrot.train.data import build_test_loader, load_test_split
     from carrot.train.eval_report import build_report, write_report
@@ -65,6 +66,8 @@ def _eval(args: argparse.Namespace) -> int:
     from carrot.train.tta import with_tta
 
     path = Path(args.checkpoint)
+    if args.report:  # refused before the model is read or anything is evaluated
+        check_target(Path(args.report), force=args.force, flag="--report")
     if args.json and Path(args.json).is_dir():
         raise ValueError(
             f"--json {args.json} is a folder; give the file to write, e.g. "
@@ -90,6 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
         loader = build_test_loader(cfg, base, rank=rt.rank, world_size=rt.world_size)
         results: dict[str, Any] = {}
         extras: dict[str, Any] = {}
+        reports: list[tuple[str, Any, str]] = []  # (sub-folder, report, title)
         for name, model in models:
             outputs: dict[str, Any] = {}
             tta_model = with_tta(
@@ -112,16 +116,26 @@ def _eval(args: argparse.Namespace) -> int:
                 results[name]["ece"] = report.calibration.ece
                 extras[name] = {"tta": args.tta, **report.json()}
                 if args.report:
-                    folder = Path(args.report) / name if len(models) > 1 else Path(args.report)
                     title = f"{cfg.data.name} · {name} · tta {args.tta}"
-                    write_report(report, folder, title=title)
+                    reports.append((name if len(models) > 1 else "", report, title))
+        if rt.is_main and args.report:  # the folder whole (model/ and ema/) or nothing
+            with staged_folder(Path(args.report)) as tmp:
+                for sub, report, title in reports:
+                    write_report(report, tmp / sub, title=title)
         if rt.is_main:
             print(
                 f"carrot eval · {path} · {cfg.data.name} test split ({len(base)} images) · "
                 f"epoch {trained.epoch} · tta {args.tta}"
             )
             for name, metrics in results.items():
-                shown = " · ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+                if cfg.train.retrieval:  # undefined with no two test images of one class
+                    metrics = {**metrics}
+                    for key in ("precision_at_1", "map_at_r"):
+                        metrics.setdefault(key, "n/a")
+                shown = " · ".join(
+                    f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in metrics.items()
+                )
                 print(f"{name:>5}: {shown}")
             if args.report:
                 print(f"report: {args.report}")
@@ -249,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         "calibration, geometry and embedding pictures into DIR",
     )
     ev.add_argument(
+        "--force", action="store_true", help="replace a non-empty --report DIR as a whole"
+    )
+    ev.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=... train.device=cpu"
     )
     ev.set_defaults(func=_eval)
@@ -370,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         return REQUEUE_EXIT_CODE
     except TrainInterrupted as e:
         print(f"carrot {args.command}: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside training: folders are staged, nothing half-written stays
+        if os.environ.get("CARROT_DEBUG"):
+            raise
+        print(f"carrot {args.command}: interrupted.", file=sys.stderr)
         return 130
 
 

@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from carrot.folders import check_target, staged_folder
 from carrot.offline import check_local_timm_kwargs, plain_architecture
 from carrot.train.checkpoint import check_weights
 
-__all__ = ["FORMATS", "ExportError", "check_export_config", "export_model", "load_model"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "check_export_config",
+    "config_json",
+    "export_model",
+    "load_model",
+]
 
 FORMATS = ("safetensors", "onnx", "all")  # and "hf": carrot.hub.export_hf
 ONNX_TOLERANCE = 1e-4
@@ -39,7 +44,8 @@ class ExportError(ValueError):
     """The export cannot be made as asked; the message says why and what to do."""
 
 
-def _config_json(trained: Any) -> dict[str, Any]:
+def config_json(trained: Any) -> dict[str, Any]:
+    """The export folder's ``config.json`` of a :class:`~carrot.train.trained.Trained` model."""
     from carrot.train.data import eval_resize
     from carrot.train.model import fixed_input_size, timm_name
     from carrot.version import __version__
@@ -81,6 +87,19 @@ def _bad(file: Path, key: str, rule: str, value: Any) -> ExportError:
     )
 
 
+class _Named:
+    """:func:`_bad` with the file's own key names (the timm form of :mod:`carrot.hub` stores
+    ``num_classes`` as ``pretrained_cfg.num_classes``...)."""
+
+    def __init__(self, file: Path, keys: dict[str, str]) -> None:
+        self.file, self.keys = file, keys
+
+    def __call__(self, file: Path, key: str, rule: str, value: Any) -> ExportError:
+        head, dot, rest = key.partition(".")
+        name = self.keys.get(key) or (self.keys.get(head, head) + dot + rest)
+        return _bad(self.file, name, rule, value)
+
+
 def _int(value: Any, lo: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= lo
 
@@ -94,16 +113,28 @@ def _positive(value: Any) -> bool:
     )
 
 
-def check_export_config(config: Any, file: Path) -> dict[str, Any]:
+def check_export_config(
+    config: Any, file: Path, *, keys: dict[str, str] | None = None
+) -> dict[str, Any]:
     """``config`` (read from ``file``) if it is a complete, consistent export config; else an
-    :class:`ExportError` naming the first key that is missing or wrong."""
+    :class:`ExportError` naming the first key that is missing or wrong. :func:`load_model` and
+    the timm path of :mod:`carrot.hub` both check with it.
+
+    Args:
+        config: The export config (carrot's form, as :func:`config_json` writes it).
+        file: The file it was read from, for the messages.
+        keys: The names the file itself gives to some keys (for the messages), e.g.
+            ``{"num_classes": "pretrained_cfg.num_classes"}``.
+    """
+    bad = _Named(file, keys or {})
     if not isinstance(config, dict):
-        raise _bad(file, "the file", "a JSON object", type(config).__name__)
+        raise bad(file, "the file", "a JSON object", type(config).__name__)
     required = ("architecture", "num_classes", "label_names", "input_size", "head")
     for key in required:
         if key not in config:
             raise ExportError(
-                f"{file} has no {key!r}; an export config needs {', '.join(required)}. "
+                f"{file} has no {(keys or {}).get(key, key)!r}; an export config needs "
+                f"{', '.join((keys or {}).get(k, k) for k in required)}. "
                 "Re-export the checkpoint."
             )
     arch = config["architecture"]
@@ -112,17 +143,19 @@ def check_export_config(config: Any, file: Path) -> dict[str, Any]:
         check_local_timm_kwargs(config.get("timm_kwargs"), f"{file}: timm_kwargs")
     except ValueError as e:
         raise ExportError(str(e)) from None
+    if not isinstance(arch, str) or not arch:
+        raise bad(file, "architecture", "a timm model name", arch)
     n = config["num_classes"]
     if not _int(n):
-        raise _bad(file, "num_classes", "an integer >= 1", n)
+        raise bad(file, "num_classes", "an integer >= 1", n)
     names = config["label_names"]
     if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
-        raise _bad(file, "label_names", "a list of class names", names)
+        raise bad(file, "label_names", "a list of class names", names)
     if len(names) != n:
-        raise _bad(file, "label_names", f"a list of num_classes = {n} names", f"{len(names)} names")
+        raise bad(file, "label_names", f"a list of num_classes = {n} names", f"{len(names)} names")
     in_chans = config.get("in_chans", 3)
     if not _int(in_chans):
-        raise _bad(file, "in_chans", "an integer >= 1", in_chans)
+        raise bad(file, "in_chans", "an integer >= 1", in_chans)
     size = config["input_size"]
     if (
         not isinstance(size, list)
@@ -130,40 +163,40 @@ def check_export_config(config: Any, file: Path) -> dict[str, Any]:
         or not all(_int(v) for v in size)
         or size[0] != in_chans
     ):
-        raise _bad(file, "input_size", f"[in_chans = {in_chans}, height >= 1, width >= 1]", size)
+        raise bad(file, "input_size", f"[in_chans = {in_chans}, height >= 1, width >= 1]", size)
     for key in ("mean", "std"):
         values = config.get(key, [])
         if not isinstance(values, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             for v in values
         ):
-            raise _bad(file, key, "a list of finite numbers", values)
+            raise bad(file, key, "a list of finite numbers", values)
         if values and len(values) != in_chans:
-            raise _bad(file, key, f"a list of in_chans = {in_chans} numbers", values)
+            raise bad(file, key, f"a list of in_chans = {in_chans} numbers", values)
         if key == "std" and not all(v > 0 for v in values):
-            raise _bad(file, "std", "a list of numbers > 0", values)
+            raise bad(file, "std", "a list of numbers > 0", values)
     interpolation = config.get("interpolation", "bilinear")
     if interpolation not in ("bilinear", "bicubic", "nearest"):
-        raise _bad(file, "interpolation", "'bilinear', 'bicubic' or 'nearest'", interpolation)
+        raise bad(file, "interpolation", "'bilinear', 'bicubic' or 'nearest'", interpolation)
     crop = config.get("crop_pct", 1.0)
     if crop is not None and not (_positive(crop) and crop <= 1.0):
-        raise _bad(file, "crop_pct", "a number in (0, 1]", crop)
+        raise bad(file, "crop_pct", "a number in (0, 1]", crop)
     resize = config.get("resize", "full")
     if resize not in ("square", "short_side", "full"):
-        raise _bad(file, "resize", "'square', 'short_side' or 'full'", resize)
+        raise bad(file, "resize", "'square', 'short_side' or 'full'", resize)
     dim = config.get("embedding_dim")
     if dim is not None and not _int(dim):
-        raise _bad(file, "embedding_dim", "null or an integer >= 1", dim)
+        raise bad(file, "embedding_dim", "null or an integer >= 1", dim)
     if not isinstance(config.get("timm_kwargs", {}), dict):
-        raise _bad(file, "timm_kwargs", "a mapping", config.get("timm_kwargs"))
+        raise bad(file, "timm_kwargs", "a mapping", config.get("timm_kwargs"))
     head = config["head"]
     if not isinstance(head, dict) or head.get("type") not in ("cosine", "linear"):
-        raise _bad(file, "head", "{type: 'cosine' or 'linear', scale, learn_scale}", head)
+        raise bad(file, "head", "{type: 'cosine' or 'linear', scale, learn_scale}", head)
     scale = head.get("scale")
     if scale is not None and not _positive(scale):
-        raise _bad(file, "head.scale", "null or a finite number > 0", scale)
+        raise bad(file, "head.scale", "null or a finite number > 0", scale)
     if not isinstance(head.get("learn_scale", False), bool):
-        raise _bad(file, "head.learn_scale", "true or false", head.get("learn_scale"))
+        raise bad(file, "head.learn_scale", "true or false", head.get("learn_scale"))
     return config
 
 
@@ -208,8 +241,10 @@ def load_model(path: str | Path) -> nn.Module:
             raise FileNotFoundError(f"{f} does not exist; {folder} is not a carrot export folder.")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ExportError(f"{config_file} is not valid JSON ({e}); re-export the checkpoint.") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ExportError(
+            f"{config_file} is not valid JSON ({str(e)[:200]}); re-export the checkpoint."
+        ) from e
     model = _model_from_config(check_export_config(config, config_file))
     try:
         load_weights(model, str(weights), strict=True)
@@ -258,34 +293,27 @@ def export_model(
     from carrot.train.trained import load_trained
 
     if fmt == "hf":
-        raise ExportError("--format hf is written by carrot.hub.export_hf (carrot export --format hf).")
+        raise ExportError(
+            "--format hf is written by carrot.hub.export_hf (carrot export --format hf)."
+        )
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, hf, got {fmt!r}.")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; export writes a folder. Choose another --out.")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another --out or add --force.")
+    check_target(out, force=force, error=ExportError)
     trained = load_trained(Path(checkpoint), ema=ema)
     model = trained.model.float().cpu().eval()
-    config = _config_json(trained)
-    # Everything goes to a temporary folder beside ``out`` and is moved into place at the end:
-    # a failed export (a missing extra, an unfaithful ONNX file) leaves nothing behind.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    config = config_json(trained)
+    # Everything goes to a temporary folder beside ``out`` that replaces it whole at the end: a
+    # failed export (a missing extra, an unfaithful ONNX file) leaves nothing behind, and
+    # --force leaves no file of the model exported before.
+    with staged_folder(out) as tmp:
         written = _write(model, config, tmp, fmt)
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     written["folder"] = str(out)
     return written
 
 
 def _write(model: Any, config: dict[str, Any], folder: Path, fmt: str) -> dict[str, Any]:
     from safetensors.torch import save_file, save_model
-
-    from carrot.paths import default_dir_mode
 
     written: dict[str, Any] = {"files": []}
     if fmt in ("safetensors", "all"):
@@ -308,17 +336,4 @@ def _write(model: Any, config: dict[str, Any], folder: Path, fmt: str) -> dict[s
                 "the ONNX file is not faithful and nothing was written. Export with --format "
                 "safetensors."
             )
-    os.chmod(folder, default_dir_mode())  # mkdtemp makes it private
     return written
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """``tmp``'s files into ``out``: a rename of the folder when ``out`` is new or empty, else
-    (``--force``) one rename per file, each replacing its old version whole."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)

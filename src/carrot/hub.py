@@ -21,9 +21,6 @@ user's ``hf upload USER/REPO DIR``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +143,18 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def carrot_fgvc(pretrained: bool = False, **kwargs: Any) -> CarrotTimmModel:
     """timm entry point of :class:`CarrotTimmModel` (weights from an export folder or hub repo)."""
+    from carrot.hub_check import check_timm_folder, check_timm_weights
+
     kwargs.pop("cache_dir", None)
+    # A folder's config.json and weights pass the checks of carrot.load_model.
+    where = check_timm_folder(
+        kwargs.get("pretrained_cfg"), kwargs.get("pretrained_model_args") or kwargs
+    )
     model: CarrotTimmModel = build_model_with_cfg(
         CarrotTimmModel, "carrot_fgvc", pretrained, **kwargs
     )
+    if pretrained and where is not None:
+        check_timm_weights(model, where)
     return model
 
 
@@ -257,14 +262,13 @@ def export_hf(
 ) -> dict[str, Any]:
     """Write a folder that ``timm.create_model("local-dir:OUT", pretrained=True)`` loads (with
     :mod:`carrot.hub` imported): config.json, model.safetensors, README.md."""
-    from carrot.export import ExportError, _move_into_place
-    from carrot.paths import default_dir_mode
+    from carrot.export import ExportError
+    from carrot.folders import check_target, staged_folder
     from carrot.train.checkpoint import load_checkpoint
     from carrot.train.trained import load_trained
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another --out or add --force.")
+    check_target(out, force=force, error=ExportError)
     ckpt = load_checkpoint(Path(checkpoint))
     trained = load_trained(Path(checkpoint), ema=ema, checkpoint=ckpt)
     backbone = trained.cfg.model.backbone
@@ -282,15 +286,9 @@ def export_hf(
     if ema and evaluated and "top1_ema" in evaluated[-1]:
         metrics = {"top1": float(evaluated[-1]["top1_ema"])}
     del ckpt
-    # Written to a temporary folder beside ``out`` and moved into place, as every export is.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    # Written to a temporary folder beside ``out`` that replaces it whole, as every export is.
+    with staged_folder(out) as tmp:
         written = write_hf_folder(trained, tmp, metrics)
-        os.chmod(tmp, default_dir_mode())  # mkdtemp makes it private
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     written["folder"] = str(out)
     return written
 
@@ -300,10 +298,10 @@ def write_hf_folder(trained: Any, out: Path, metrics: dict[str, float]) -> dict[
     run's test ``metrics`` (``top1``, ``mean_class_acc``) for the card."""
     from safetensors.torch import save_model
 
-    from carrot.export import _config_json
+    from carrot.export import config_json
 
     model = trained.model.float().cpu().eval()
-    config = _config_json(trained)
+    config = config_json(trained)
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, str(out / "model.safetensors"))
     hf_config = _hf_config(config, _num_features(model))

@@ -97,6 +97,12 @@ def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "outp
                 "{seed}, {data.name}, {model.backbone}."
             )
         value = values[field]
+        if value is None or not isinstance(value, (str, int, float)):
+            shown = "null (unset)" if value is None else f"a {type(value).__name__} ({value!r})"
+            raise ValueError(
+                f"{key} placeholder {{{field}}} is {shown}; only a single value (a name, a number, "
+                "true/false) can be part of a folder name."
+            )
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if spec:
             try:
@@ -105,10 +111,17 @@ def fill_placeholders(template: str, values: dict[str, Any], *, key: str = "outp
                 raise ValueError(
                     f"{key} placeholder {{{field}:{spec}}} does not fit the value {value!r} ({e})."
                 ) from e
-        if "/" in text or "\\" in text or "\0" in text or ".." in text or not text:
+        if (
+            "/" in text
+            or "\\" in text
+            or ".." in text
+            or not text
+            or any(c.isspace() or not c.isprintable() for c in text)
+        ):
             raise ValueError(
                 f"{key} placeholder {{{field}}} has the value {text!r}, which cannot be part of a "
-                "folder name (empty, or holds '/', '\\', '..' or a NUL); write the folder out."
+                "folder name (empty, or holds '/', '\\', '..', a space or a control character); "
+                "write the folder out, or pad with zeros ({seed:03d})."
             )
         out.append(text)
     return "".join(out)

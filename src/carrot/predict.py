@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from carrot.paths import make_readable
+from carrot.tables import csv_row
 
 __all__ = ["IMAGE_EXTENSIONS", "find_images", "predict"]
 
@@ -198,7 +199,7 @@ def predict(
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(csv_row(r) for r in rows)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

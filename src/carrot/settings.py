@@ -12,7 +12,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Range", "check_ranges", "field_docs", "field_ranges", "ranged"]
+__all__ = [
+    "MAX_WEIGHT",
+    "TEMPERATURE",
+    "WEIGHT",
+    "Range",
+    "check_ranges",
+    "field_docs",
+    "field_ranges",
+    "ranged",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,18 @@ class Range:
         if self.hi is not None:
             return f"{'<' if self.open_hi else '<='} {self.hi:g}"
         return "a finite number"
+
+
+MAX_WEIGHT = 1e4
+"""Largest weight of a loss term: far above any useful value (the papers' are below 10), and far
+below where the weighted loss or its gradient overflows (``1e300`` made inf at step 1)."""
+
+WEIGHT = Range(0, MAX_WEIGHT)
+"""The range of a loss term's weight."""
+
+TEMPERATURE = Range(1e-3, 1e3)
+"""The range of a softmax temperature: logits / T overflow for T near 0 (``1e-300`` gave inf),
+and T² (the KL weight of distillation) for large T."""
 
 
 def ranged(default: Any, rule: Range) -> Any:

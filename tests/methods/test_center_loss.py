@@ -49,5 +49,5 @@ def test_term_on_top_of_ce() -> None:
 def test_settings_ranges() -> None:
     with pytest.raises(ConfigError, match=r"center_loss\.alpha must be in \[0, 1\], got 2"):
         load_config(None, ["method=center_loss", "center_loss.alpha=2"])
-    with pytest.raises(ConfigError, match=r"center_loss\.lam must be >= 0"):
+    with pytest.raises(ConfigError, match=r"center_loss\.lam must be in \[0, 10000\]"):
         load_config(None, ["method=center_loss", "center_loss.lam=-0.1"])

@@ -39,5 +39,5 @@ def test_loss_is_ce_plus_half_lambda_confusion(n: int) -> None:
 def test_needs_two_classes_per_batch_and_a_valid_weight() -> None:
     assert get_method("pairwise_confusion").min_classes == 2
     assert get_method("ce+pairwise_confusion").min_classes == 2
-    with pytest.raises(ConfigError, match=r"pairwise_confusion\.lam_per_class must be >= 0"):
+    with pytest.raises(ConfigError, match=r"pairwise_confusion\.lam_per_class must be in \[0, 10000\]"):
         load_config(None, ["method=pairwise_confusion", "pairwise_confusion.lam_per_class=-1"])

@@ -141,7 +141,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ),
         ("carrot.max_gamma=0.5", "carrot.max_gamma must be >= 1 or null"),
         ("train.accum_steps=0", r"train.accum_steps must be in \[1, 65536\]"),
-        ("carrot.T=0", "carrot.T must be > 0"),
+        ("carrot.T=0", r"carrot.T must be in \[0.001, 1000\]"),
     ],
 )
 def test_cross_field_rules(override: str, message: str) -> None:
@@ -238,7 +238,7 @@ def test_guide_flag_rejects_other_carrot_settings(tmp_path: Path) -> None:
         ("train.collapse_gamma_mean=0.5", "train.collapse_gamma_mean must be >= 1"),
         ("train.collapse_radius_drop=1", r"train.collapse_radius_drop must be in \[0, 1\)"),
         ("carrot.eps=-1", "carrot.eps must be >= 0"),
-        ("supcon.probe_weight=-1", "supcon.probe_weight must be >= 0"),
+        ("supcon.probe_weight=-1", r"supcon.probe_weight must be in \[0, 10000\]"),
     ],
 )
 def test_more_bounds(override: str, message: str) -> None:

@@ -296,3 +296,64 @@ def test_eval_tta_flip_report_and_json(trained: Path, tmp_path: Path) -> None:
     )
     rows = list(csv.DictReader(preds.open()))
     assert sum(Path(r["path"]).parent.name == r["label"] for r in rows) == hits
+
+
+INTERRUPTED = """
+import os, signal, sys
+import carrot.train.eval_report as er
+real = er.write_report
+def write(*args, **kwargs):
+    names = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C with the files written, before the swap
+    return names
+er.write_report = write
+from carrot.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_eval_report_is_written_whole_or_not_at_all(trained: Path, tmp_path: Path) -> None:
+    """A non-empty --report needs --force, which replaces it whole; Ctrl-C (a real SIGINT) while
+    writing leaves the folder of before and no temporaries."""
+    import subprocess
+    import sys
+
+    from cli_run import SRC, carrot_cli, one_line_error
+
+    ckpt = trained / "run" / "checkpoints" / "last.pt"
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "notes.txt").write_text("mine")
+    refused = carrot_cli("eval", "--checkpoint", ckpt, "--report", report)
+    one_line_error(refused, "--report", "exists and is not empty", "--force")
+    (tmp_path / "file").write_text("x")
+    one_line_error(
+        carrot_cli("eval", "--checkpoint", ckpt, "--report", tmp_path / "file"), "is a file"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, "eval", "--checkpoint", str(ckpt), "--report",
+         str(report), "--force"],
+        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 130 and done.stderr.strip() == "carrot eval: interrupted.", (
+        done.stderr
+    )
+    assert [p.name for p in report.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "report"]
+    assert main(["eval", "--checkpoint", str(ckpt), "--report", str(report), "--force"]) == 0
+    assert "notes.txt" not in {p.name for p in report.rglob("*")}
+    assert (report / "per_class.csv").is_file() or (report / "model" / "per_class.csv").is_file()
+
+
+def test_class_names_cannot_become_spreadsheet_formulas(tmp_path) -> None:
+    logits, labels, emb = _outputs(3, n=60)
+    classes = ['=HYPERLINK("http://x")', "+1+cmd", "@SUM(A1)", "-2+3", "-7", "k5", "k6"]
+    write_report(build_report(logits, labels, emb, classes), tmp_path)
+    shown = [r["class"] for r in csv.DictReader((tmp_path / "per_class.csv").open())]
+    assert shown == ['\'=HYPERLINK("http://x")', "'+1+cmd", "'@SUM(A1)", "'-2+3", "-7", "k5", "k6"]
+    for name in ("confusion.csv", "confused_pairs.csv"):
+        for row in csv.DictReader((tmp_path / name).open()):
+            for value in row.values():
+                assert not value.startswith(("=", "+", "@")), (name, row)

@@ -95,9 +95,23 @@ def test_retrieval_metrics_of_perfect_and_degenerate_sets() -> None:
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     emb = F.one_hot(labels, 3).float() + 0.01 * torch.arange(6.0)[:, None]
     assert retrieval_metrics(emb, labels) == {"precision_at_1": 100.0, "map_at_r": 100.0}
-    assert retrieval_metrics(emb[:1], labels[:1]) == {"precision_at_1": 0.0, "map_at_r": 0.0}
-    singles = retrieval_metrics(emb[::2], labels[::2])  # every class seen once
-    assert singles == {"precision_at_1": 0.0, "map_at_r": 0.0}
+    # undefined (no query has another item of its class): left out, shown n/a, never 0.00
+    assert retrieval_metrics(emb[:1], labels[:1]) == {}
+    assert retrieval_metrics(emb[::2], labels[::2]) == {}  # every class seen once
+    assert retrieval_metrics(emb[1:3], labels[1:3]) == {}  # two images, two classes
+    assert retrieval_metrics(emb[:0], labels[:0]) == {}
+
+
+def test_the_summary_shows_undefined_retrieval_as_n_a() -> None:
+    from carrot.train.report import format_summary
+
+    summary = {
+        "dataset": "d", "method": "ce", "seed": 0, "epochs": 2, "run_dir": "r",
+        "final": {"epoch": 2, "top1": 50.0, "mean_class_acc": 50.0},
+        "best": {"epoch": 1, "top1": 60.0, "mean_class_acc": 60.0, "precision_at_1": 40.0},
+    }  # fmt: skip
+    final = next(line for line in format_summary(summary).splitlines() if "final" in line)
+    assert final.split("|")[4].strip() == "n/a" and final.split("|")[2].strip() == "50.00"
 
 
 # --- preprocessing -------------------------------------------------------------------------------

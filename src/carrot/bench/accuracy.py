@@ -73,6 +73,22 @@ def _check_size(
     check_grid_size(n_seeds * pairs, f"{pairs} dataset × method pairs × {n_seeds} seeds")
 
 
+RESERVED = ("runs", "pretrain", "slurm")
+"""The folders of --out that hold the grid's own runs, pretrainings and SLURM jobs: a report
+named so would replace them."""
+
+
+def _report_name(name: str) -> str:
+    """The report's folder name under --out: a plain name, not one of :data:`RESERVED`."""
+    plain_name(name, "--report-name")
+    if name in RESERVED:
+        raise ValueError(
+            f"--report-name (or the suite's name) must not be one of {', '.join(RESERVED)}: "
+            f"--out/{name} holds the grid's own files; got {name!r}. Choose another --report-name."
+        )
+    return name
+
+
 def _pretraining(
     suite: Suite, grid: Sequence[Cell], out: Path, extra: Sequence[str]
 ) -> list[tuple[str, int, Job]]:
@@ -120,7 +136,7 @@ def run_suite(
     """
     check_margin(margin, "--equivalence-margin")  # before any run, not after hours of them
     _check_names(suite, datasets, methods)
-    plain_name(report_name or suite.name, "--report-name")
+    _report_name(report_name or suite.name)
     _check_size(suite, seeds, datasets, methods)
     grid = cells(suite, seeds=seeds, datasets=datasets, methods=methods)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +186,7 @@ def run_suite(
         trajectories.extend(traj)
     comparisons = analyze(rows, {k: m.baseline for k, m in suite.methods.items()}, margin=margin)
     # Several suites may share one folder of runs.
-    report = inside(out / plain_name(report_name or suite.name, "--report-name"), out, "report")
+    report = inside(out / _report_name(report_name or suite.name), out, "report")
     elapsed = time.perf_counter() - start
     header = (
         f"## carrot bench accuracy: {suite.name}\n\n{suite.description}. "

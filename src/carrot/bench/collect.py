@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.bench.grid import Cell
+from carrot.bench.runfiles import read_records, read_summary
 from carrot.bench.selection import validation_columns
 from carrot.train.report import GEOMETRY_KEYS
 
@@ -16,13 +17,6 @@ GEOMETRY = tuple(k for k in GEOMETRY_KEYS if k != "gamma_max")
 """Per-epoch CARROT statistics of the training batches (every method records them)."""
 
 
-def _records(run: Path) -> list[dict[str, Any]]:
-    import json
-
-    text = (run / "metrics.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One results row and the per-epoch trajectory of a finished cell. ``first_*`` and
     ``final_*`` geometry: the means over the first and the last epoch's training batches.
@@ -30,12 +24,12 @@ def collect(cell: Cell, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     ``final_top1`` is the final epoch's test top-1; ``best_top1`` the highest test top-1 over the
     epochs (chosen on test: optimistic). Runs with a validation split (``data.val_split``) also
     give ``final_val_top1``, ``val_best_epoch`` (highest validation top-1) and
-    ``val_selected_top1``, the test top-1 of that epoch (NaN without a split)."""
-    import json
-
+    ``val_selected_top1``, the test top-1 of that epoch (NaN without a split). A run file that is
+    not valid JSON, holds NaN or infinity, or an accuracy outside [0, 100] is a one-line
+    ``ValueError`` naming it (:mod:`carrot.bench.runfiles`)."""
     run = cell.run_dir(out)
-    summary = json.loads((run / "summary.json").read_text())
-    records = _records(run)
+    summary = read_summary(run, keys=("epochs",))
+    records = read_records(run)
     evaluated = [r for r in records if "top1" in r]
     best = max(evaluated, key=lambda r: r["top1"])
     first, last = records[0], records[-1]

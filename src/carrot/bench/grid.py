@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carrot.bench.runfiles import read_saved_config, read_summary
 from carrot.bench.suites import Suite
 from carrot.paths import inside, plain_name
 
@@ -168,7 +169,7 @@ def finished(run: Path) -> bool:
     summary = run / "summary.json"
     if not summary.is_file():
         return False
-    return not json.loads(summary.read_text()).get("stopped_early", False)
+    return not read_summary(run).get("stopped_early", False)
 
 
 def check_same_settings(job: Job) -> None:
@@ -177,12 +178,11 @@ def check_same_settings(job: Job) -> None:
     so a cell that sets it to anything else is not paired with that run."""
 
     from carrot.train.config import MOVED_KEYS, RESOLVED_DATA_KEYS, Config, config_to_dict, flatten
-    from carrot.yamlfile import load_yaml
 
     saved = job.run_dir / "config.yaml"
     if not saved.is_file():
         return
-    old = load_yaml(saved.read_text())
+    old = read_saved_config(saved)
     want = config_to_dict(job.load())
     old_f = {MOVED_KEYS.get(k, k): v for k, v in flatten(old).items()}  # keys of before
     want_f, default_f = flatten(want), flatten(config_to_dict(Config()))

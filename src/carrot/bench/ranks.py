@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from carrot.bench.stats import ALPHA
+from carrot.tables import md_cell
 
 __all__ = ["Friedman", "cd_diagram", "critical_difference", "friedman", "friedman_markdown"]
 
@@ -74,6 +75,7 @@ def friedman(
     datasets = tuple(dict.fromkeys(str(r["dataset"]) for r in rows))
     every = tuple(dict.fromkeys(str(r["method"]) for r in rows))
     on = {d: {str(r["method"]) for r in rows if r["dataset"] == d} for d in datasets}
+
     def cell(d: str, m: str) -> float:
         runs = [float(r[metric]) for r in rows if (r["dataset"], r["method"]) == (d, m)]
         return float(np.mean(runs))
@@ -96,8 +98,7 @@ def friedman(
     chi2, p = float(chi2), float(p)
     if math.isnan(chi2):  # scipy's tie correction divides by zero
         return (
-            "the Friedman test has nothing to rank: every method scores the same on every "
-            "dataset."
+            "the Friedman test has nothing to rank: every method scores the same on every dataset."
         )
     denominator = n * (k - 1) - chi2
     if denominator > 0:
@@ -158,7 +159,7 @@ def friedman_markdown(
     for m in order:
         j = result.methods.index(m)
         per = " | ".join(f"{result.ranks[i][j]:g}" for i in range(n))
-        lines.append(f"| {labels.get(m, m)} | {result.mean_ranks[m]:.2f} | {per} |")
+        lines.append(f"| {md_cell(labels.get(m, m))} | {result.mean_ranks[m]:.2f} | {per} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,7 @@ from carrot.bench.stats import (
     paired_comparison,
 )
 from carrot.bench.verdict import equivalence_note, verdict
+from carrot.tables import csv_row, md_cell
 
 __all__ = [
     "Comparison",
@@ -246,7 +247,7 @@ def markdown(
 
             c = comp.get((dataset, method, "final_top1"))
             cb = comp.get((dataset, method, "best_top1"))
-            name = method_labels.get(method, method)
+            name = md_cell(method_labels.get(method, method))
             if c is not None and cb is not None:
                 s, sb = c.stats, cb.stats
                 delta = f"{s.diff:+.2f} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] vs {c.baseline}"
@@ -309,7 +310,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_row(r) for r in rows)
 
 
 def write_report(
@@ -326,13 +327,12 @@ def write_report(
     ``tost_holm_p`` and ``verdict``), bayes.csv (the Bayesian comparison over datasets),
     friedman.csv (mean ranks, when there is a Friedman test), results.md, results.tex and the
     plots (differences.png, geometry.png, and with two or more datasets cd_diagram.png and one
-    bayes_<method>_vs_<baseline>.png per comparison); returns the markdown."""
-    report.mkdir(parents=True, exist_ok=True)
-    write_csv(report / "results.csv", list(rows))
-    write_csv(report / "trajectories.csv", list(trajectories))
-    write_csv(report / "comparisons.csv", comparison_rows(comparisons))
+    bayes_<method>_vs_<baseline>.png per comparison); returns the markdown. The folder is written
+    whole in a temporary sibling, then replaces ``report``: an error halfway leaves the report of
+    before as it was, never CSVs of one and tables of another."""
+    from carrot.folders import staged_folder
+
     bayes = bayesian_comparisons(comparisons)
-    write_csv(report / "bayes.csv", bayes_rows(bayes))
     ranks = friedman(rows)
     text = (
         header
@@ -344,33 +344,34 @@ def write_report(
         + "\n"
         + bayes_markdown(bayes)
     )
-    (report / "results.md").write_text(text)
-    caption = f"carrot bench accuracy: {report.name}."
-    (report / "results.tex").write_text(
-        latex_table(rows, comparisons, caption=caption) + "\n" + latex_bayes_table(bayes)
-    )
-    plot(rows, trajectories, comparisons, report)
-    bayes_plots(bayes, report)
-    stale = report / "cd_diagram.png"
-    if not isinstance(ranks, str):
-        write_csv(
-            report / "friedman.csv",
-            [
-                {
-                    "method": m,
-                    "mean_rank": ranks.mean_ranks[m],
-                    **{f"rank_{d}": ranks.ranks[i][j] for i, d in enumerate(ranks.datasets)},
-                    "chi2": ranks.chi2,
-                    "p_value": ranks.p_value,
-                    "iman_davenport": ranks.iman_davenport,
-                    "iman_davenport_p": ranks.iman_davenport_p,
-                    "cd": ranks.cd,
-                }
-                for j, m in enumerate(ranks.methods)
-            ],
+    with staged_folder(report) as tmp:
+        write_csv(tmp / "results.csv", list(rows))
+        write_csv(tmp / "trajectories.csv", list(trajectories))
+        write_csv(tmp / "comparisons.csv", comparison_rows(comparisons))
+        write_csv(tmp / "bayes.csv", bayes_rows(bayes))
+        (tmp / "results.md").write_text(text)
+        caption = f"carrot bench accuracy: {report.name}."
+        (tmp / "results.tex").write_text(
+            latex_table(rows, comparisons, caption=caption) + "\n" + latex_bayes_table(bayes)
         )
-        cd_diagram(ranks, stale)
-    else:
-        stale.unlink(missing_ok=True)  # a report rewritten with fewer datasets
-        (report / "friedman.csv").unlink(missing_ok=True)
+        plot(rows, trajectories, comparisons, tmp)
+        bayes_plots(bayes, tmp)
+        if not isinstance(ranks, str):
+            write_csv(
+                tmp / "friedman.csv",
+                [
+                    {
+                        "method": m,
+                        "mean_rank": ranks.mean_ranks[m],
+                        **{f"rank_{d}": ranks.ranks[i][j] for i, d in enumerate(ranks.datasets)},
+                        "chi2": ranks.chi2,
+                        "p_value": ranks.p_value,
+                        "iman_davenport": ranks.iman_davenport,
+                        "iman_davenport_p": ranks.iman_davenport_p,
+                        "cd": ranks.cd,
+                    }
+                    for j, m in enumerate(ranks.methods)
+                ],
+            )
+            cd_diagram(ranks, tmp / "cd_diagram.png")
     return text

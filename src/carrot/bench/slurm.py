@@ -76,11 +76,29 @@ def parse_time(text: str) -> int | None:
     return max(1, math.ceil(minutes))
 
 
+SINFO_TIMEOUT = 30.0
+"""Seconds sinfo may take to answer before the bench gives up (an unreachable controller)."""
+
+
 def _partition_limit(partition: str | None) -> str:
-    """The time limit of ``partition`` (or of the default partition) from sinfo."""
-    out = subprocess.run(
-        ["sinfo", "-h", "-o", "%P %l"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.split("\n")
+    """The time limit of ``partition`` (or of the default partition) from sinfo; sinfo missing,
+    failing or not answering is one line that says to give --slurm-time."""
+    try:
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %l"],
+            capture_output=True,
+            text=True,
+            timeout=SINFO_TIMEOUT,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", None) or str(e)
+        detail = " ".join(str(detail).split())[:200]
+        raise ValueError(
+            "--launcher slurm without --slurm-time asks sinfo for the partition's time limit, and "
+            f"sinfo failed ({detail}); give --slurm-time (e.g. 4:00:00) or check the cluster."
+        ) from e
+    out = done.stdout.split("\n")
     for line in out:
         parts = line.split()
         if len(parts) == 2 and (

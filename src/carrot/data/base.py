@@ -58,19 +58,43 @@ class LabeledImages(Dataset[tuple[Any, int]]):
         return self.load(index), int(self.labels[index])
 
 
-_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_8_bit(values: np.ndarray, mode: str) -> Image.Image:
+    """One channel of integer or float pixel values as an 8-bit image (see
+    :func:`convert_image`); values no rule reads are a ``ValueError``."""
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"the image (mode {mode}) holds NaN or infinite pixel values; convert it to 8 or "
+            "16 bits"
+        )
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if lo < 0 or hi > 65535:
+        raise ValueError(
+            f"the image (mode {mode}) has pixel values in [{lo:g}, {hi:g}], outside the 8- or "
+            "16-bit range; convert it to 8 or 16 bits"
+        )
+    if mode == "F" and hi <= 1.0:
+        scale = 255.0  # a float image in [0, 1]
+    elif mode in _16_BIT_MODES or hi > 255:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0  # 8-bit data stored in 32 bits (mode I) or as floats (mode F)
+    return Image.fromarray(np.rint(values.astype(np.float64) * scale).astype(np.uint8), mode="L")
 
 
 def convert_image(img: Image.Image, mode: str) -> Image.Image:
     """``img`` in ``mode`` ("RGB" or "L"), as training and ``carrot predict`` both read images.
 
-    16-bit images (PIL modes ``I;16*``, and ``I``, read as 16-bit) are scaled to 8 bits,
-    v → round(v · 255 / 65535); PIL's own conversion clips them at 255, turning nearly every
-    pixel of a full-range image white.
+    PIL's own conversion clips wider pixels at 255 (a full-range 16-bit image turns white, a
+    float image in [0, 1] black), so one-channel images of other depths are scaled to 8 bits
+    first: 16-bit modes (``I;16*``) by v · 255 / 65535; 32-bit integers (``I``) and floats
+    (``F``, a float TIFF) by their range: 8-bit data as it is, larger values as 16-bit, floats
+    in [0, 1] by 255. NaN, infinite, negative or larger-than-16-bit values are a ``ValueError``.
     """
-    if img.mode in _HIGH_BIT_MODES:
-        values = np.asarray(img).astype(np.int64).clip(0, 65535)
-        img = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if img.mode in (*_16_BIT_MODES, "I", "F"):
+        img = _to_8_bit(np.asarray(img), img.mode)
     return img.convert(mode)  # a loaded copy, also in the same mode (the file is closed next)
 
 

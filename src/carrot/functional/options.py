@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal
 
+from carrot.settings import TEMPERATURE, WEIGHT
+
 __all__ = ["CEKLOptions", "KLDirection", "OperatorOptions", "RadiusStat", "Space", "as_options"]
 
 Space = Literal["euclidean", "angular"]
@@ -187,14 +189,14 @@ class CEKLOptions:
     """
 
     T: float = 1.0
-    """Temperature of the KL term (> 0)."""
+    """Temperature of the KL term, in [0.001, 1000]."""
     lam: float = 1.0
-    """Weight λ of the KL term (>= 0)."""
+    """Weight λ of the KL term, in [0, 10000]."""
     kl_direction: KLDirection = "plus_z"
     """``"plus_z"``: KL(p⁺ ‖ p), what the guide's code computes; ``"z_plus"``: KL(p ‖ p⁺), the
     direction its comment names; ``"symmetric"``: their mean (see :func:`kl_consistency`)."""
     aux_ce_weight: float = 0.0
-    """Weight of the auxiliary CE(classifier(ẑ⁺), y) (>= 0; 0 is off)."""
+    """Weight of the auxiliary CE(classifier(ẑ⁺), y), in [0, 10000]; 0 is off."""
     stop_grad_plus: bool = False
     """Detach the z⁺ branch (a fixed target); the guide lets gradients flow through both."""
     label_smoothing: float = 0.0
@@ -221,16 +223,24 @@ class CEKLOptions:
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid hyperparameter (``prefix`` + its name)."""
-        if not (_is_number(self.T) and self.T > 0):
-            raise ValueError(f"{prefix}T must be > 0, got {self.T!r}.")
-        if not (_is_number(self.lam) and self.lam >= 0):
-            raise ValueError(f"{prefix}lam must be >= 0, got {self.lam!r}.")
+        if not (_is_number(self.T) and TEMPERATURE.contains(self.T)):
+            raise ValueError(
+                f"{prefix}T must be {TEMPERATURE.describe()} (logits / T and λ·T² overflow "
+                f"beyond), got {self.T!r}."
+            )
+        if not (_is_number(self.lam) and WEIGHT.contains(self.lam)):
+            raise ValueError(
+                f"{prefix}lam must be {WEIGHT.describe()} (a larger weight overflows the loss), "
+                f"got {self.lam!r}."
+            )
         if self.kl_direction not in _KL_DIRECTIONS:
             raise ValueError(
                 f"{prefix}kl_direction must be one of {_KL_DIRECTIONS}, got {self.kl_direction!r}."
             )
-        if not (_is_number(self.aux_ce_weight) and self.aux_ce_weight >= 0):
-            raise ValueError(f"{prefix}aux_ce_weight must be >= 0, got {self.aux_ce_weight!r}.")
+        if not (_is_number(self.aux_ce_weight) and WEIGHT.contains(self.aux_ce_weight)):
+            raise ValueError(
+                f"{prefix}aux_ce_weight must be {WEIGHT.describe()}, got {self.aux_ce_weight!r}."
+            )
         if not isinstance(self.stop_grad_plus, bool):
             raise ValueError(
                 f"{prefix}stop_grad_plus must be True or False, got {self.stop_grad_plus!r}."

@@ -3,11 +3,14 @@
 W&B is an optional extra: ``pip install 'carrot-fgvc[wandb]'``. The project comes from
 ``WANDB_PROJECT`` (default ``carrot``), the entity from ``WANDB_ENTITY``; the run's files go to
 ``run_dir/wandb``. ``WANDB_MODE`` chooses online or offline; unset, the run is offline when the
-W&B server cannot be reached (sync it later with ``wandb sync run_dir/wandb/offline-run-*``).
+W&B server cannot be reached or no API key is set (``WANDB_API_KEY`` or ``wandb login``), or
+when W&B refuses to start online (sync it later with ``wandb sync run_dir/wandb/offline-run-*``).
+With ``WANDB_MODE=online`` set, a W&B that cannot start is one line before training.
 """
 
 from __future__ import annotations
 
+import netrc
 import os
 from pathlib import Path
 from types import ModuleType
@@ -34,16 +37,31 @@ def _import_wandb() -> ModuleType:
     return wandb
 
 
+def _has_key(host: str) -> bool:
+    """Whether an API key is set for ``host`` without asking anyone: ``WANDB_API_KEY`` or the
+    netrc entry ``wandb login`` writes. Without one, an online ``wandb.init`` fails (or, on a
+    terminal, waits for a key to be typed)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def wandb_mode(timeout: float = 2.0) -> str:
-    """``WANDB_MODE`` if set; otherwise ``online`` when the W&B server (``WANDB_BASE_URL``,
-    default api.wandb.ai) replies to a request within ``timeout`` seconds, else ``offline`` (a
-    server that accepts connections and never replies is not reachable either)."""
+    """``WANDB_MODE`` if set; otherwise ``online`` when an API key is set and the W&B server
+    (``WANDB_BASE_URL``, default api.wandb.ai) replies to a request within ``timeout`` seconds,
+    else ``offline`` (a server that accepts connections and never replies is not reachable
+    either)."""
     from carrot.integrations.probe import http_silence
 
     mode = os.environ.get("WANDB_MODE")
     if mode:
         return mode
     url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    if not _has_key(urlparse(url).hostname or "api.wandb.ai"):
+        return "offline"
     if urlparse(url).scheme not in ("http", "https"):
         return "offline"
     return "online" if http_silence(url, timeout) is None else "offline"
@@ -61,13 +79,16 @@ class WandbLogger:
 
     def __init__(self, run_dir: Path, params: dict[str, Any], *, run_id: str | None = None) -> None:
         wandb = _import_wandb()
+        chosen = not os.environ.get("WANDB_MODE")  # carrot picks the mode, so it may change it
         mode = wandb_mode()
-        if mode == "offline" and not os.environ.get("WANDB_MODE"):
-            print(f"carrot train: W&B is not reachable; logging offline to {run_dir / 'wandb'}")
+        offline = f"logging offline to {run_dir / 'wandb'} (WANDB_MODE=online to insist)"
+        if mode == "offline" and chosen:
+            print(f"carrot train: W&B is not reachable or has no API key; {offline}")
         self.wandb = wandb
         bound = {} if os.environ.get("WANDB_INIT_TIMEOUT") else {"init_timeout": INIT_TIMEOUT_S}
-        try:
-            self.run: Any = wandb.init(
+
+        def init(mode: str) -> Any:
+            return wandb.init(
                 project=os.environ.get("WANDB_PROJECT") or _PROJECT,
                 dir=str(run_dir),
                 id=run_id,
@@ -78,12 +99,19 @@ class WandbLogger:
                 settings=wandb.Settings(console="off", silent=True, **bound),
                 reinit="create_new",
             )
-        except wandb.errors.Error as e:  # CommError after init_timeout, UsageError...
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ValueError(
-                f"W&B could not start a run ({first}); check WANDB_BASE_URL and WANDB_API_KEY, "
-                "or set WANDB_MODE=offline (see docs/training.md, Trackers)."
-            ) from e
+
+        try:
+            self.run: Any = init(mode)
+        except Exception as e:  # W&B raises several types (UsageError, CommError after init_timeout...)
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            if not chosen or mode == "offline":
+                raise ValueError(
+                    f"train.loggers=[wandb]: W&B did not start in {mode} mode ({reason}); check "
+                    "WANDB_BASE_URL and WANDB_API_KEY (or run wandb login), or set "
+                    "WANDB_MODE=offline (see docs/training.md, Trackers)."
+                ) from e
+            print(f"carrot train: W&B did not start online ({reason}); {offline}")
+            self.run = init("offline")
         self.run_id: str = self.run.id
         self.run.define_metric("trainer/step")
         self.run.define_metric("train_step/*", step_metric="trainer/step")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from carrot.baselines import CenterLoss as CenterLossModule
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import WEIGHT, Range, check_ranges, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["CenterLoss", "CenterLossSettings"]
@@ -20,7 +20,7 @@ __all__ = ["CenterLoss", "CenterLossSettings"]
 class CenterLossSettings:
     """The ``center_loss`` section (the paper's λ and α)."""
 
-    lam: float = ranged(0.003, Range(0, None))
+    lam: float = ranged(0.003, WEIGHT)
     """λ, the weight of the center loss: L = CE + λ·½·mean ‖ẑ − c_y‖²."""
     alpha: float = ranged(0.5, Range(0, 1))
     """α, the centres' learning rate in the paper's update c_j ← c_j − α·Δc_j."""

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from carrot.functional.baselines import euclidean_confusion
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import WEIGHT, check_ranges, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
@@ -19,7 +19,7 @@ __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
 class PairwiseConfusionSettings:
     """The ``pairwise_confusion`` section."""
 
-    lam_per_class: float = ranged(0.1, Range(0, None))
+    lam_per_class: float = ranged(0.1, WEIGHT)
     """λ / N: the confusion weight is λ = lam_per_class × N for N classes (the authors
     recommend λ in [0.1·N, 0.2·N], e.g. 20 for CUB's 200 classes)."""
 

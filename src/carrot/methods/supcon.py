@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from carrot.functional import supcon_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import TEMPERATURE, WEIGHT, check_ranges, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["SupCon", "SupConSettings", "probe_ce"]
@@ -20,11 +20,11 @@ __all__ = ["SupCon", "SupConSettings", "probe_ce"]
 class SupConSettings:
     """The ``supcon`` section (also read by supcon_carrot)."""
 
-    temperature: float = ranged(0.1, Range(0, open_lo=True))
+    temperature: float = ranged(0.1, TEMPERATURE)
     """τ of the contrastive loss."""
     gather_global: bool = True
     """Under DDP, contrast against the embeddings of all ranks."""
-    probe_weight: float = ranged(1.0, Range(0))
+    probe_weight: float = ranged(1.0, WEIGHT)
     """Weight of the CE that trains the classifier on detached embeddings (for accuracy)."""
 
     def validate(self, *, prefix: str = "") -> None:

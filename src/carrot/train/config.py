@@ -116,27 +116,40 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
+        _number_text(key, value, tp)
     elif tp is float:
-        try:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
                 return float(value)
-            if isinstance(value, str):
-                return float(value)
-        except OverflowError:  # an integer of 400 digits: beyond every range
-            raise ConfigError(f"{key} must be a finite number, got {value!r}.") from None
-        except ValueError:
-            pass
+            except OverflowError:  # an integer of 400 digits: beyond every range
+                raise ConfigError(f"{key} must be a finite number, got {value!r}.") from None
+        _number_text(key, value, tp)
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, dict) and all(v is None for v in value.values()):
+            quoted = "{" + ",".join(map(str, value)) + "}"  # {train.lr} read as {'train.lr': None}
+            raise ConfigError(
+                f"{key} must be a string, got the YAML mapping {value!r}: a value starting with "
+                f"'{{' is read as a mapping; quote it, e.g. {key}='{quoted}'."
+            )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+
+
+def _number_text(key: str, value: Any, tp: Any) -> None:
+    """A string that Python would read as a number (``"0.5"``, ``1_000``) is not one under the
+    YAML 1.2 rules of the configs: say how to write it rather than guess."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return
+        raise ConfigError(
+            f"{key} must be {_type_name(tp)}, got the string {value!r}; write a plain number "
+            "(no quotes, no '_' between digits), e.g. 0.5 or 1000."
+        )
 
 
 def _fields(obj: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from carrot.tables import csv_cell
+
 __all__ = [
     "ECE_BINS",
     "Calibration",
@@ -252,7 +254,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if _nan(v) else v for k, v in row.items()})
+            writer.writerow({k: "" if _nan(v) else csv_cell(v) for k, v in row.items()})
 
 
 def write_report(report: EvalReport, folder: Path, *, title: str = "") -> list[str]:

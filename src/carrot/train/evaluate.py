@@ -52,7 +52,9 @@ def retrieval_metrics(
 
     MAP@R (Musgrave et al., 2020): with R the number of other items of the query's class,
     (1/R) Σ_{i ≤ R} P(i)·rel(i) over the R nearest neighbours. Queries whose class has no other
-    item are left out of both metrics, as pytorch-metric-learning's ``AccuracyCalculator`` does.
+    item are left out of both metrics, as pytorch-metric-learning's ``AccuracyCalculator`` does;
+    with none left (one image, or one image per class) the metrics are undefined and the result
+    is empty (shown as n/a), not 0.
 
     Args:
         embeddings: Shape: (N, D).
@@ -60,7 +62,7 @@ def retrieval_metrics(
     """
     n = embeddings.shape[0]
     if n < 2:
-        return {"precision_at_1": 0.0, "map_at_r": 0.0}
+        return {}
     emb = F.normalize(embeddings.float(), dim=1)
     labels = labels.to(emb.device)
     r = torch.bincount(labels)[labels] - 1  # (N,) relevant items per query
@@ -85,7 +87,7 @@ def retrieval_metrics(
         ap_sum += (ap * keep).sum()
     counted = int((r > 0).sum())
     if counted == 0:
-        return {"precision_at_1": 0.0, "map_at_r": 0.0}
+        return {}
     return {
         "precision_at_1": 100.0 * float(p1_sum) / counted,
         "map_at_r": 100.0 * float(ap_sum) / counted,

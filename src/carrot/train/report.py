@@ -159,7 +159,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         name = f"{label} (epoch {rec.get('epoch', '?')})"
         lines.append(
             f"| {name:<24} | "
-            + " | ".join(f"{rec[k]:>16.2f}" if k in rec else f"{'':>16}" for k, _ in cols)
+            + " | ".join(f"{rec[k]:>16.2f}" if k in rec else f"{'n/a':>16}" for k, _ in cols)
             + " |"
         )
     lines.append("")
