@@ -14,7 +14,7 @@ from carrot.settings import Range, check_ranges, ranged
 __all__ = ["MixingMethod", "MixingSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MixingSettings:
     alpha: float = ranged(1.0, Range(0, open_lo=True))
     """α of the Beta(α, α) distribution the mixing ratio λ is drawn from (once per batch)."""

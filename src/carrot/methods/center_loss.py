@@ -16,7 +16,7 @@ from carrot.tune.space import Float, space
 __all__ = ["CenterLoss", "CenterLossSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CenterLossSettings:
     """The ``center_loss`` section (the paper's λ and α)."""
 

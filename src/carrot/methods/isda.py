@@ -17,7 +17,7 @@ from carrot.tune.space import Choice, space
 __all__ = ["ISDA", "ISDASettings", "linear_map"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ISDASettings:
     """The ``isda`` section."""
 

@@ -15,7 +15,7 @@ from carrot.tune.space import Float, space
 __all__ = ["LabelSmoothing", "LabelSmoothingSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabelSmoothingSettings:
     """The ``label_smoothing`` section (``train.label_smoothing`` of earlier versions)."""
 

@@ -15,7 +15,7 @@ from carrot.tune.space import Float, space
 __all__ = ["MaxEnt", "MaxEntSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaxEntSettings:
     """The ``maxent`` section."""
 

@@ -15,7 +15,7 @@ from carrot.tune.space import Float, space
 __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairwiseConfusionSettings:
     """The ``pairwise_confusion`` section."""
 

@@ -16,7 +16,7 @@ from carrot.tune.space import Float, space
 __all__ = ["SupCon", "SupConSettings", "probe_ce"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SupConSettings:
     """The ``supcon`` section (also read by supcon_carrot)."""
 
