@@ -106,7 +106,7 @@ RENAMED_KEYS = {
 """Keys of earlier versions: naming one is an error that says what replaced it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "carrot_cnn"
     """Any timm model name (carrot registers the small carrot_cnn for the built-in data)."""
@@ -127,7 +127,7 @@ class ModelConfig:
     """Extra arguments of timm.create_model, e.g. img_size: 448 for a ViT."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = setting(10, range=Range(1, 100_000), resumable=True)  # bounded work
     batch_size: int = setting(32, range=_COUNT)
