@@ -56,14 +56,16 @@ class CarrotSettings(CEKLOptions, OperatorOptions):
         pass  # checked by the config build, which names the section (carrot.max_gamma ...)
 
     def validate(self, *, prefix: str = "") -> None:
+        """The operator's and the loss's rules (the ranges of this class's own fields are
+        enforced by the config build, from their declarations)."""
         OperatorOptions.validate(self, prefix=prefix)
         CEKLOptions.validate(self, prefix=prefix)
-        check_ranges(self, prefix=prefix)
 
     def replace(self, **changes: Any) -> CarrotSettings:
         """A checked copy with some settings changed."""
         out = dataclasses.replace(self, **changes)
         out.validate()
+        check_ranges(out)
         return out
 
     def resolve(self, explicit: set[str], *, prefix: str = "carrot.") -> CarrotSettings:

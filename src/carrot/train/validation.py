@@ -81,9 +81,14 @@ def _check_val_split(cfg: Config) -> None:
 
 
 def _check_sections(cfg: Config) -> None:
+    """Each method section: its fields' declared ranges, then its own ``validate`` (if any) for
+    the rules that tie its fields together."""
     for name, settings in cfg.sections.items():
         try:
-            settings.validate(prefix=f"{name}.")
+            check_ranges(settings, prefix=f"{name}.")
+            hook = getattr(settings, "validate", None)
+            if hook is not None:
+                hook(prefix=f"{name}.")
         except ConfigError:
             raise
         except ValueError as e:
