@@ -132,3 +132,22 @@ def test_the_carrot_section_is_the_operators_options_as_built() -> None:
     assert method.operator is cfg.carrot and isinstance(method.operator, OperatorOptions)
     assert method.loss_options is cfg.carrot and isinstance(method.loss_options, CEKLOptions)
     assert math.isclose(method.operator.max_gamma or 0, 3.0)
+
+
+def test_a_saved_config_of_an_earlier_version_still_builds() -> None:
+    from carrot.train.config import config_from_dict, config_to_dict
+
+    # what a resumed run reads from its checkpoint: moved and retired keys, a resolved guide
+    saved = config_to_dict(load_config(overrides=["carrot.guide=true"]))
+    saved["train"] |= {"label_smoothing": 0.0, "mixup": 0, "cutmix": 0.0}
+    cfg = config_from_dict(saved)
+    assert cfg.carrot.guide and cfg.carrot.max_gamma is None
+    assert "label_smoothing.smoothing" in cfg.explicit and cfg.label_smoothing.smoothing == 0.0
+    rebuilt = config_to_dict(cfg)
+    assert rebuilt["train"] == {k: v for k, v in saved["train"].items() if k in rebuilt["train"]}
+    assert {k: v for k, v in rebuilt.items() if k not in ("train", "label_smoothing")} == {
+        k: v for k, v in saved.items() if k not in ("train", "label_smoothing")
+    }
+    saved["data"]["augment"] = "fgvc"
+    with pytest.raises(ConfigError, match=r"^data.augment was renamed: use data.train_transform"):
+        config_from_dict(saved)
