@@ -41,7 +41,7 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
     """nabirds, cub, aircraft, cars, dogs, flowers102, imagefolder, digits, fashion_mnist, synthetic."""
