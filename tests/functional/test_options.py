@@ -141,5 +141,9 @@ def test_options_are_immutable_and_a_changed_copy_is_checked() -> None:
     assert first is options.with_eps_detach(1e-6, None) and first.eps == 1e-6
     assert options.eps == 1e-12 and options.with_eps_detach(None, None) is options
     carrot_operator(z, y, eps=1e-6, options=options)
+    from carrot.methods.carrot import CarrotSettings
+
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        carrot_operator(z, y, eps=-1.0, options=CarrotSettings())
     with pytest.raises(ValueError, match="options must be an OperatorOptions, got dict"):
         CarrotTransform({"max_gamma": 2.0})  # type: ignore[arg-type]

@@ -137,7 +137,10 @@ class OperatorOptions:
 @functools.lru_cache(maxsize=64)
 def _with_eps_detach(options: OperatorOptions, eps: float, detach_stats: bool) -> OperatorOptions:
     # Immutable options are hashable: a call per batch with the same keywords builds one copy.
-    return dataclasses.replace(options, eps=eps, detach_stats=detach_stats)
+    # Checked here too: a subclass (the trainer's carrot section) is checked by its builder.
+    copy = dataclasses.replace(options, eps=eps, detach_stats=detach_stats)
+    OperatorOptions.validate(copy)
+    return copy
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(OperatorOptions))
