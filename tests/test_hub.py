@@ -3,6 +3,7 @@ preprocessing and class names in timm's pretrained config, and a model card that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -126,8 +127,9 @@ def test_a_fixed_size_backbone_loads_from_its_hf_folder(tmp_path: Path) -> None:
     cfg = load_config(
         None, ["model.backbone=test_vit", "data.image_size=64", "model.embedding_dim=6"]
     )
-    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.5] * 3
-    cfg.data.interpolation, cfg.data.crop_pct = "bicubic", 0.9
+    cfg.data = dataclasses.replace(
+        cfg.data, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic", crop_pct=0.9
+    )
     model = build_model(cfg.model, num_classes=4, image_size=64).eval()
     traits = types.SimpleNamespace(photo=True, channels=3, flip_ok=True)
     trained = Trained(model, cfg, list("abcd"), 1, tmp_path / "x.pt", 3, False, traits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -183,7 +184,7 @@ def test_a_fixed_size_backbone_exports_with_its_img_size(tmp_path: Path) -> None
     from carrot.train.trained import Trained
 
     cfg = load_config(None, ["model.backbone=test_vit", "data.image_size=64"])
-    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.5] * 3
+    cfg.data = dataclasses.replace(cfg.data, mean=[0.5] * 3, std=[0.5] * 3)
     model = build_model(cfg.model, num_classes=3, image_size=64)
     traits = types.SimpleNamespace(photo=True, channels=3, flip_ok=True)
     trained = Trained(model, cfg, ["a", "b", "c"], 1, tmp_path / "x.pt", 3, False, traits)

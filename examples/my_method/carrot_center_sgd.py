@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 from carrot.functional import class_center_loss
 from carrot.methods import LossResult, Method, MethodContext, Step, register_method
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import Range, ranged
 
 
-@dataclass
+@dataclass(frozen=True)
 class CenterLossSGDSettings:
     """The ``center_loss_sgd`` section."""
 
@@ -28,9 +28,6 @@ class CenterLossSGDSettings:
     """λ of the center term: L = CE + λ·½·mean ‖ẑ − c_y‖²."""
     lr_mult: float = ranged(100.0, Range(0, None, open_lo=True))
     """Learning rate of the centres relative to train.lr."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 @register_method

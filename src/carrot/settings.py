@@ -1,8 +1,10 @@
-"""What a setting is: a dataclass field with a default, a docstring and, for a number, a range.
+"""What a setting is: a dataclass field with a default, a docstring and, for a number, a range;
+for the trainer's schema also whether a resumed run may change it.
 
 Shared by the trainer's schema (:mod:`carrot.train.schema`) and every method's settings
-(:mod:`carrot.methods`), so that a method declares its settings' ranges beside their defaults.
-A numeric field's range is ``field(metadata={"range": Range(...)})`` (see :func:`ranged`).
+(:mod:`carrot.methods`), so that a setting is declared in one place, its field: the default,
+the docstring right after it (:func:`field_docs`), ``metadata["range"]`` (:func:`ranged`,
+enforced by :func:`check_ranges`) and ``metadata["resumable"]`` (:func:`setting`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "field_docs",
     "field_ranges",
     "ranged",
+    "setting",
 ]
 
 
@@ -68,9 +71,27 @@ TEMPERATURE = Range(1e-3, 1e3)
 and T² (the KL weight of distillation) for large T."""
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    range: Range | None = None,
+    resumable: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with everything about it but its docstring: its default (or
+    ``default_factory``), the range its values must lie in, and whether ``carrot train --resume``
+    may change it (``resumable``: the run stays the same run)."""
+    metadata: dict[str, Any] = {}
+    if range is not None:
+        metadata["range"] = range
+    if resumable:
+        metadata["resumable"] = True
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 def ranged(default: Any, rule: Range) -> Any:
     """A dataclass field with a default and the range its values must lie in."""
-    return dataclasses.field(default=default, metadata={"range": rule})
+    return setting(default, range=rule)
 
 
 def field_ranges(settings: Any) -> dict[str, Range]:

@@ -123,11 +123,27 @@ def test_invalid_options_are_refused_when_built(changes, message) -> None:
         OperatorOptions(**changes)
 
 
-def test_options_mutated_after_construction_are_checked_at_use() -> None:
+def test_options_are_immutable_and_a_changed_copy_is_checked() -> None:
+    import dataclasses
+
+    from carrot.functional import CEKLOptions
+
     options = OperatorOptions()
-    options.max_gamma = 0.1
-    z, y = _batch()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.max_gamma = 0.1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CEKLOptions().lam = 2.0  # type: ignore[misc]
     with pytest.raises(ValueError, match="max_gamma must be >= 1"):
-        carrot_operator(z, y, options=options)
+        options.replace(max_gamma=0.1)
+    z, y = _batch()
+    # a per-call eps builds one copy, not one per call, and leaves the options as they were
+    first = options.with_eps_detach(1e-6, None)
+    assert first is options.with_eps_detach(1e-6, None) and first.eps == 1e-6
+    assert options.eps == 1e-12 and options.with_eps_detach(None, None) is options
+    carrot_operator(z, y, eps=1e-6, options=options)
+    from carrot.methods.carrot import CarrotSettings
+
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        carrot_operator(z, y, eps=-1.0, options=CarrotSettings())
     with pytest.raises(ValueError, match="options must be an OperatorOptions, got dict"):
         CarrotTransform({"max_gamma": 2.0})  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ run records its data and refuses to resume on other data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,8 +84,12 @@ def test_pretrained_weights_and_their_preprocessing_are_checked(tmp_path: Path) 
     state = timm.create_model("carrot_cnn", num_classes=0, widths=[4, 8]).state_dict()
     weights = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
-    cfg = ModelConfig(backbone="carrot_cnn", pretrained=True, pretrained_path=str(weights))
-    cfg.timm_kwargs = {"widths": [4, 8]}
+    cfg = ModelConfig(
+        backbone="carrot_cnn",
+        pretrained=True,
+        pretrained_path=str(weights),
+        timm_kwargs={"widths": [4, 8]},
+    )
     create_backbone(cfg)  # loads
     for bad, message in (
         ({"std": [0.0, 0.2, 0.2]}, "std must be"),
@@ -101,6 +106,6 @@ def test_pretrained_weights_and_their_preprocessing_are_checked(tmp_path: Path) 
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     with pytest.raises(CheckpointError, match="hold NaN or inf"):
         create_backbone(cfg)
-    cfg.pretrained = False
+    cfg = dataclasses.replace(cfg, pretrained=False)
     with pytest.raises(ValueError, match="model.pretrained_path is set .* but model.pretrained"):
         create_backbone(cfg)

@@ -3,6 +3,7 @@ progress lines."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import types
 
@@ -150,7 +151,9 @@ def _resolved(*overrides: str) -> Config:
     cfg = _cfg(
         "data.image_size=32", "data.mean=[0.5, 0.5, 0.5]", "data.std=[0.5, 0.5, 0.5]", *overrides
     )
-    cfg.data.interpolation, cfg.data.crop_pct = "bilinear", cfg.data.crop_pct or 0.8
+    cfg.data = dataclasses.replace(
+        cfg.data, interpolation="bilinear", crop_pct=cfg.data.crop_pct or 0.8
+    )
     return cfg
 
 

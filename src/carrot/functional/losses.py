@@ -74,7 +74,6 @@ def carrot_views(
         ``(ẑ, ẑ⁺, stats)``. Shapes: (B, D), (B, D).
     """
     check_batch(z, y)
-    opts = opts.checked()
     z_hat = _normalize(z)
     z_plus, stats = apply_operator(z_hat, y, opts, memory=memory, unit_norm=True)
     # A skipped batch (fewer than two classes) keeps ẑ itself: normalizing it again is not
@@ -177,7 +176,7 @@ def _loss_options(loss_options: CEKLOptions | None, given: dict[str, Any]) -> CE
     changes = {k: v for k, v in given.items() if v is not None}
     if changes:
         return base.replace(**changes)
-    return base.checked()
+    return base
 
 
 def carrot_ce_kl_loss(

@@ -9,6 +9,7 @@ here and implemented in the operator; nothing else forwards it by hand.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from numbers import Integral
@@ -26,13 +27,13 @@ KLDirection = Literal["plus_z", "z_plus", "symmetric"]
 _KL_DIRECTIONS = ("plus_z", "z_plus", "symmetric")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OperatorOptions:
     """How the CARROT operator computes its class statistics and expansion.
 
-    The defaults are the guide's formulas. Values are checked when the object is built (a field
-    changed later is checked at its next use), so a bad option fails before the first batch and
-    unchanged options are never re-checked per batch.
+    The defaults are the guide's formulas. Immutable and checked once, when built: a bad option
+    fails before the first batch and is never re-checked per batch (:meth:`replace` builds a
+    checked copy).
 
     Example:
         >>> options = OperatorOptions(max_gamma=1.5, sync_free=True)
@@ -73,37 +74,15 @@ class OperatorOptions:
 
     def __post_init__(self) -> None:
         self.validate()
-        object.__setattr__(self, "_built", True)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # A field changed after construction is checked at the next use (``checked``), once.
-        object.__setattr__(self, name, value)
-        if self.__dict__.get("_built"):
-            object.__setattr__(self, "_dirty", True)
-            self.__dict__.pop("_copies", None)
-
-    def checked(self) -> OperatorOptions:
-        """``self``, validated again only if a field changed since it was built or last checked
-        (the operator calls this on every batch: no re-validation of unchanged options)."""
-        if self.__dict__.get("_dirty"):
-            self.validate()
-            object.__setattr__(self, "_dirty", False)
-        return self
 
     def with_eps_detach(self, eps: float | None, detach_stats: bool | None) -> OperatorOptions:
-        """A validated copy with ``eps`` and ``detach_stats`` overridden (``None``: kept); ``self``
-        when nothing changes. Copies are remembered, so a call per batch builds none."""
-        self.checked()
+        """A checked copy with ``eps`` and ``detach_stats`` overridden (``None``: kept); ``self``
+        when nothing changes."""
         eps = self.eps if eps is None else eps
         detach_stats = self.detach_stats if detach_stats is None else detach_stats
         if eps == self.eps and detach_stats is self.detach_stats:
             return self
-        key = (eps, detach_stats)
-        copies = self.__dict__.setdefault("_copies", {})
-        if key not in copies:
-            copies[key] = dataclasses.replace(self, eps=eps, detach_stats=detach_stats)
-        copy: OperatorOptions = copies[key]
-        return copy
+        return _with_eps_detach(self, eps, detach_stats)
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid option (``prefix`` + its name)."""
@@ -157,12 +136,22 @@ class OperatorOptions:
         return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
 
 
+@functools.lru_cache(maxsize=64)
+def _with_eps_detach(options: OperatorOptions, eps: float, detach_stats: bool) -> OperatorOptions:
+    # Immutable options are hashable: a call per batch with the same keywords builds one copy.
+    # Checked here too: a subclass (the trainer's carrot section) is checked by its builder.
+    copy = dataclasses.replace(options, eps=eps, detach_stats=detach_stats)
+    OperatorOptions.validate(copy)
+    return copy
+
+
 _NAMES = tuple(f.name for f in dataclasses.fields(OperatorOptions))
-_GUIDE = OperatorOptions()  # the defaults, for calls without options; never changed
+_GUIDE = OperatorOptions()  # the defaults, for calls without options
 
 
 def as_options(options: OperatorOptions | None) -> OperatorOptions:
-    """``options`` checked (``None``: the guide's defaults), for the modules' constructors."""
+    """``options`` (``None``: the guide's defaults), for the modules' constructors; an
+    :class:`OperatorOptions` was checked when it was built."""
     if options is None:
         return OperatorOptions()
     if not isinstance(options, OperatorOptions):
@@ -170,7 +159,6 @@ def as_options(options: OperatorOptions | None) -> OperatorOptions:
             f"options must be an OperatorOptions, got {type(options).__name__}; build one with "
             "carrot.OperatorOptions(max_gamma=..., ...)."
         )
-    options.validate()
     return options
 
 
@@ -178,10 +166,10 @@ def _is_number(x: Any) -> bool:
     return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CEKLOptions:
     """The hyperparameters of the CE + λ·T²·KL loss (:func:`carrot_ce_kl_loss`), their one home:
-    defaults (the guide's recipe), validation and documentation. Checked when built.
+    defaults (the guide's recipe), validation and documentation. Immutable, checked once when built.
 
     Example:
         >>> loss_options = CEKLOptions(lam=2.0, kl_direction="symmetric")
@@ -204,22 +192,6 @@ class CEKLOptions:
 
     def __post_init__(self) -> None:
         self.validate()
-        object.__setattr__(self, "_built", True)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # As OperatorOptions: a field changed after construction is checked at its next use.
-        object.__setattr__(self, name, value)
-        if self.__dict__.get("_built"):
-            object.__setattr__(self, "_dirty", True)
-            self.__dict__.pop("_copies", None)  # as OperatorOptions does, for a subclass of both
-
-    def checked(self) -> CEKLOptions:
-        """``self``, validated again only if a field changed since it was built or last checked
-        (the losses call this on every batch: no re-validation of unchanged options)."""
-        if self.__dict__.get("_dirty"):
-            self.validate()
-            object.__setattr__(self, "_dirty", False)
-        return self
 
     def validate(self, *, prefix: str = "") -> None:
         """Raises ``ValueError`` naming the first invalid hyperparameter (``prefix`` + its name)."""
@@ -255,4 +227,4 @@ class CEKLOptions:
         return dataclasses.replace(self, **changes)
 
 
-_GUIDE_LOSS = CEKLOptions()  # the defaults, for calls without loss options; never changed
+_GUIDE_LOSS = CEKLOptions()  # the defaults, for calls without loss options

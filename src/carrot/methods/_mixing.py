@@ -9,12 +9,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from carrot.methods.base import LossResult, Method, MethodContext, Step
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import Range, ranged
 
 __all__ = ["MixingMethod", "MixingSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MixingSettings:
     alpha: float = ranged(1.0, Range(0, open_lo=True))
     """α of the Beta(α, α) distribution the mixing ratio λ is drawn from (once per batch)."""
@@ -22,9 +22,6 @@ class MixingSettings:
     """Probability of mixing a batch (else it trains on the images as they are)."""
     label_smoothing: float = ranged(0.0, Range(0, 1, open_hi=True))
     """Label smoothing of the mixed targets (timm's; 0: off)."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 class MixingMethod(Method):

@@ -28,10 +28,12 @@ IMPLEMENTATION_KEYS = ("sync_free", "global_stats", "ignore_index")
 """carrot keys that change how, not what, is computed: they combine with ``carrot.guide``."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CarrotSettings(CEKLOptions, OperatorOptions):
     """The ``carrot`` section: the operator's options (:class:`carrot.OperatorOptions`) and the
     CE+KL loss's (:class:`carrot.CEKLOptions`), declared there once, plus the trainer's own.
+    Immutable; checked once, by the config build (:meth:`validate`, with the section's prefix),
+    so that the method passes it to the operator and the loss as it is.
 
     The defaults are the recommended configuration: the guide's recipe with γ capped at 1.5.
     ``guide: true`` runs the guide's exact recipe (see :meth:`resolve`)."""
@@ -50,26 +52,28 @@ class CarrotSettings(CEKLOptions, OperatorOptions):
     memory_momentum: float = ranged(0.9, Range(0, 1, open_hi=True))
     """Momentum of the memory's moving averages of the class centres and radii."""
 
+    def __post_init__(self) -> None:
+        pass  # checked by the config build, which names the section (carrot.max_gamma ...)
+
     def validate(self, *, prefix: str = "") -> None:
+        """The operator's and the loss's rules (the ranges of this class's own fields are
+        enforced by the config build, from their declarations)."""
         OperatorOptions.validate(self, prefix=prefix)
         CEKLOptions.validate(self, prefix=prefix)
-        check_ranges(self, prefix=prefix)
 
     def replace(self, **changes: Any) -> CarrotSettings:
-        return dataclasses.replace(self, **changes)
+        """A checked copy with some settings changed."""
+        out = dataclasses.replace(self, **changes)
+        out.validate()
+        check_ranges(out)
+        return out
 
-    def checked(self) -> CarrotSettings:
-        if self.__dict__.get("_dirty"):
-            self.validate()
-            object.__setattr__(self, "_dirty", False)
-        return self
-
-    def resolve(self, explicit: set[str], *, prefix: str = "carrot.") -> None:
+    def resolve(self, explicit: set[str], *, prefix: str = "carrot.") -> CarrotSettings:
         """Resolve ``guide``, the one place it takes effect: with ``guide: true`` every recipe
         key the user left unset takes the guide's value, so that the saved config shows what
         runs. A recipe key set explicitly (``explicit``) to another value is refused."""
         if not self.guide:
-            return
+            return self
         guide = guide_recipe()
         clash = [k for k in guide if k in explicit and getattr(self, k) != guide[k]]
         if clash:
@@ -77,8 +81,7 @@ class CarrotSettings(CEKLOptions, OperatorOptions):
                 "carrot.guide=true runs the guide's exact recipe; drop the other carrot settings "
                 f"({', '.join(prefix + k for k in clash)}) or set carrot.guide=false."
             )
-        for k, v in guide.items():
-            setattr(self, k, v)
+        return dataclasses.replace(self, **guide)
 
 
 def _defaults(cls: type) -> dict[str, Any]:
@@ -163,10 +166,8 @@ class CARROT(Method):
         super().__init__(context)
         s: CarrotSettings = context.settings["carrot"]
         self.section_settings = s
-        self.operator = OperatorOptions.of(s)  # built once: typed, already valid
-        self.loss_options = CEKLOptions(
-            **{f.name: getattr(s, f.name) for f in dataclasses.fields(CEKLOptions)}
-        )
+        self.operator: OperatorOptions = s  # the section is both, immutable and already valid
+        self.loss_options: CEKLOptions = s
         self.memory = class_memory(context)
 
     def _lam(self, step: Step) -> float | None:

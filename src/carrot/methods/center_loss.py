@@ -10,13 +10,13 @@ from torch import Tensor, nn
 from carrot.baselines import CenterLoss as CenterLossModule
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
-from carrot.settings import WEIGHT, Range, check_ranges, ranged
+from carrot.settings import WEIGHT, Range, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["CenterLoss", "CenterLossSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CenterLossSettings:
     """The ``center_loss`` section (the paper's λ and α)."""
 
@@ -24,9 +24,6 @@ class CenterLossSettings:
     """λ, the weight of the center loss: L = CE + λ·½·mean ‖ẑ − c_y‖²."""
     alpha: float = ranged(0.5, Range(0, 1))
     """α, the centres' learning rate in the paper's update c_j ← c_j − α·Δc_j."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 @register_method

@@ -12,7 +12,7 @@ from carrot.tune.space import Float, space
 __all__ = ["CutMix", "CutMixSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CutMixSettings(MixingSettings):
     """The ``cutmix`` section. A box of area 1 − λ (λ ~ Beta(α, α)) is cut from x_j into x_i;
     ỹ = λ y_i + (1 − λ) y_j with λ corrected to the box's area after clipping."""

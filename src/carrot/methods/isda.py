@@ -11,21 +11,18 @@ from torch import Tensor, nn
 from carrot.baselines import ISDALoss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
-from carrot.settings import WEIGHT, check_ranges, ranged
+from carrot.settings import WEIGHT, ranged
 from carrot.tune.space import Choice, space
 
 __all__ = ["ISDA", "ISDASettings", "linear_map"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ISDASettings:
     """The ``isda`` section."""
 
     lam0: float = ranged(0.5, WEIGHT)
     """λ₀: the augmentation strength grows as λ = λ₀ · t / T over training."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 def linear_map(head: nn.Module) -> Tensor:

@@ -9,21 +9,18 @@ from torch import Tensor, nn
 
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
-from carrot.settings import Range, check_ranges, ranged
+from carrot.settings import Range, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["LabelSmoothing", "LabelSmoothingSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabelSmoothingSettings:
     """The ``label_smoothing`` section (``train.label_smoothing`` of earlier versions)."""
 
     smoothing: float = ranged(0.1, Range(0, 1, open_hi=True))
     """ε: the target is (1 − ε) on the label and ε / N spread over all N classes."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 @register_method

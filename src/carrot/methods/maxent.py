@@ -9,22 +9,19 @@ from torch import Tensor, nn
 from carrot.functional.baselines import prediction_entropy
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
-from carrot.settings import WEIGHT, check_ranges, ranged
+from carrot.settings import WEIGHT, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["MaxEnt", "MaxEntSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaxEntSettings:
     """The ``maxent`` section."""
 
     gamma: float = ranged(0.1, WEIGHT)
     """γ, the weight of the entropy bonus: L = CE − γ·H(p). The paper reports robustness to γ;
     0.1 is carrot's choice, not a value taken from the paper."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 @register_method

@@ -12,7 +12,7 @@ from carrot.tune.space import Float, space
 __all__ = ["Mixup", "MixupSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class MixupSettings(MixingSettings):
     """The ``mixup`` section. x̃ = λ x_i + (1 − λ) x_j, ỹ = λ y_i + (1 − λ) y_j, λ ~ Beta(α, α)."""
 

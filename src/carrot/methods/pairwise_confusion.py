@@ -9,22 +9,19 @@ from torch import Tensor, nn
 from carrot.functional.baselines import euclidean_confusion
 from carrot.methods._ce_term import CEPlusTerm
 from carrot.methods.base import LossResult, MethodContext, Step, register_method
-from carrot.settings import WEIGHT, check_ranges, ranged
+from carrot.settings import WEIGHT, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["PairwiseConfusion", "PairwiseConfusionSettings"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairwiseConfusionSettings:
     """The ``pairwise_confusion`` section."""
 
     lam_per_class: float = ranged(0.1, WEIGHT)
     """λ / N: the confusion weight is λ = lam_per_class × N for N classes (the authors
     recommend λ in [0.1·N, 0.2·N], e.g. 20 for CUB's 200 classes)."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 @register_method

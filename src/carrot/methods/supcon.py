@@ -10,13 +10,13 @@ from torch import Tensor, nn
 from carrot.functional import supcon_loss
 from carrot.methods.base import LossResult, Method, MethodContext, Step, register_method
 from carrot.methods.carrot import observe, observer
-from carrot.settings import TEMPERATURE, WEIGHT, check_ranges, ranged
+from carrot.settings import TEMPERATURE, WEIGHT, ranged
 from carrot.tune.space import Float, space
 
 __all__ = ["SupCon", "SupConSettings", "probe_ce"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SupConSettings:
     """The ``supcon`` section (also read by supcon_carrot)."""
 
@@ -26,9 +26,6 @@ class SupConSettings:
     """Under DDP, contrast against the embeddings of all ranks."""
     probe_weight: float = ranged(1.0, WEIGHT)
     """Weight of the CE that trains the classifier on detached embeddings (for accuracy)."""
-
-    def validate(self, *, prefix: str = "") -> None:
-        check_ranges(self, prefix=prefix)
 
 
 def probe_ce(z: Tensor, y: Tensor, head: nn.Module) -> Tensor:

@@ -37,7 +37,7 @@ class SupConCarrot(Method):
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         c = context.settings["carrot"]
-        self.operator = OperatorOptions.of(c)  # built once: typed, already valid
+        self.operator: OperatorOptions = c  # the carrot section: immutable, already valid
         self.stop_grad_plus = bool(c.stop_grad_plus)
         self.memory = class_memory(context)
 

@@ -11,7 +11,7 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -184,7 +184,8 @@ def _channels(values: list[float], channels: int, key: str) -> list[float]:
 
 def resolve_data_config(cfg: Config, backbone: nn.Module, dataset: Any) -> None:
     """Fill ``data.mean``, ``data.std``, ``data.interpolation`` and ``data.crop_pct`` where they
-    are null, in place, so that the saved config records what the run used.
+    are null (``cfg.data`` becomes the resolved settings), so that the saved config records what
+    the run used.
 
     A pretrained backbone's own preprocessing comes first (timm's ``resolve_model_data_config``:
     e.g. mean = std = 0.5 and bicubic for the augreg ViTs); a model trained from scratch on a
@@ -200,17 +201,19 @@ def resolve_data_config(cfg: Config, backbone: nn.Module, dataset: Any) -> None:
     own_mean, own_std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
     if cfg.model.pretrained or own_mean is None or own_std is None:
         own_mean, own_std = timm_cfg["mean"], timm_cfg["std"]
-    if d.mean is None:
-        d.mean = [float(v) for v in own_mean]
-    if d.std is None:
-        d.std = [float(v) for v in own_std]
-    d.mean = _channels(d.mean, channels, "mean")
-    d.std = _channels(d.std, channels, "std")
-    if d.interpolation is None:
+    mean = d.mean if d.mean is not None else [float(v) for v in own_mean]
+    std = d.std if d.std is not None else [float(v) for v in own_std]
+    interpolation = d.interpolation
+    if interpolation is None:
         mode = str(timm_cfg.get("interpolation", "bilinear"))
-        d.interpolation = mode if mode in ("bilinear", "bicubic", "nearest") else "bilinear"  # type: ignore[assignment]
-    if d.crop_pct is None:
-        d.crop_pct = float(timm_cfg.get("crop_pct", 0.875))
+        interpolation = mode if mode in ("bilinear", "bicubic", "nearest") else "bilinear"  # type: ignore[assignment]
+    cfg.data = replace(
+        d,
+        mean=_channels(mean, channels, "mean"),
+        std=_channels(std, channels, "std"),
+        interpolation=interpolation,
+        crop_pct=d.crop_pct if d.crop_pct is not None else float(timm_cfg.get("crop_pct", 0.875)),
+    )
 
 
 def _scale_size(cfg: Config) -> int:

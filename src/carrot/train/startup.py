@@ -28,6 +28,7 @@ from carrot.train.data import Splits, resolve_data_config
 from carrot.train.model import FGVCModel, build_model
 from carrot.train.progress import Progress
 from carrot.train.runtime import Runtime, atomic_write_text, dump_json, environment_info
+from carrot.train.schema import resumable_keys
 
 if TYPE_CHECKING:
     from carrot.train.loggers import Trackers
@@ -46,27 +47,9 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-# Keys that may change when a run is resumed; anything else would make it a different run.
-RESUMABLE_KEYS = (
-    "train.epochs",
-    "train.eval_every",
-    "train.eval_batch_size",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.stop_after_steps",
-    "train.stop_on_collapse",
-    "train.collapse_gamma_mean",
-    "train.collapse_gamma_max",
-    "train.collapse_radius_drop",
-    "train.progress",
-    "train.plots",
-    "train.tensorboard",
-    "train.loggers",
-    "train.device",
-    "train.compile",
-    "data.root",
-    "data.num_workers",
-)
+RESUMABLE_KEYS = resumable_keys()
+"""Keys that may change when a run is resumed (``setting(resumable=True)`` on their fields);
+anything else would make it a different run."""
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -87,9 +70,8 @@ def resume_config(run_dir: Path, overrides: list[str] | None) -> tuple[Config, d
     remove_stale_temporaries(ckpt_path.parent)
     checkpoint = load_checkpoint(ckpt_path)
     saved = config_from_dict(checkpoint["config"])
-    cfg = config_from_dict(checkpoint["config"])
-    cfg.train.stop_after_steps = None  # a stop is for one invocation; set it again to stop again
-    apply_overrides(cfg, overrides or [])
+    # A stop is for one invocation; set it again to stop again.
+    cfg = apply_overrides(saved, ["train.stop_after_steps=null", *(overrides or [])])
     changed = config_diff(config_to_dict(saved), config_to_dict(cfg))
     if "output_dir" in changed:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,8 @@ def load_trained(
                 f"{type(ckpt.get(key)).__name__}; it was not written by carrot train."
             )
     cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
-    cfg.model.pretrained = False  # every weight comes from the checkpoint
-    cfg.model.pretrained_path = None
+    # every weight comes from the checkpoint
+    cfg.model = dataclasses.replace(cfg.model, pretrained=False, pretrained_path=None)
     classes = ckpt.get("classes")
     if not classes:
         raise CheckpointError(

@@ -1,14 +1,15 @@
-"""Ranges of every numeric setting and the rules that tie settings together.
+"""The checks of a built config: each setting's range (declared on its field, see
+:mod:`carrot.settings`) and the rules that tie settings together, in one place.
 
-Kept apart from the schema (:mod:`carrot.train.schema`); the loader (:mod:`carrot.train.config`)
-calls :func:`validate` once a config is built. A test keeps :data:`RANGES` complete.
+The loader (:func:`carrot.train.config.build_config`) calls :func:`validate` once, when it
+builds a config.
 """
 
 from __future__ import annotations
 
 from carrot.methods import MethodError, get_method
-from carrot.settings import Range
-from carrot.train.schema import Config, ConfigError, config_to_dict, flatten
+from carrot.settings import Range, check_ranges
+from carrot.train.schema import SCHEMA_SECTIONS, Config, ConfigError, schema_fields
 
 __all__ = ["RANGES", "Range", "resolve", "validate"]
 
@@ -18,66 +19,21 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-_POS = Range(0, open_lo=True)
-_NONNEG = Range(0)
-_ONE_UP = Range(1)
-_UNIT = Range(0, 1)
-_UNIT_OPEN_HI = Range(0, 1, open_hi=True)
-_COUNT = Range(1, 65_536)  # sizes that allocate: far above real use, far below a machine
 RANGES: dict[str, Range] = {
-    "seed": Range(0, 2**63 - 1),
-    "data.image_size": Range(8, 8192),
-    "data.random_crop_padding": Range(0, 1024),
-    "data.random_erasing": _UNIT,
-    "data.color_jitter": _UNIT,
-    "data.mean": Range(-10, 10),
-    "data.std": Range(0, 10, open_lo=True),
-    "data.crop_pct": Range(0, 1, open_lo=True),
-    "data.num_workers": Range(0, 1024),
-    "data.subset_per_class": _ONE_UP,
-    "data.val_fraction": Range(0, 1, open_lo=True, open_hi=True),
-    "data.val_seed": Range(0, 2**63 - 1),
-    "model.cosine_scale": _POS,
-    "model.drop_rate": _UNIT_OPEN_HI,
-    "model.drop_path_rate": _UNIT_OPEN_HI,
-    "model.embedding_dim": _COUNT,
-    "train.epochs": Range(1, 100_000),  # a count is bounded: one value is not unbounded work
-    "train.batch_size": _COUNT,
-    "train.k": _COUNT,
-    "train.lr": Range(0, 1e3, open_lo=True),
-    "train.momentum": _UNIT_OPEN_HI,
-    "train.weight_decay": _NONNEG,
-    "train.warmup_epochs": _NONNEG,
-    "train.min_lr": Range(0, 1e3),
-    "train.backbone_lr_mult": _NONNEG,
-    "train.layer_decay": Range(0, 1, open_lo=True),
-    "train.accum_steps": _COUNT,
-    "train.grad_clip": _POS,
-    "train.ema_decay": Range(0, 1, open_lo=True, open_hi=True),
-    "train.eval_every": _ONE_UP,
-    "train.eval_batch_size": _COUNT,
-    "train.log_every": _ONE_UP,
-    "train.checkpoint_every": _NONNEG,
-    "train.max_steps_per_epoch": _ONE_UP,
-    "train.stop_after_steps": _ONE_UP,
-    "train.collapse_gamma_mean": _ONE_UP,
-    "train.collapse_gamma_max": _ONE_UP,
-    "train.collapse_radius_drop": _UNIT_OPEN_HI,
+    key: f.metadata["range"] for key, (f, _) in schema_fields().items() if "range" in f.metadata
 }
-"""Every numeric setting's allowed range, but the methods' sections: each method declares its
-settings' ranges on its settings dataclass (see :mod:`carrot.settings`). A test keeps this table
-complete."""
+"""Every numeric setting's range but the methods' sections', by dotted key: read from the
+fields (``setting(..., range=...)`` in :mod:`carrot.train.schema`), where they are declared."""
 
 
 def _check_ranges(cfg: Config) -> None:
-    flat = flatten(config_to_dict(cfg))
-    for key, rule in RANGES.items():
-        value = flat[key]
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if v is None or isinstance(v, bool):
-                continue
-            _check(rule.contains(v), f"{key} must be {rule.describe()}, got {value}.")
+    """Each setting within the range declared on its field (:func:`carrot.settings.check_ranges`)."""
+    try:
+        check_ranges(cfg)
+        for name in SCHEMA_SECTIONS:
+            check_ranges(getattr(cfg, name), prefix=f"{name}.")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _check_method(cfg: Config) -> None:
@@ -125,9 +81,14 @@ def _check_val_split(cfg: Config) -> None:
 
 
 def _check_sections(cfg: Config) -> None:
+    """Each method section: its fields' declared ranges, then its own ``validate`` (if any) for
+    the rules that tie its fields together."""
     for name, settings in cfg.sections.items():
         try:
-            settings.validate(prefix=f"{name}.")
+            check_ranges(settings, prefix=f"{name}.")
+            hook = getattr(settings, "validate", None)
+            if hook is not None:
+                hook(prefix=f"{name}.")
         except ConfigError:
             raise
         except ValueError as e:
@@ -137,21 +98,21 @@ def _check_sections(cfg: Config) -> None:
 def resolve(cfg: Config) -> None:
     """Settings that depend on others, in one visible place: each section's ``resolve`` (today
     ``carrot.guide``, see :meth:`carrot.methods.carrot.CarrotSettings.resolve`), given the keys
-    the user set explicitly."""
+    the user set explicitly; it returns the section's resolved settings (a new object)."""
     for name, settings in cfg.sections.items():
         hook = getattr(settings, "resolve", None)
         if hook is None:
             continue
         explicit = {k.removeprefix(f"{name}.") for k in cfg.explicit if k.startswith(f"{name}.")}
         try:
-            hook(explicit, prefix=f"{name}.")
+            cfg.sections[name] = hook(explicit, prefix=f"{name}.")
         except ValueError as e:
             raise ConfigError(str(e)) from e
 
 
 def validate(cfg: Config) -> None:
-    """Checks every setting once, when the config is built: the ranges (:data:`RANGES` and each
-    method section's own), the method and what it needs, the rules that tie settings together;
+    """Checks every setting once, when the config is built: the ranges (declared on the fields
+    of the schema and of each method's section), the method and what it needs, the rules that tie settings together;
     then :func:`resolve`."""
     _check_ranges(cfg)
     t, d = cfg.train, cfg.data
