@@ -28,10 +28,17 @@ from carrot.train.trained import Trained
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hub")
     cfg = load_config(
-        None, ["model.backbone=carrot_cnn", "data.image_size=24", "model.embedding_dim=6"]
+        None,
+        [
+            "model.backbone=carrot_cnn",
+            "data.image_size=24",
+            "model.embedding_dim=6",
+            "data.mean=[0.5, 0.5, 0.5]",
+            "data.std=[0.5, 0.5, 0.5]",
+            "data.interpolation=bilinear",
+            "data.crop_pct=0.9",
+        ],
     )
-    cfg.data.mean, cfg.data.std = [0.5] * 3, [0.5] * 3
-    cfg.data.interpolation, cfg.data.crop_pct = "bilinear", 0.9
     model = build_model(cfg.model, num_classes=4, image_size=24).eval()
     traits = types.SimpleNamespace(photo=True, channels=3, flip_ok=True)
     trained = Trained(model, cfg, list("abcd"), 1, out / "x.pt", 3, False, traits)

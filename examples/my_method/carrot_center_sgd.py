@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from carrot.functional import class_center_loss
 from carrot.methods import LossResult, Method, MethodContext, Step, register_method
 from carrot.settings import Range, ranged
+from carrot.tune.space import Float, space
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CenterLossSGD(Method):
     baseline = "ce"
     settings_type = CenterLossSGDSettings
     logs = ("ce", "center")
+    search_space = space({"weight": Float(1e-4, 0.1, log=True)})  # what carrot tune searches
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)

@@ -20,7 +20,8 @@ from carrot.integrations.wandb import WandbLogger, wandb_mode
 
 @pytest.fixture
 def server() -> Iterator[int]:
-    """A real local socket that accepts connections (a reachable "W&B server")."""
+    """A real local socket that answers every request with a 404 (a reachable "W&B server":
+    any HTTP reply counts, a silent one does not)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
@@ -31,7 +32,10 @@ def server() -> Iterator[int]:
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
-                conn.close()
+                with conn:
+                    conn.settimeout(1)
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             except OSError:
                 continue
 

@@ -8,16 +8,8 @@ import pytest
 
 from carrot.cli import main
 from carrot.methods import registered
-from carrot.tune.space import (
-    SHARED_SPACE,
-    Choice,
-    Float,
-    Int,
-    _declared,
-    check_space,
-    method_space,
-    spaces_for,
-)
+from carrot.tune.search import check_space, spaces_for
+from carrot.tune.space import SHARED_SPACE, Choice, Float, Int, _declared, method_space
 from carrot.tune.tuned import tuned_seeds, tuned_suite
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from carrot.bench.grid import CellFailed, Job, _prepare, cell_lock, command, finished
 from carrot.bench.slurm_values import check_slurm_options, sbatch_key
 
-__all__ = ["SlurmOptions", "parse_time", "run_slurm"]
+__all__ = ["SlurmOptions", "parse_time", "run_slurm", "slurm_executor"]
 
 _LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
          "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"}  # fmt: skip
@@ -172,7 +172,7 @@ def _quiet_launcher() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _executor(folder: Path, opts: SlurmOptions) -> Any:
+def slurm_executor(folder: Path, opts: SlurmOptions) -> Any:
     try:
         import submitit
     except ImportError as e:
@@ -240,7 +240,7 @@ def run_slurm(jobs: Sequence[Job], out: Path, opts: SlurmOptions) -> bool:
         if not finished(j.run_dir) and ids.get(str(j.run_dir)) not in live
     ]  # fmt: skip
     if todo:
-        ex = _executor(folder, opts)
+        ex = slurm_executor(folder, opts)
         nproc = max(1, opts.gpus_per_cell)
         import submitit
 

@@ -98,7 +98,7 @@ def _launch(opts: Any, args: argparse.Namespace) -> None:
         for method in opts.methods:
             create_study(opts, method)
     if args.launcher == "slurm":
-        from carrot.bench.slurm import SlurmOptions, _executor, parse_time
+        from carrot.bench.slurm import SlurmOptions, parse_time, slurm_executor
 
         if args.slurm_time is not None:
             parse_time(args.slurm_time)
@@ -110,7 +110,7 @@ def _launch(opts: Any, args: argparse.Namespace) -> None:
             gpus_per_cell=args.gpus_per_worker,
             sbatch=tuple(args.sbatch_option),
         )
-        ex = _executor(opts.out / "slurm", options)
+        ex = slurm_executor(opts.out / "slurm", options)
         ex.update_parameters(job_name="carrot-tune")
         with ex.batch():
             jobs = [ex.submit(TuneWorker(opts, i)) for i in range(args.jobs)]
@@ -136,7 +136,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from carrot.methods import get_method
     from carrot.train.config import config_to_dict, load_config
     from carrot.tune.objective import TuneStopped, full_training, require_validation
-    from carrot.tune.space import load_space_file, spaces_for
+    from carrot.tune.search import load_space_file, spaces_for
 
     _check(args)
     methods = list(dict.fromkeys(m for m in args.methods if "=" not in m))
