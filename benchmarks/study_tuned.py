@@ -9,12 +9,17 @@ method with its best trial's settings, the guide's recipe with its own tuned sha
 ``python benchmarks/study_tuned.py freeze TUNE_DIR GUIDE_DIR DEST`` copies the files that
 ``carrot bench accuracy --tuned`` reads (``tune.json``, ``base.yaml``, ``<method>/best.json`` and
 ``best.yaml``, ``tune.md``) into the repository, so that the confirmation reruns without tuning.
+``python benchmarks/study_tuned.py doc OUT`` prints the results section of docs/results.md from
+the reports ``OUT/confirm/confirm_<dataset>/`` and ``confirm_all``, the tuning's ``tune.md`` files
+and ``OUT/times.tsv``: the verdict under it is written by hand.
 A developer's tool: it lives beside the package, not in the wheel.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -112,6 +117,112 @@ def freeze(tune_dir: Path, guide_dir: Path, dest: Path) -> None:
                     shutil.copy2(method_dir / file, target / method_dir.name / file)
 
 
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(x: str, digits: int = 2) -> str:
+    try:
+        v = float(x)
+    except ValueError:
+        return x or "n/a"
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def _p(x: str) -> str:
+    try:
+        v = float(x)
+    except ValueError:
+        return "n/a"
+    return "n/a" if math.isnan(v) else (f"{v:.3f}" if v >= 0.001 else f"{v:.1e}")
+
+
+def _comparisons(report: Path) -> list[str]:
+    rows = [r for r in _read(report / "comparisons.csv") if r["metric"] == "final_top1"]
+    lines = [
+        "| dataset | method | baseline | n | method top-1 | Δ [95% CI] | p (Holm) | TOST p (Holm) "
+        "| verdict (δ = 1) | seeds to detect / for ±δ |",
+        "|---|---|---|---:|---:|---|---:|---:|---|---|",
+    ]
+    for r in rows:
+        ci = f"{float(r['diff']):+.2f} [{float(r['ci_low']):+.2f}, {float(r['ci_high']):+.2f}]"
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['baseline']} | {r['n']} "
+            f"| {_num(r['method_mean'])} | {ci} | {_p(r['holm_p'])} | {_p(r['tost_holm_p'])} "
+            f"| {r['verdict']} | {r['seeds_to_detect'] or 'n/a'} / "
+            f"{r['seeds_for_equivalence'] or 'n/a'} |"
+        )
+    return lines
+
+
+def _bayes(report: Path) -> list[str]:
+    path = report / "bayes.csv"
+    rows = [r for r in _read(path) if r["metric"] == "final_top1"] if path.is_file() else []
+    if not rows:
+        return []
+    lines = [
+        "| method | baseline | datasets | P(worse) | P(within ±1) | P(better) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['baseline']} | {r['datasets']} | {_num(r['p_worse'], 3)} "
+            f"| {_num(r['p_equivalent'], 3)} | {_num(r['p_better'], 3)} |"
+        )
+    return lines
+
+
+def _tuned(folder: Path) -> list[str]:
+    lines = []
+    for best in sorted(folder.glob("*/best.json")):
+        data = json.loads(best.read_text())
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in data["params"].items()
+        )
+        lines.append(f"| {best.parent.name} | {float(data['value']):.2f} | {params} |")
+    return lines
+
+
+def doc(out: Path) -> str:
+    """The markdown of the tuned study's results (see the module's doc)."""
+    times = {
+        line.split("\t")[0]: int(line.split("\t")[1])
+        for line in (out / "times.tsv").read_text().splitlines()
+        if line.strip()
+    }
+    parts = [
+        "Wall time (2 CPU cores, 2 workers): "
+        + ", ".join(f"{k} {v // 60} min {v % 60} s" for k, v in times.items())
+        + f"; in all {sum(times.values()) // 60} min.",
+        "",
+        "#### Tuned settings (best validation top-1 on synth_hard, 8 trials each)",
+        "",
+        "| method | best validation top-1 | settings |",
+        "|---|---:|---|",
+    ]
+    for folder in ("tune", "tune_guide", "tune_plus"):
+        rows = _tuned(out / folder)
+        if folder == "tune_guide":
+            rows = [r.replace("| carrot |", "| carrot_guide |", 1) for r in rows]
+        parts.extend(r for r in rows if "+carrot |" not in r or folder == "tune_plus")
+    for name in ("synth_hard", "digits", "fmnist100"):
+        report = out / "confirm" / f"confirm_{name}"
+        if not (report / "comparisons.csv").is_file():
+            parts += ["", f"#### {name}: not run (the protocol's cut-off)"]
+            continue
+        parts += ["", f"#### Confirmation on {name}, seeds 10-14, final-epoch test top-1", ""]
+        parts += _comparisons(report)
+    report = out / "confirm" / "confirm_all"
+    if (report / "bayes.csv").is_file():
+        parts += ["", "#### Bayesian comparison over the datasets (baycomp, ROPE ±1 point)", ""]
+        parts += _bayes(report)
+    return "\n".join(parts) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["best-baseline"] and len(args) == 2:
@@ -126,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args[:1] == ["freeze"] and len(args) == 4:
         freeze(Path(args[1]), Path(args[2]), Path(args[3]))
+        return 0
+    if args[:1] == ["doc"] and len(args) == 2:
+        print(doc(Path(args[1])), end="")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

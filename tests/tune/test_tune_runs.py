@@ -131,6 +131,24 @@ def test_a_weak_trial_is_pruned_after_its_epoch(tmp_path) -> None:
     assert (run / "checkpoints" / "last.pt").is_file()  # ... with the checkpoint saved
 
 
+def test_a_trial_that_trained_to_its_last_epoch_is_complete_not_pruned(tmp_path) -> None:
+    """The same pruner that prunes every report: at the last epoch the score is the value."""
+    from carrot.train.config import load_config
+    from carrot.tune.objective import run_trial
+    from carrot.tune.space import method_space
+
+    base = load_config(None, [*TINY, "train.epochs=1"])
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=101)
+    )
+    study.optimize(
+        lambda t: run_trial(t, base, "ce", method_space("ce"), tmp_path, "top1"), n_trials=1
+    )
+    (trial,) = study.get_trials()
+    assert trial.state.name == "COMPLETE" and "pruned_at_epoch" not in trial.user_attrs
+    assert trial.value == trial.intermediate_values[1]
+
+
 def test_kill_9_mid_trial_then_the_same_command_counts_no_trial_twice(tmp_path) -> None:
     out = tmp_path / "tune"
     args = ["--methods", "ce", "--trials", 3, "--out", out, "--heartbeat", 1, *TINY]

@@ -129,7 +129,9 @@ def run_trial(
             raise FloatingPointError(f"{key} is {value} at epoch {record['epoch']}.")
         last["value"] = value
         trial.report(value, int(record["epoch"]))
-        if trial.should_prune():
+        # The last epoch's score is the trial's value: a run that trained to the end is complete
+        # (pruning it then saves nothing and would hide a finished score).
+        if int(record["epoch"]) < base.train.epochs and trial.should_prune():
             trial.set_user_attr("pruned_at_epoch", int(record["epoch"]))
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} ({key} {value:.2f})")
 
