@@ -22,6 +22,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 if it is float64: losses are never computed in half."""
+    return x.to(compute_dtype(x.dtype))
+
+
 def check_batch(z: Tensor, y: Tensor) -> None:
     """Raises ``ValueError`` unless ``z`` is a (B, D) float tensor and ``y`` (B,) integer labels."""
     if not isinstance(z, Tensor) or z.ndim != 2 or not z.is_floating_point():
