@@ -256,3 +256,12 @@ def test_report_of_three_methods_on_two_datasets(tmp_path: Path) -> None:
         assert (report / name).is_file(), name
     text = (report / "results.md").read_text()
     assert "Holm's step-down" in text and "### Ranks across datasets (Friedman, Nemenyi)" in text
+
+
+def test_grid_progress_off_a_terminal_is_a_few_plain_lines(tmp_path: Path, capsys) -> None:
+    # stderr is not a terminal here (as in `carrot bench accuracy ... 2> log`): no tqdm frames.
+    acc.run_suite(tiny_suite(seeds=[0]), tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("bench test:")]
+    assert [line.split()[2] for line in lines] == ["1/2", "2/2"]

@@ -176,3 +176,21 @@ def test_gpus_per_cell_runs_torchrun_cells_locally(tmp_path) -> None:
         run = out / "runs" / "base" / method / "s0"
         assert json.loads((run / "environment.json").read_text())["world_size"] == 2
         assert "torch.distributed.run" in (run.parent / "s0.log").read_text()
+
+
+def test_job_states_come_from_squeue_live_states_only(tmp_path, monkeypatch) -> None:
+    """submitit's own ``job.state`` reads ``sacct``, which clusters without accounting (and the
+    test cluster) lack: there it stays UNKNOWN and ``job.done()`` never turns true. So the bench
+    reads ``squeue``; a job that left the queue is finished or failed, decided by its run folder."""
+    from carrot.bench.slurm import _queued
+
+    squeue = tmp_path / "squeue"
+    squeue.write_text(
+        "#!/bin/sh\n"
+        "printf '%s\\n' '10_0 PENDING' '10_1 RUNNING' '10_2 REQUEUED' '11 COMPLETED' '12 FAILED'\n"
+    )
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    ids = ["10_0", "10_1", "10_2", "11", "12", "13"]
+    assert _queued(ids) == {"10_0": "PENDING", "10_1": "RUNNING", "10_2": "REQUEUED"}
+    assert _queued([]) == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -79,6 +80,19 @@ def test_bootstrap_interval_against_the_exact_bootstrap_distribution() -> None:
     irregular = [0.3, -1.2, 2.5, 0.7, 1.9, -0.4, 3.3, 0.05]
     assert bootstrap_interval(irregular) == bootstrap_interval(irregular)
     assert bootstrap_interval(irregular, seed=1) != bootstrap_interval(irregular)
+
+
+def test_bootstrap_interval_is_scipys_percentile_bootstrap_of_the_differences() -> None:
+    rng = np.random.default_rng(7)
+    for n in (2, 5, 17):
+        diffs = rng.normal(0.4, 1.0, size=n)
+        for confidence, seed in ((0.95, 0), (0.9, 3)):
+            direct = stats.bootstrap(
+                (diffs,), np.mean, n_resamples=2000, confidence_level=confidence,
+                method="percentile", random_state=np.random.default_rng(seed),
+            ).confidence_interval  # fmt: skip
+            ours = bootstrap_interval(list(diffs), confidence=confidence, resamples=2000, seed=seed)
+            assert ours == (float(direct.low), float(direct.high))
 
 
 def _row(dataset: str, method: str, seed: int, top1: float) -> dict:

@@ -35,6 +35,7 @@ from carrot.bench.suites import Suite, config_suite, load_suite
 from carrot.bench.transfer import export_backbone
 from carrot.counts import check_grid_size
 from carrot.paths import inside, plain_name
+from carrot.train.progress import Progress
 
 QUEUED = "SLURM jobs are queued;"
 """How :func:`run_suite` begins its answer when it returned without waiting for them."""
@@ -155,12 +156,12 @@ def run_suite(
         check_data(named)
         for _, job in named:  # refuse a mismatched run before training anything
             check_same_settings(job)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=len(pre) + len(grid), desc=f"bench {suite.name}", disable=not progress or slurm is not None,
-            dynamic_ncols=True,
-        )  # fmt: skip
+        # A live tqdm bar on a terminal, a line per tenth of the cells in a log file.
+        bar = Progress(
+            total=len(pre) + len(grid),
+            desc=f"bench {suite.name}",
+            enabled=progress and slurm is None,
+        )
         fan = {"parallel": jobs, "devices": devices, "threads": threads, "nproc": gpus_per_cell}
 
         def execute(batch: list[Job]) -> bool:

@@ -6,7 +6,8 @@ train`` (``torchrun --nproc-per-node N`` for ``--gpus-per-cell N``) as a child p
 trainer is the same program on a laptop and on the cluster. The submitted job ids are kept in
 ``OUT/slurm/jobs.json``: a rerun waits for the cells whose job is still queued, submits nothing for
 finished cells and resubmits exactly the others (failed, cancelled, never submitted), which resume
-from their checkpoints. Job states come from ``squeue`` (``sacct`` is often unavailable).
+from their checkpoints. Job states come from ``squeue``: submitit's own ``job.state`` reads
+``sacct``, which is often unavailable (no accounting), and then stays UNKNOWN forever.
 
 Time limits: submitit asks SLURM for SIGUSR2 ``--slurm-signal-delay`` seconds before the limit
 (or on preemption); SLURM sends it to every process of the job step, so the trainer saves a

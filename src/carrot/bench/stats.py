@@ -101,19 +101,26 @@ def bootstrap_interval(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
-    """Percentile interval of the mean of ``diffs``: resample the n differences with replacement
-    ``resamples`` times (numpy's PCG64 seeded with ``seed``, so the interval is reproducible) and
-    take the (1 ± confidence)/2 quantiles of the resampled means. NaN for n < 2."""
+    """Percentile interval of the mean of ``diffs``: ``scipy.stats.bootstrap`` of the paired
+    differences (one sample, ``method="percentile"``), ``resamples`` resamples drawn from numpy's
+    PCG64 seeded with ``seed`` so the interval is reproducible. NaN for n < 2."""
     import numpy as np
+    from scipy import stats
 
     if len(diffs) < 2:
         return math.nan, math.nan
-    d = np.asarray(diffs, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)  # (resamples,)
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    result = stats.bootstrap(
+        (np.asarray(diffs, dtype=np.float64),),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        # ``random_state`` rather than ``rng`` (scipy >= 1.15) for the declared scipy >= 1.9.
+        random_state=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
 
 
 @functools.lru_cache(maxsize=64)
