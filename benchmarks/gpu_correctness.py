@@ -72,7 +72,8 @@ def correctness(device: str) -> dict[str, Any]:
                 "z_plus_max_abs_err": float((got.double().cpu() - want).abs().max()),
             }
     # Gradient through the statistics, float32 on the device vs float64 on the CPU.
-    w = torch.randn_like(z64)
+    # A seeded weighting: the same check on every run (an unseeded draw moved the error 0.0006-0.003).
+    w = torch.randn(z64.shape, dtype=z64.dtype, generator=torch.Generator().manual_seed(2))
     za = z64.float().to(device).requires_grad_(True)
     (
         carrot_operator(za, y.to(device), detach_stats=False)[0] * w.float().to(device)

@@ -26,7 +26,10 @@ def test_the_gpu_check_dry_run_runs_from_its_folder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     errors = {k: v for k, v in result["correctness"].items() if k.endswith("_err")}
-    assert errors and all(v < 1e-3 for v in errors.values()), errors
+    # float32 against float64: 1e-3, but 1e-2 for the gradient through the statistics
+    # (detach_stats=False), where float32 keeps about three digits (0.0006-0.003 over draws).
+    limits = {k: 1e-2 if k.startswith("grad_") else 1e-3 for k in errors}
+    assert errors and all(v < limits[k] for k, v in errors.items()), errors
 
 
 def test_developer_tools_are_not_in_the_package() -> None:
