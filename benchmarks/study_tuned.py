@@ -6,7 +6,7 @@ baseline (highest best-trial validation top-1; ties: the first in ``BASELINES``)
 ``python benchmarks/study_tuned.py suite OUT TUNE_DIR GUIDE_DIR B`` writes ``OUT/study_tuned.yaml``,
 the confirmation suite: the study's datasets, every method untuned and tuned (its variants: each
 method with its best trial's settings, the guide's recipe with its own tuned shared settings).
-``python benchmarks/study_tuned.py freeze TUNE_DIR GUIDE_DIR DEST`` copies the files that
+``python benchmarks/study_tuned.py freeze OUT DEST`` copies the files that
 ``carrot bench accuracy --tuned`` reads (``tune.json``, ``base.yaml``, ``<method>/best.json`` and
 ``best.yaml``, ``tune.md``) into the repository, so that the confirmation reruns without tuning.
 ``python benchmarks/study_tuned.py doc OUT`` prints the results section of docs/results.md from
@@ -100,17 +100,25 @@ def _untuned(b: str) -> list[str]:
     return ["ce", "carrot", "carrot_guide", *BASELINES, f"{b}+carrot"]
 
 
-def freeze(tune_dir: Path, guide_dir: Path, dest: Path) -> None:
-    """Copy what ``carrot bench accuracy --tuned`` reads (and the reports) into ``dest``."""
-    for src, name in ((tune_dir, "methods"), (guide_dir, "guide")):
+def freeze(out: Path, dest: Path) -> None:
+    """Copy what ``carrot bench accuracy --tuned`` reads (and the reports) of the three tunings
+    of ``out`` (``tune``, ``tune_guide``, ``tune_plus``) into ``dest``."""
+    for src, name in (
+        (out / "tune", "methods"),
+        (out / "tune_guide", "guide"),
+        (out / "tune_plus", "plus"),
+    ):
         target = dest / name
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for file in ("tune.json", "base.yaml", "tune.md"):
-            if (src / file).is_file():
-                shutil.copy2(src / file, target / file)
-        for method_dir in sorted(p for p in src.iterdir() if (p / "best.json").is_file()):
+        for file in ("tune.json", "base.yaml"):
+            shutil.copy2(src / file, target / file)
+        # tune.md without its figures (they stay in the study's folder, not in the repository)
+        report = (src / "tune.md").read_text().splitlines(keepends=True)
+        (target / "tune.md").write_text("".join(x for x in report if not x.startswith("![")))
+        tuned = json.loads((src / "tune.json").read_text())["methods"]
+        for method_dir in sorted(src / m for m in tuned if (src / m / "best.json").is_file()):
             (target / method_dir.name).mkdir()
             for file in ("best.json", "best.yaml"):
                 if (method_dir / file).is_file():
@@ -235,8 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite["variants"] = variants
         (out / "study_tuned.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
         return 0
-    if args[:1] == ["freeze"] and len(args) == 4:
-        freeze(Path(args[1]), Path(args[2]), Path(args[3]))
+    if args[:1] == ["freeze"] and len(args) == 3:
+        freeze(Path(args[1]), Path(args[2]))
         return 0
     if args[:1] == ["doc"] and len(args) == 2:
         print(doc(Path(args[1])), end="")
