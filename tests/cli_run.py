@@ -51,7 +51,9 @@ def carrot_cli(
     )
 
 
-def carrot_main(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.CompletedProcess[str]:
+def carrot_main(
+    capsys: pytest.CaptureFixture[str], *args: object
+) -> subprocess.CompletedProcess[str]:
     """``carrot.cli.main(ARGS)`` in this process, read back as :func:`carrot_cli`'s result: the exit
     code (``SystemExit`` from argparse included), stdout and stderr as the user would see them."""
     from carrot.cli import main
