@@ -15,9 +15,24 @@ def _seed() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """carrot's cache (the image check) lives in a temporary folder, never in the home."""
     monkeypatch.setenv("CARROT_CACHE", str(tmp_path_factory.mktemp("carrot-cache")))
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained by ``carrot train`` in a subprocess on a tiny ImageFolder tree: ``pets/`` holds
+    the images, ``run/`` the run folder. Shared by the end-to-end CLI tests of several modules."""
+    from cli_run import QUICK, carrot_cli, tiny_images
+
+    base = tmp_path_factory.mktemp("probe")
+    data = tiny_images(base / "pets")
+    done = carrot_cli("train", *QUICK, f"data.root={data}", f"output_dir={base / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

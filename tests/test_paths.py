@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from carrot.paths import default_file_mode, fill_placeholders, inside, plain_name
 from carrot.train.config import Config, ConfigError, config_to_dict, flatten, load_config
+from cli_run import carrot_cli, one_line_error
 
 
 @pytest.mark.parametrize("name", ["ce", "carrot_l5", "supcon+carrot", "v1.2", "A-b=c", "_x"])
@@ -131,3 +133,30 @@ def test_an_unquoted_placeholder_says_to_quote_it(tmp_path: Path) -> None:
     ):
         load_config(config)
     assert str(load_config(None, ["output_dir='{train.lr}'"]).run_dir()) == "0.05"
+
+
+@pytest.mark.slow
+def test_output_dir_placeholders_cannot_reach_the_environment(tmp_path: Path) -> None:
+    for template in (
+        "{data.__class__.__init__.__globals__[os].environ[CARROT_PROBE_SECRET]}",
+        "{train.__class__.__module__}",
+        "{seed!r:>{seed}}",
+    ):
+        done = carrot_cli(
+            "train", "train.device=cpu", f"output_dir={tmp_path}/x/{template}",
+            env={"CARROT_PROBE_SECRET": "hunter2"},
+        )  # fmt: skip
+        one_line_error(done, "output_dir")
+        assert "hunter2" not in done.stderr + done.stdout
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_runs_files_share_one_mode(probe_run: Path) -> None:
+    modes = {
+        str(p.relative_to(probe_run / "run")): stat.S_IMODE(p.stat().st_mode)
+        for p in (probe_run / "run").rglob("*")
+        if p.is_file()
+    }
+    assert "checkpoints/last.pt" in modes and "metrics.jsonl" in modes
+    assert len(set(modes.values())) == 1, modes

@@ -81,10 +81,10 @@ def test_the_gpu_check_script_runs_its_parts_on_the_cpu(tmp_path) -> None:
         (["--only", "step", "operator", "--backbone", "resnet_nope"], "got 'resnet_nope'"),
     ],
 )
-def test_bad_step_arguments_are_refused_before_any_section_runs(args, needle) -> None:
-    from cli_run import carrot_cli, one_line_error
+def test_bad_step_arguments_are_refused_before_any_section_runs(args, needle, capsys) -> None:
+    from cli_run import carrot_main, one_line_error
 
-    done = carrot_cli("bench", "speed", "--quick", *args, timeout=120)
+    done = carrot_main(capsys, "bench", "speed", "--quick", *args)
     one_line_error(done, needle)
     assert done.stdout == "", done.stdout  # not even the operator section's header
 

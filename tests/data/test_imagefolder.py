@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 
 from carrot.data import DATASETS, DatasetError, build_dataset
 from carrot.data.imagefolder import ImageFolder
+from cli_run import tiny_images
 
 TRAIN = {"fox": 2, "cat": 3, "dog": 1}
 TEST = {"cat": 1, "fox": 2}  # no dog in test: allowed
@@ -130,3 +133,17 @@ def test_only_hidden_folders_is_no_classes(tmp_path: Path) -> None:
     jpeg(tmp_path / "train" / ".ipynb_checkpoints" / "a.jpg")
     with pytest.raises(DatasetError, match="has no class folders"):
         ImageFolder(tmp_path, "train")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs")
+def test_training_follows_symlinked_folders_and_skips_fifos(tmp_path: Path) -> None:
+    from carrot.data.imagefolder import ImageFolder
+
+    data = tiny_images(tmp_path / "pets", n_train=2)
+    elsewhere = tiny_images(tmp_path / "more", n_train=2)
+    (data / "train" / "cat" / "more").symlink_to(elsewhere / "train" / "cat")
+    os.mkfifo(data / "train" / "dog" / "pipe.png")
+    split = ImageFolder(root=data, split="train")
+    names = sorted(str(p.relative_to(data / "train")) for p in split.paths)
+    assert "cat/more/0.png" in names and "dog/pipe.png" not in names
+    assert len(names) == 3 * 2 + 2

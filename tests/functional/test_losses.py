@@ -281,3 +281,23 @@ def test_a_batch_of_one_class_has_exactly_zero_consistency(sync_free: bool) -> N
         total, _ = carrot_ce_kl_loss(z, y, head, T=2.0, lam=1.0, options=options)
         assert float(total.detach()) == float(F.cross_entropy(head(F.normalize(z, dim=1)), y))
 
+
+def test_carrots_term_leaves_ignored_rows_out() -> None:
+    from carrot.functional import CEKLOptions, carrot_consistency_loss
+    from carrot.train.model import CosineClassifier
+
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(16, 8, generator=g) * 3
+    y = torch.arange(4).repeat_interleave(4)
+    head = CosineClassifier(8, 6, scale=16.0, learn_scale=True)
+    y_ignored = y.clone()
+    y_ignored[[1, 6, 11]] = -100
+    kept = y_ignored != -100
+    lo = CEKLOptions(lam=1.5, aux_ce_weight=0.25, T=2.0)
+    got, stats = carrot_consistency_loss(z, y_ignored, head, loss_options=lo)
+    want, _ = carrot_consistency_loss(z[kept], y[kept], head, loss_options=lo)
+    torch.testing.assert_close(got, want)
+    assert {"kl", "aux_ce", "gamma"} <= stats.keys()
+    zg = z.clone().requires_grad_(True)
+    carrot_consistency_loss(zg, y_ignored, head, loss_options=lo)[0].backward()
+    assert torch.all(zg.grad[~kept] == 0) and zg.grad[kept].abs().sum() > 0

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from carrot.train import Trainer, load_config
 from carrot.train.config import ConfigError
 from carrot.train.guards import FINGERPRINT_FILE
 from carrot.train.loop import NonFiniteLossError
+from cli_run import QUICK, carrot_cli, file_tree, one_line_error, tiny_images
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +111,40 @@ def test_pretrained_weights_and_their_preprocessing_are_checked(tmp_path: Path) 
     cfg = dataclasses.replace(cfg, pretrained=False)
     with pytest.raises(ValueError, match="model.pretrained_path is set .* but model.pretrained"):
         create_backbone(cfg)
+
+
+@pytest.mark.parametrize("method", ["carrot", "supcon", "supcon_carrot"])
+def test_a_batch_of_one_class_is_refused_for_batch_statistics(tmp_path: Path, method: str) -> None:
+    done = carrot_cli(
+        "train", f"method={method}", "train.batch_size=4", "train.k=4", "train.device=cpu",
+        f"output_dir={tmp_path / 'r'}",
+    )  # fmt: skip
+    one_line_error(done, "at least two classes", "batch_size=4 with k=4")
+    assert not (tmp_path / "r").exists()
+    ok = carrot_cli("train", "method=ce", "train.batch_size=4", "train.k=4", "--print-config")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_resume_refuses_a_changed_dataset(tmp_path: Path) -> None:
+    data = tiny_images(tmp_path / "pets")
+    out = tmp_path / "r"
+    base = [*QUICK, f"data.root={data}", "train.epochs=2"]
+    done = carrot_cli("train", *base, f"output_dir={out}", "train.stop_after_steps=1")
+    assert done.returncode != 2 and (out / "checkpoints" / "last.pt").is_file(), done.stderr
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    extra = data / "train" / "cat" / "new.png"
+    Image.new("RGB", (20, 18), (1, 2, 3)).save(extra)
+    one_line_error(carrot_cli("train", "--resume", out), "1 file(s) added", "train/cat/new.png")
+    extra.unlink()
+    (data / "train" / "dog" / "0.png").write_bytes(b"x" * 10)
+    one_line_error(carrot_cli("train", "--resume", out), "1 file(s) changed")
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_an_output_folder_inside_the_data_root_is_refused(tmp_path: Path) -> None:
+    data = tiny_images(tmp_path / "pets")
+    before = file_tree(data)
+    for inside in (data / "train" / "runs" / "x", data / "r"):
+        done = carrot_cli("train", *QUICK, f"data.root={data}", f"output_dir={inside}")
+        one_line_error(done, "is inside data.root")
+    assert file_tree(data) == before

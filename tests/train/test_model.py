@@ -12,6 +12,7 @@ from torch.testing import assert_close
 
 from carrot.train.config import ModelConfig
 from carrot.train.model import CosineClassifier, build_model
+from cli_run import QUICK, carrot_cli, one_line_error
 
 
 def test_carrot_cnn_is_a_timm_model_with_the_backbone_interface() -> None:
@@ -83,7 +84,7 @@ def test_pretrained_file_that_does_not_fit(tmp_path: Path) -> None:
 
 
 def test_hub_weights_offline_give_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import huggingface_hub.constants as hf_constants
 
@@ -94,36 +95,17 @@ def test_hub_weights_offline_give_a_clear_error(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
     with pytest.raises(RuntimeError, match="set model.pretrained_path"):
         build_model(ModelConfig(backbone="test_resnet", pretrained=True), num_classes=4)
-    # A hub name, from the command line: one line, exit code 2.
-    import subprocess
-    import sys
+    # A hub name, from the command line: one line, exit code 2 (in this process: the hub's
+    # constants are patched above; the end-to-end one-line contract of train has its own tests).
+    from cli_run import carrot_main, one_line_error
 
-    env = {
-        **__import__("os").environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "empty-cache"),
-        "TORCH_HOME": str(tmp_path / "empty-torch"),
-    }
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "carrot.cli",
-            "train",
-            "model.backbone=timm/vit_tiny_patch16_224.augreg_in21k",
-            "model.pretrained=true",
-            "data.image_size=32",
-            "train.device=cpu",
-            f"output_dir={tmp_path / 'run'}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 2
-    err = out.stderr.strip().splitlines()
-    assert len(err) == 1 and "set model.pretrained_path" in err[0], out.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    done = carrot_main(
+        capsys, "train", "model.backbone=timm/vit_tiny_patch16_224.augreg_in21k",
+        "model.pretrained=true", "data.image_size=32", "train.device=cpu",
+        f"output_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    one_line_error(done, "set model.pretrained_path")
 
 
 def test_unknown_backbone() -> None:
@@ -163,3 +145,16 @@ def test_hub_names_of_timm_weights_work_offline_with_a_local_file(tmp_path: Path
             ),
             num_classes=3,
         )
+
+
+@pytest.mark.slow
+def test_pretrained_path_without_pretrained_is_refused(probe_run: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(1)}, weights)
+    out = tmp_path / "r"
+    done = carrot_cli(
+        "train", *QUICK, f"data.root={probe_run / 'pets'}", f"model.pretrained_path={weights}",
+        f"output_dir={out}",
+    )  # fmt: skip
+    one_line_error(done, "model.pretrained_path is set", "model.pretrained=true")
+    assert not out.exists()

@@ -1,118 +1,21 @@
-"""The trainer's pieces without a run: param groups, retrieval metrics, preprocessing, transforms,
-progress lines."""
+"""carrot.train.data: preprocessing (from the backbone, then the dataset) and the transforms built from it."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import types
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.testing import assert_close
 
-from carrot.train.config import Config, ConfigError, apply_overrides
+from carrot.train.config import Config, apply_overrides
 from carrot.train.data import TransformedDataset, build_transforms, resolve_data_config
-from carrot.train.evaluate import retrieval_metrics
-from carrot.train.model import build_model
-from carrot.train.optim import param_groups
-from carrot.train.progress import Progress
 
 
 def _cfg(*overrides: str) -> Config:
     return apply_overrides(Config(), list(overrides))
-
-
-# --- optimizer groups ----------------------------------------------------------------------------
-
-
-def _group_of(groups: list[dict], param: torch.Tensor) -> dict:
-    return next(g for g in groups if any(p is param for p in g["params"]))
-
-
-def test_no_weight_decay_on_norms_biases_and_the_models_own_list() -> None:
-    cfg = _cfg("model.backbone=test_vit", "train.weight_decay=0.05", "train.backbone_lr_mult=0.1")
-    model = build_model(cfg.model, num_classes=4, image_size=32)
-    groups = param_groups(model, cfg)
-    vit = model.backbone
-    assert {"pos_embed", "cls_token"} <= set(vit.no_weight_decay())
-    for p in (vit.pos_embed, vit.cls_token, vit.norm.weight, vit.blocks[0].attn.qkv.bias):
-        assert _group_of(groups, p)["weight_decay"] == 0.0
-    assert _group_of(groups, vit.blocks[0].attn.qkv.weight)["weight_decay"] == 0.05
-    assert _group_of(groups, vit.blocks[0].attn.qkv.weight)["lr_mult"] == pytest.approx(0.1)
-    assert _group_of(groups, model.head.weight)["lr_mult"] == 1.0
-    assert _group_of(groups, model.head.weight)["weight_decay"] == 0.05
-    assert groups[0]["lr_mult"] == 1.0  # the classifier's groups come first
-    n = sum(p.numel() for g in groups for p in g["params"])
-    assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def test_layer_decay_scales_the_lr_of_earlier_blocks() -> None:
-    cfg = _cfg("model.backbone=test_vit", "train.layer_decay=0.5", "train.backbone_lr_mult=0.2")
-    model = build_model(cfg.model, num_classes=4, image_size=32)
-    groups = param_groups(model, cfg)
-    vit = model.backbone
-    depth = len(vit.blocks)
-    first = _group_of(groups, vit.blocks[0].attn.qkv.weight)["lr_mult"]
-    last = _group_of(groups, vit.blocks[-1].attn.qkv.weight)["lr_mult"]
-    assert last / first == pytest.approx(0.5 ** -(depth - 1))
-    assert _group_of(groups, vit.patch_embed.proj.weight)["lr_mult"] < first
-    assert _group_of(groups, model.head.weight)["lr_mult"] == 1.0
-    with pytest.raises(
-        ConfigError, match="train.layer_decay needs a backbone with timm's group_matcher"
-    ):
-        param_groups(build_model(_cfg().model, num_classes=4), _cfg("train.layer_decay=0.5"))
-
-
-# --- retrieval metrics ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("max_elements", [1 << 26, 97])
-def test_retrieval_metrics_match_pytorch_metric_learning(max_elements: int) -> None:
-    from pytorch_metric_learning.distances import CosineSimilarity
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
-
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 9, (120,), generator=g)
-    labels[0] = 50  # a class seen once: left out, as PML does
-    centers = torch.randn(60, 16, generator=g)
-    emb = centers[labels] + 1.5 * torch.randn(120, 16, generator=g)
-    calc = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r"),
-        k="max_bin_count",
-        knn_func=CustomKNN(CosineSimilarity(), batch_size=1024),
-    )
-    want = calc.get_accuracy(F.normalize(emb, dim=1), labels)
-    got = retrieval_metrics(emb, labels, max_elements=max_elements)
-    assert got["precision_at_1"] == pytest.approx(100 * want["precision_at_1"], abs=1e-4)
-    assert got["map_at_r"] == pytest.approx(100 * want["mean_average_precision_at_r"], abs=1e-4)
-    assert 0 < got["map_at_r"] < 100
-
-
-def test_retrieval_metrics_of_perfect_and_degenerate_sets() -> None:
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    emb = F.one_hot(labels, 3).float() + 0.01 * torch.arange(6.0)[:, None]
-    assert retrieval_metrics(emb, labels) == {"precision_at_1": 100.0, "map_at_r": 100.0}
-    # undefined (no query has another item of its class): left out, shown n/a, never 0.00
-    assert retrieval_metrics(emb[:1], labels[:1]) == {}
-    assert retrieval_metrics(emb[::2], labels[::2]) == {}  # every class seen once
-    assert retrieval_metrics(emb[1:3], labels[1:3]) == {}  # two images, two classes
-    assert retrieval_metrics(emb[:0], labels[:0]) == {}
-
-
-def test_the_summary_shows_undefined_retrieval_as_n_a() -> None:
-    from carrot.train.report import format_summary
-
-    summary = {
-        "dataset": "d", "method": "ce", "seed": 0, "epochs": 2, "run_dir": "r",
-        "final": {"epoch": 2, "top1": 50.0, "mean_class_acc": 50.0},
-        "best": {"epoch": 1, "top1": 60.0, "mean_class_acc": 60.0, "precision_at_1": 40.0},
-    }  # fmt: skip
-    final = next(line for line in format_summary(summary).splitlines() if "final" in line)
-    assert final.split("|")[4].strip() == "n/a" and final.split("|")[2].strip() == "50.00"
 
 
 # --- preprocessing -------------------------------------------------------------------------------
@@ -214,25 +117,6 @@ def test_training_transforms_are_seeded_by_their_slot(extra: tuple[str, ...]) ->
     state = random.getstate()
     ds[(0, (9, 9, 9, 9))]
     assert random.getstate() == state  # the global generators are left as they were
-
-
-# --- progress ------------------------------------------------------------------------------------
-
-
-def test_progress_off_a_terminal_logs_lines_not_carriage_returns() -> None:
-    stream = io.StringIO()
-    bar = Progress(total=100, desc="epoch 1/3", stream=stream, every=25)
-    for _ in range(100):
-        bar.update(1)
-    bar.set_postfix({"loss": 0.5})
-    bar.close()
-    text = stream.getvalue()
-    assert "\r" not in text
-    lines = text.splitlines()
-    assert [line.split()[2] for line in lines] == ["25/100", "50/100", "75/100", "100/100"]
-    quiet = io.StringIO()
-    Progress(total=10, desc="x", stream=quiet, enabled=False).update(10)
-    assert quiet.getvalue() == ""
 
 
 def test_converted_0_1_configs_keep_0_1_preprocessing() -> None:
