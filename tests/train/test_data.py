@@ -165,16 +165,3 @@ def test_light_and_none_test_like_they_train() -> None:
             ]
         )(img)
         assert_close(got, want)
-
-
-def test_progress_keeps_tqdms_live_bar_on_a_terminal() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    stream = Terminal()
-    bar = Progress(total=50, desc="epoch 1/3", stream=stream, every=25)
-    for _ in range(50):
-        bar.update(1)
-    bar.close()
-    assert "\r" in stream.getvalue() and "epoch 1/3: 25/50" not in stream.getvalue()

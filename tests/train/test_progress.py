@@ -1,4 +1,4 @@
-"""carrot.train.progress: progress output off a terminal."""
+"""carrot.train.progress: plain lines off a terminal, the live bar on one."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ def test_progress_off_a_terminal_logs_lines_not_carriage_returns() -> None:
     quiet = io.StringIO()
     Progress(total=10, desc="x", stream=quiet, enabled=False).update(10)
     assert quiet.getvalue() == ""
+
+
+def test_progress_keeps_tqdms_live_bar_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar = Progress(total=50, desc="epoch 1/3", stream=stream, every=25)
+    for _ in range(50):
+        bar.update(1)
+    bar.close()
+    assert "\r" in stream.getvalue() and "epoch 1/3: 25/50" not in stream.getvalue()
