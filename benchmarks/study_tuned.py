@@ -3,7 +3,8 @@ its ``carrot tune`` and ``carrot bench accuracy`` steps.
 
 ``python benchmarks/study_tuned.py best-baseline TUNE_DIR`` prints B, the protocol's best tuned
 baseline (highest best-trial validation top-1; ties: the first in ``BASELINES``).
-``python benchmarks/study_tuned.py suite OUT TUNE_DIR GUIDE_DIR B`` writes ``OUT/study_tuned.yaml``,
+``python benchmarks/study_tuned.py suite OUT TUNE_DIR GUIDE_DIR B [PLUS_DIR]`` writes
+``OUT/study_tuned.yaml`` (B+carrot's tuning read from PLUS_DIR, default TUNE_DIR),
 the confirmation suite: the study's datasets, every method untuned and tuned (its variants: each
 method with its best trial's settings, the guide's recipe with its own tuned shared settings).
 ``python benchmarks/study_tuned.py freeze OUT DEST`` copies the files that
@@ -58,12 +59,15 @@ def _variant_name(method: str) -> str:
     return method.replace("+", "_") + "_tuned"
 
 
-def tuned_variants(tune_dir: Path, guide_dir: Path, b: str) -> dict[str, Any]:
-    """The methods file of the tuned variants; each compared with its tuned baseline."""
+def tuned_variants(
+    tune_dir: Path, guide_dir: Path, b: str, plus_dir: Path | None = None
+) -> dict[str, Any]:
+    """The methods file of the tuned variants; each compared with its tuned baseline. ``B+carrot``
+    is read from ``plus_dir`` (default: ``tune_dir``)."""
     out: dict[str, Any] = {}
     plus = f"{b}+carrot"
     for method in (*SINGLE, plus):
-        params = _best(tune_dir, method)["params"]
+        params = _best((plus_dir or tune_dir) if method == plus else tune_dir, method)["params"]
         baseline = {"ce": None, plus: _variant_name(b)}.get(method, "ce_tuned")
         out[_variant_name(method)] = {
             "label": f"{method}, tuned",
@@ -236,9 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["best-baseline"] and len(args) == 2:
         print(best_baseline(Path(args[1])))
         return 0
-    if args[:1] == ["suite"] and len(args) == 5:
+    if args[:1] == ["suite"] and len(args) in (5, 6):
         out, tune_dir, guide_dir, b = Path(args[1]), Path(args[2]), Path(args[3]), args[4]
-        variants = tuned_variants(tune_dir, guide_dir, b)
+        variants = tuned_variants(tune_dir, guide_dir, b, Path(args[5]) if len(args) == 6 else None)
         suite = confirmation_suite([*_untuned(b), *variants])
         suite["variants"] = variants
         (out / "study_tuned.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))

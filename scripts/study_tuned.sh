@@ -60,12 +60,9 @@ tune() {
   "$CARROT" tune --methods "$b+carrot" --out "$OUT/tune_plus" "${TUNE[@]}" "${BASE[@]}"
 }
 
-suite() {  # the B+carrot tuning is its own folder: merge its best.json into tune/
-  local b
-  b=$(cat "$OUT/best_baseline.txt")
-  mkdir -p "$OUT/tune/$b+carrot"
-  cp "$OUT/tune_plus/$b+carrot/best.json" "$OUT/tune/$b+carrot/best.json"
-  "$PY" benchmarks/study_tuned.py suite "$OUT" "$OUT/tune" "$OUT/tune_guide" "$b"
+suite() {
+  "$PY" benchmarks/study_tuned.py suite "$OUT" "$OUT/tune" "$OUT/tune_guide" \
+    "$(cat "$OUT/best_baseline.txt")" "$OUT/tune_plus"
 }
 
 FAN=(--jobs "$JOBS" --threads 1 --out "$OUT/confirm" --equivalence-margin 1.0)
