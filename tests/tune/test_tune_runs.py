@@ -225,6 +225,7 @@ def test_two_workers_share_one_storage_and_never_run_the_same_trial(tmp_path, ki
     args += ["--storage", storage] if storage else []
     done = _tune(*args, *TINY, "train.epochs=3")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "study" not in done.stderr, done.stderr  # no Optuna log lines, one line per trial
     trials = [
         t for t in _trials(out, "ce", storage) if not t.system_attrs.get("carrot_over_budget")
     ]

@@ -95,6 +95,11 @@ def _launch(opts: Any, args: argparse.Namespace) -> None:
     if args.jobs > 1 or args.launcher == "slurm":
         # The storage's tables and the studies are made once, here: workers that all start on
         # a new database race to create them (SQLite: UNIQUE constraint on alembic_version).
+        import logging
+
+        import optuna
+
+        optuna.logging.set_verbosity(logging.ERROR)  # the workers print one line per trial
         for method in opts.methods:
             create_study(opts, method)
     if args.launcher == "slurm":
