@@ -11,6 +11,7 @@ from carrot.methods import registered
 from carrot.tune.search import check_space, spaces_for
 from carrot.tune.space import SHARED_SPACE, Choice, Float, Int, _declared, method_space
 from carrot.tune.tuned import tuned_seeds, tuned_suite
+from cli_run import carrot_cli, one_line_error
 
 
 def test_every_registered_method_has_a_valid_search_space() -> None:
@@ -112,7 +113,40 @@ def test_space_file_errors_are_one_line(tmp_path, capsys, text, needle) -> None:
 
 def test_bad_budget_is_one_line(tmp_path, capsys) -> None:
     assert main(["tune", "--methods", "ce", "--trials", "0", "--out", str(tmp_path)]) == 2
-    _one_line(capsys, "--trials must be >= 1")
+    _one_line(capsys, "--trials must be an integer in [1, 100000], got 0")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--jobs", "100000"], "--jobs must be an integer in [1, 1024], got 100000"),
+        (["--trials", "10000000"], "--trials must be an integer in [1, 100000]"),
+        (["--heartbeat", "0"], "--heartbeat must be an integer in [1, 86400]"),
+    ],
+)
+def test_counts_are_bounded_before_anything_starts(tmp_path, capsys, args, needle) -> None:
+    out = tmp_path / "o"
+    assert main(["tune", "--methods", "ce", "--out", str(out), "--trials", "2", *args]) == 2
+    _one_line(capsys, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--slurm-partition", "gpu\n#SBATCH --wrap=id"],
+        ["--sbatch-option", "qos=high\nrm -rf /"],
+        ["--slurm-account", "a\rb"],
+    ],
+)
+def test_a_control_character_for_the_job_script_is_refused_before_anything(
+    tmp_path, capsys, args
+) -> None:
+    out = tmp_path / "o"
+    argv = ["tune", "--methods", "ce", "--trials", "2", "--out", str(out), "--launcher", "slurm"]
+    assert main([*argv, *args, "data.val_split=fraction"]) == 2
+    _one_line(capsys, "control character")
+    assert not out.exists()
 
 
 def _tuned_folder(tmp_path, seeds=(0,)) -> None:
@@ -177,3 +211,14 @@ def test_slurm_options_need_the_slurm_launcher(tmp_path, capsys) -> None:
     ]
     assert main(argv) == 2
     _one_line(capsys, "need --launcher slurm")
+
+
+@pytest.mark.slow
+def test_the_job_script_check_as_a_user_runs_it(tmp_path) -> None:
+    out = tmp_path / "o"
+    done = carrot_cli(
+        "tune", "--methods", "ce", "--trials", "2", "--out", out, "--launcher", "slurm",
+        "--slurm-partition", "gpu\nid", "data.val_split=fraction",
+    )  # fmt: skip
+    one_line_error(done, "--slurm-partition", "control character")
+    assert not out.exists()

@@ -174,6 +174,10 @@ def _quiet_launcher() -> None:
 
 
 def slurm_executor(folder: Path, opts: SlurmOptions) -> Any:
+    """submitit's executor for ``opts``, its logs in ``folder``: every caller's job script goes
+    through here, so the values that reach it are checked here too (the callers also check
+    earlier, before any folder exists)."""
+    check_slurm_options(opts, folder)
     try:
         import submitit
     except ImportError as e:

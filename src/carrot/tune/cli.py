@@ -59,15 +59,40 @@ def add_tune_parser(
     p.set_defaults(func=handler)
 
 
+def _slurm_options(args: argparse.Namespace) -> Any:
+    from carrot.bench.slurm import SlurmOptions
+
+    return SlurmOptions(
+        partition=args.slurm_partition,
+        time=args.slurm_time,
+        account=args.slurm_account,
+        cpus_per_cell=args.cpus_per_worker,
+        gpus_per_cell=args.gpus_per_worker,
+        sbatch=tuple(args.sbatch_option),
+    )
+
+
 def _check(args: argparse.Namespace) -> None:
-    for name, low in (("trials", 1), ("jobs", 1), ("heartbeat", 1)):
-        if getattr(args, name) < low:
-            raise ValueError(f"--{name} must be >= {low}, got {getattr(args, name)}.")
+    """Every argument, before any folder, storage or worker exists (the bench's bounds)."""
+    from carrot.counts import check_count
+
+    check_count(args.trials, "--trials", hi=100_000)
+    check_count(args.jobs, "--jobs", hi=1024)  # worker processes (or SLURM jobs) at once
+    check_count(args.heartbeat, "--heartbeat", hi=86_400)
+    check_count(args.cpus_per_worker, "--cpus-per-worker", hi=4096)
+    check_count(args.gpus_per_worker, "--gpus-per-worker", lo=0, hi=1024)
     slurm_only = (args.slurm_partition, args.slurm_time, args.slurm_account, args.cpus_per_worker)
     if args.launcher != "slurm" and (any(slurm_only) or args.gpus_per_worker or args.sbatch_option):
         raise ValueError(
             "the --slurm-*, --*-per-worker and --sbatch-option options need --launcher slurm."
         )
+    if args.launcher == "slurm":
+        from carrot.bench.slurm import parse_time
+        from carrot.bench.slurm_values import check_slurm_options
+
+        check_slurm_options(_slurm_options(args), Path(args.out))  # nothing starts a script line
+        if args.slurm_time is not None:
+            parse_time(args.slurm_time)
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}.")
 
@@ -103,19 +128,9 @@ def _launch(opts: Any, args: argparse.Namespace) -> None:
         for method in opts.methods:
             create_study(opts, method)
     if args.launcher == "slurm":
-        from carrot.bench.slurm import SlurmOptions, parse_time, slurm_executor
+        from carrot.bench.slurm import slurm_executor
 
-        if args.slurm_time is not None:
-            parse_time(args.slurm_time)
-        options = SlurmOptions(
-            partition=args.slurm_partition,
-            time=args.slurm_time,
-            account=args.slurm_account,
-            cpus_per_cell=args.cpus_per_worker,
-            gpus_per_cell=args.gpus_per_worker,
-            sbatch=tuple(args.sbatch_option),
-        )
-        ex = slurm_executor(opts.out / "slurm", options)
+        ex = slurm_executor(opts.out / "slurm", _slurm_options(args))
         ex.update_parameters(job_name="carrot-tune")
         with ex.batch():
             jobs = [ex.submit(TuneWorker(opts, i)) for i in range(args.jobs)]
