@@ -31,6 +31,15 @@ __all__ = [
 ]
 
 
+def _check_range(key: str, low: float, high: float, *, log: bool) -> None:
+    """A :class:`Float` or :class:`Int` range: finite, non-empty, and > 0 if log-scaled."""
+    finite = all(isinstance(v, int) or math.isfinite(v) for v in (low, high))  # ints always are
+    if not finite or low >= high:
+        raise ValueError(f"{key} must be a non-empty range low < high, got [{low}, {high}].")
+    if log and low <= 0:
+        raise ValueError(f"{key} is log-scaled, so its low must be > 0, got {low}.")
+
+
 @dataclass(frozen=True)
 class Float:
     """A real setting drawn from [low, high], uniformly or (``log``) log-uniformly."""
@@ -40,12 +49,7 @@ class Float:
     log: bool = False
 
     def check(self, key: str) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise ValueError(
-                f"{key} must be a non-empty range low < high, got [{self.low}, {self.high}]."
-            )
-        if self.log and self.low <= 0:
-            raise ValueError(f"{key} is log-scaled, so its low must be > 0, got {self.low}.")
+        _check_range(key, self.low, self.high, log=self.log)
 
     def ends(self) -> tuple[Any, ...]:
         return (self.low, self.high)
@@ -63,12 +67,7 @@ class Int:
     log: bool = False
 
     def check(self, key: str) -> None:
-        if self.low >= self.high:
-            raise ValueError(
-                f"{key} must be a non-empty range low < high, got [{self.low}, {self.high}]."
-            )
-        if self.log and self.low <= 0:
-            raise ValueError(f"{key} is log-scaled, so its low must be > 0, got {self.low}.")
+        _check_range(key, self.low, self.high, log=self.log)
 
     def ends(self) -> tuple[Any, ...]:
         return (self.low, self.high)
