@@ -122,12 +122,13 @@ def test_non_finite_loss_is_a_failed_trial_with_its_reason(tmp_path, monkeypatch
     assert not (out / "ce" / "best.yaml").exists()
 
 
-def test_a_weak_trial_is_pruned_after_its_epoch(tmp_path) -> None:
+def _trial_pruned_at_every_report(tmp_path: Path, epochs: int) -> optuna.trial.FrozenTrial:
+    """One CE trial of ``epochs`` epochs under a pruner that prunes every report it may."""
     from carrot.train.config import load_config
     from carrot.tune.objective import run_trial
     from carrot.tune.space import method_space
 
-    base = load_config(None, [*TINY, "train.epochs=3"])
+    base = load_config(None, [*TINY, f"train.epochs={epochs}"])
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=101)
     )
@@ -135,6 +136,11 @@ def test_a_weak_trial_is_pruned_after_its_epoch(tmp_path) -> None:
         lambda t: run_trial(t, base, "ce", method_space("ce"), tmp_path, "top1"), n_trials=1
     )
     (trial,) = study.get_trials()
+    return trial
+
+
+def test_a_weak_trial_is_pruned_after_its_epoch(tmp_path) -> None:
+    trial = _trial_pruned_at_every_report(tmp_path, epochs=3)
     assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at_epoch"] == 1
     run = Path(trial.user_attrs["run_dir"])
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -143,19 +149,8 @@ def test_a_weak_trial_is_pruned_after_its_epoch(tmp_path) -> None:
 
 
 def test_a_trial_that_trained_to_its_last_epoch_is_complete_not_pruned(tmp_path) -> None:
-    """The same pruner that prunes every report: at the last epoch the score is the value."""
-    from carrot.train.config import load_config
-    from carrot.tune.objective import run_trial
-    from carrot.tune.space import method_space
-
-    base = load_config(None, [*TINY, "train.epochs=1"])
-    study = optuna.create_study(
-        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=101)
-    )
-    study.optimize(
-        lambda t: run_trial(t, base, "ce", method_space("ce"), tmp_path, "top1"), n_trials=1
-    )
-    (trial,) = study.get_trials()
+    """The same pruner: at the last epoch the score is the trial's value, not a reason to prune."""
+    trial = _trial_pruned_at_every_report(tmp_path, epochs=1)
     assert trial.state.name == "COMPLETE" and "pruned_at_epoch" not in trial.user_attrs
     assert trial.value == trial.intermediate_values[1]
 
