@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from carrot.yamlfile import load_yaml
+
 __all__ = ["BASELINES", "best_baseline", "confirmation_suite", "tuned_variants"]
 
 SINGLE = ("ce", "carrot", "label_smoothing", "maxent", "pairwise_confusion", "center_loss", "isda")
@@ -87,7 +89,7 @@ def confirmation_suite(methods: Sequence[str]) -> dict[str, Any]:
     """The packaged study suite's common settings and datasets (no pretraining regime), with
     ``methods`` and the protocol's confirmation seeds."""
     text = resources.files("carrot.bench").joinpath("suites/study.yaml").read_text()
-    study = yaml.safe_load(text)
+    study = load_yaml(text)  # the project's strict reader, as the bench reads its suites
     return {
         "description": (
             "The tuned study's confirmation (docs/study_protocol.md): every method tuned on "
